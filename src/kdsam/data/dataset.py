@@ -1,0 +1,116 @@
+"""A dataset is a list of file records plus a way to decode one; samples are decoded lazily."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from kdsam.data.imageio import BadFileError, read_image, read_mask
+from kdsam.data.sample import Sample
+
+
+@dataclass(frozen=True)
+class Record:
+    """Where one sample lies on disk. `masks` are united; `meta` is copied into the Sample."""
+
+    name: str
+    image: Path
+    masks: tuple[Path, ...] = ()
+    meta: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+
+
+def union_of_masks(record: Record) -> np.ndarray:
+    """The target is the union of every mask file of an image (BUSI's _mask_1, Kvasir's parts)."""
+    masks = [read_mask(p) for p in record.masks]
+    if len({m.shape for m in masks}) > 1:
+        raise BadFileError(f"{record.masks[0]}: the masks of {record.name!r} differ in size")
+    return np.logical_or.reduce(masks)
+
+
+def _image_size(path: Path) -> tuple[int, int]:
+    try:
+        with Image.open(path) as img:
+            return img.height, img.width
+    except FileNotFoundError as err:
+        raise BadFileError(f"{path}: file not found") from err
+    except OSError as err:
+        raise BadFileError(f"{path}: unreadable image ({err})") from err
+
+
+def load_record(
+    record: Record, read_target: Callable[[Record], np.ndarray] = union_of_masks, max_side: int | None = None
+) -> Sample:
+    """Decode one record, checking that image and mask agree in size.
+
+    max_side: decode a smaller copy (training reads images many times; evaluation needs the
+    original resolution and leaves it None). The mask is then resized to match, nearest-neighbour.
+    """
+    if not record.masks:
+        raise BadFileError(f"{record.image}: no mask found for image {record.name!r}")
+    original = _image_size(record.image)
+    mask = read_target(record)
+    if mask.shape != original:
+        raise BadFileError(
+            f"{record.masks[0]}: mask is {mask.shape[1]}x{mask.shape[0]} but its image "
+            f"{record.image.name} is {original[1]}x{original[0]}"
+        )
+    image = read_image(record.image, max_side=max_side)
+    if image.shape[:2] != mask.shape:
+        small = Image.fromarray(mask).resize((image.shape[1], image.shape[0]), Image.Resampling.NEAREST)
+        mask = np.asarray(small)
+    meta = {**record.meta, "image_path": str(record.image), "mask_paths": [str(p) for p in record.masks]}
+    return Sample(record.name, image, mask.astype(bool), meta)
+
+
+class Dataset(Sequence[Sample]):
+    """Samples of one dataset (or one split of it), decoded on access, never all held in memory."""
+
+    def __init__(
+        self,
+        spec: str,
+        records: Sequence[Record],
+        read_target: Callable[[Record], np.ndarray] = union_of_masks,
+        split: str | None = None,
+        max_side: int | None = None,
+    ) -> None:
+        self.spec = spec
+        self.records = list(records)
+        self.read_target = read_target
+        self.split = split
+        self.max_side = max_side
+        self.problems: list[dict[str, str]] = []
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> Sample:  # type: ignore[override]
+        return load_record(self.records[index], self.read_target, self.max_side)
+
+    @property
+    def names(self) -> list[str]:
+        return [r.name for r in self.records]
+
+    def subset(self, names: Sequence[str], split: str | None = None) -> Dataset:
+        keep = set(names)
+        out = Dataset(self.spec, [r for r in self.records if r.name in keep], self.read_target, split, self.max_side)
+        return out
+
+    def with_max_side(self, max_side: int | None) -> Dataset:
+        return Dataset(self.spec, self.records, self.read_target, self.split, max_side)
+
+    def samples(self) -> Iterator[Sample]:
+        """Every readable sample; a bad file is recorded in `problems` and skipped."""
+        for record in self.records:
+            try:
+                yield load_record(record, self.read_target, self.max_side)
+            except BadFileError as err:
+                self.problems.append({"name": record.name, "file": _first_path(str(err)), "error": str(err)})
+
+
+def _first_path(message: str) -> str:
+    return message.split(": ", 1)[0]

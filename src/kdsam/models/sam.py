@@ -1,0 +1,154 @@
+"""The promptable model every teacher and student is: an official `Sam` that owns its preprocessing.
+
+The 256x64x64 image embedding is the contract. Anything producing it plugs into SAM's prompt
+encoder and mask decoder unchanged, so teachers, students and peers share one predictor and one
+evaluation. What differs between models is how an image is prepared for the encoder, so that is
+stated here, on the model, and nowhere else.
+"""
+
+from __future__ import annotations
+
+from copy import deepcopy
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from segment_anything.modeling import MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+from segment_anything.utils.transforms import ResizeLongestSide
+from torchvision.transforms.functional import resize
+
+Normalization = Literal["imagenet", "minmax"]
+ResizeMode = Literal["longest", "squash"]
+
+
+class SquashResize(ResizeLongestSide):
+    """Resize to a square, ignoring aspect ratio (MedSAM's convention), with SAM's transform API."""
+
+    @staticmethod
+    def get_preprocess_shape(oldh: int, oldw: int, long_side_length: int) -> tuple[int, int]:
+        return long_side_length, long_side_length
+
+    def apply_image_torch(self, image: torch.Tensor) -> torch.Tensor:
+        size = (self.target_length, self.target_length)
+        return F.interpolate(image, size, mode="bilinear", align_corners=False, antialias=True)
+
+
+class KDSam(Sam):
+    """`segment_anything.modeling.Sam` plus the preprocessing its image encoder was trained with.
+
+    normalization: "imagenet" subtracts SAM's pixel mean and divides by its std (SAM, MobileSAM,
+    students); "minmax" scales each image to [0, 1] by its own min and max (MedSAM, LiteMedSAM).
+    resize: "longest" resizes the longest side to the encoder size and pads bottom-right (SAM);
+    "squash" stretches to a square (MedSAM).
+    """
+
+    def __init__(
+        self,
+        sam: Sam,
+        *,
+        name: str,
+        normalization: Normalization = "imagenet",
+        resize_mode: ResizeMode = "longest",
+        spec: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(
+            image_encoder=sam.image_encoder,
+            prompt_encoder=sam.prompt_encoder,
+            mask_decoder=sam.mask_decoder,
+            pixel_mean=sam.pixel_mean.flatten().tolist(),
+            pixel_std=sam.pixel_std.flatten().tolist(),
+        )
+        self.name = name
+        self.normalization = normalization
+        self.resize_mode = resize_mode
+        self.spec = dict(spec or {})
+
+    @property
+    def img_size(self) -> int:
+        """Side of the square the image encoder reads."""
+        return int(self.image_encoder.img_size)
+
+    def transform(self) -> ResizeLongestSide:
+        """The image/coordinate transform into this model's encoder frame."""
+        cls = SquashResize if self.resize_mode == "squash" else ResizeLongestSide
+        return cls(self.img_size)
+
+    def preprocess(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalise a resized Bx3xhxw image in [0, 255] and pad it bottom-right to the encoder size."""
+        if self.normalization == "imagenet":
+            return super().preprocess(x)
+        flat = x.flatten(1)
+        lo = flat.min(dim=1).values.view(-1, 1, 1, 1)
+        hi = flat.max(dim=1).values.view(-1, 1, 1, 1)
+        x = (x - lo) / (hi - lo).clamp_min(1e-8)
+        h, w = x.shape[-2:]
+        return F.pad(x, (0, self.img_size - w, 0, self.img_size - h))
+
+    def prepare(self, image: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
+        """HxWx3 uint8 RGB -> (1x3xSxS encoder input on the model's device, resized (h, w))."""
+        resized = self.transform().apply_image(image)
+        t = torch.as_tensor(resized, device=self.device).permute(2, 0, 1)[None].float()
+        return self.preprocess(t), (int(t.shape[-2]), int(t.shape[-1]))
+
+    def prepare_batch(self, images: torch.Tensor) -> torch.Tensor:
+        """Bx3xHxW float images in [0, 255] of one size -> encoder input (used in training)."""
+        h, w = images.shape[-2:]
+        nh, nw = self.transform().get_preprocess_shape(h, w, self.img_size)
+        images = resize(images, [nh, nw], antialias=True)
+        return self.preprocess(images)
+
+    @torch.no_grad()
+    def embed(self, image: np.ndarray) -> torch.Tensor:
+        """One image -> its 1x256x64x64 embedding."""
+        x, _ = self.prepare(image)
+        return self.image_encoder(x)
+
+    def boxes_to_prompt_frame(self, boxes: torch.Tensor, original_size: tuple[int, int]) -> torch.Tensor:
+        """Nx4 XYXY boxes in original pixels -> the frame the prompt encoder expects."""
+        return self.transform().apply_boxes_torch(boxes.float(), original_size)
+
+    def decode(
+        self, embeddings: torch.Tensor, boxes: torch.Tensor, multimask_output: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Bx256x64x64 embeddings and Bx4 prompt-frame boxes (one per embedding) -> low-res logits, IoU."""
+        sparse, dense = self.prompt_encoder(points=None, boxes=boxes[:, None, :], masks=None)
+        masks, iou = [], []
+        for i in range(embeddings.shape[0]):
+            m, q = self.mask_decoder(
+                image_embeddings=embeddings[i : i + 1],
+                image_pe=self.prompt_encoder.get_dense_pe(),
+                sparse_prompt_embeddings=sparse[i : i + 1],
+                dense_prompt_embeddings=dense[i : i + 1],
+                multimask_output=multimask_output,
+            )
+            masks.append(m)
+            iou.append(q)
+        return torch.cat(masks), torch.cat(iou)
+
+
+def sam_heads(input_size: int) -> tuple[PromptEncoder, MaskDecoder]:
+    """SAM's prompt encoder and mask decoder (shared by every SAM-family model) for a given frame."""
+    prompt_encoder = PromptEncoder(
+        embed_dim=256, image_embedding_size=(64, 64), input_image_size=(input_size, input_size), mask_in_chans=16
+    )
+    mask_decoder = MaskDecoder(
+        num_multimask_outputs=3,
+        transformer=TwoWayTransformer(depth=2, embedding_dim=256, mlp_dim=2048, num_heads=8),
+        transformer_dim=256,
+        iou_head_depth=3,
+        iou_head_hidden_dim=256,
+    )
+    return prompt_encoder, mask_decoder
+
+
+def with_prompt_frame(sam: Sam, img_size: int) -> tuple[Any, Any]:
+    """Copies of a model's prompt encoder and mask decoder for an encoder of another input size.
+
+    Coordinates are normalised by the prompt encoder's input size, so re-stating that size is all a
+    student at another resolution needs; the learned weights are the teacher's, untouched.
+    """
+    prompt_encoder = deepcopy(sam.prompt_encoder)
+    prompt_encoder.input_image_size = (img_size, img_size)
+    prompt_encoder.mask_input_size = tuple(4 * s for s in prompt_encoder.image_embedding_size)
+    return prompt_encoder, deepcopy(sam.mask_decoder)

@@ -1,0 +1,119 @@
+"""The student: a timm CNN backbone and a light neck that yields SAM's 256x64x64 embedding."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import timm
+import torch
+import torch.nn.functional as F
+from segment_anything.modeling import Sam
+from segment_anything.modeling.common import LayerNorm2d
+from torch import nn
+
+from kdsam.errors import KdsamError
+from kdsam.models.sam import KDSam, sam_heads, with_prompt_frame
+
+log = logging.getLogger(__name__)
+
+EMBED_DIM = 256
+EMBED_SIZE = 64
+
+
+def _feature_levels(backbone: str, input_size: int) -> tuple[int, ...]:
+    """Backbone stages whose stride is at least input_size/64: the finest of them is ~64x64, so no
+    compute is spent on feature maps finer than the embedding."""
+    info = timm.create_model(backbone, pretrained=False, features_only=True).feature_info
+    target = input_size / EMBED_SIZE
+    levels = tuple(i for i, r in enumerate(info.reduction()) if r >= target - 1e-6)
+    return levels[-3:] if levels else (len(info.reduction()) - 1,)
+
+
+class FPNNeck(nn.Module):
+    """Top-down feature pyramid fused at the finest chosen level, resampled to 64x64, then SAM's
+    own neck shape (1x1 conv, LayerNorm2d, 3x3 conv, LayerNorm2d) so the output statistics match
+    what SAM's mask decoder reads."""
+
+    def __init__(self, in_channels: list[int], dim: int = EMBED_DIM) -> None:
+        super().__init__()
+        self.lateral = nn.ModuleList(nn.Conv2d(c, dim, 1) for c in in_channels)
+        self.head = nn.Sequential(
+            nn.Conv2d(dim, dim, 1, bias=False),
+            LayerNorm2d(dim),
+            nn.Conv2d(dim, dim, 3, padding=1, bias=False),
+            LayerNorm2d(dim),
+        )
+
+    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
+        x = self.lateral[-1](features[-1])
+        for lateral, feat in zip(reversed(self.lateral[:-1]), reversed(features[:-1]), strict=True):
+            x = lateral(feat) + F.interpolate(x, size=feat.shape[-2:], mode="nearest")
+        if x.shape[-1] != EMBED_SIZE:
+            x = F.interpolate(x, size=(EMBED_SIZE, EMBED_SIZE), mode="bilinear", align_corners=False)
+        return self.head(x)
+
+
+class StudentEncoder(nn.Module):
+    """timm backbone (features_only) + FPNNeck: Bx3xSxS -> Bx256x64x64 for any input size S."""
+
+    def __init__(self, backbone: str = "resnet50", img_size: int = 512, weights: str | Path | None = None) -> None:
+        super().__init__()
+        if img_size % 32:
+            raise KdsamError(f"student input size {img_size} must be a multiple of 32")
+        self.img_size = img_size
+        self.backbone_name = backbone
+        try:
+            levels = _feature_levels(backbone, img_size)
+        except RuntimeError as err:
+            raise KdsamError(f"unknown timm backbone {backbone!r} ({err})") from err
+        kwargs: dict = {"features_only": True, "out_indices": levels}
+        if weights is not None:
+            path = Path(weights).expanduser()
+            if not path.is_file():
+                raise KdsamError(f"{path}: backbone weights not found (a timm/torchvision {backbone} state dict)")
+            kwargs |= {"pretrained": True, "pretrained_cfg_overlay": {"file": str(path)}}
+        try:
+            self.backbone = timm.create_model(backbone, **kwargs)
+        except (RuntimeError, KeyError, ValueError) as err:
+            raise KdsamError(f"{weights}: cannot load as {backbone} ImageNet weights ({err})") from err
+        self.weights = "ImageNet (" + str(weights) + ")" if weights else "scratch"
+        self.neck = FPNNeck(self.backbone.feature_info.channels())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.neck(self.backbone(x))
+
+
+def build_student(
+    teacher: Sam | None = None,
+    backbone: str = "resnet50",
+    input_size: int = 512,
+    weights: str | Path | None = None,
+    teacher_name: str = "",
+) -> KDSam:
+    """Student encoder joined to copies of the teacher's prompt encoder and mask decoder.
+
+    The student reads ImageNet-normalised images resized longest-side to `input_size`; its box
+    prompts live in that frame (the prompt encoder normalises coordinates by its input size).
+    teacher=None gives randomly initialised heads (for timing, or to load a saved student into).
+    """
+    encoder = StudentEncoder(backbone, input_size, weights)
+    log.info("student backbone %s at %d px starts from %s", backbone, input_size, encoder.weights)
+    prompt_encoder, mask_decoder = (
+        sam_heads(input_size) if teacher is None else with_prompt_frame(teacher, input_size)
+    )
+    sam = Sam(image_encoder=encoder, prompt_encoder=prompt_encoder, mask_decoder=mask_decoder)
+    spec = {
+        "kind": "student",
+        "backbone": backbone,
+        "input_size": input_size,
+        "backbone_init": encoder.weights,
+        "teacher": teacher_name,
+    }
+    return KDSam(sam, name=f"student:{backbone}@{input_size}", spec=spec)
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+

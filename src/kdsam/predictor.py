@@ -1,0 +1,62 @@
+"""`KDSamPredictor`: the official `SamPredictor` API for every kdsam model, teacher or student."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from segment_anything import SamPredictor
+
+from kdsam.models.sam import KDSam
+
+
+def as_rgb_uint8(image: np.ndarray) -> np.ndarray:
+    """Greyscale (HxW or HxWx1), RGBA and 16-bit arrays -> HxWx3 uint8, as SAM's predictor expects."""
+    from kdsam.data.imageio import _to_uint8
+
+    image = np.asarray(image)
+    if image.ndim == 2:
+        image = image[..., None]
+    if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
+        raise ValueError(f"expected an HxW, HxWx1, HxWx3 or HxWx4 image, got shape {image.shape}")
+    image = _to_uint8(image[..., :3])
+    return np.repeat(image, 3, axis=2) if image.shape[2] == 1 else np.ascontiguousarray(image)
+
+
+class KDSamPredictor(SamPredictor):
+    """Drop-in `segment_anything.SamPredictor` for a `KDSam` model.
+
+    Same methods, shapes and dtypes (set_image, set_torch_image, predict, predict_torch,
+    get_image_embedding, reset_image); the only difference is that images are resized the way the
+    model was trained (e.g. MedSAM squashes to a square). Adds `predict_boxes` for many boxes at once.
+    """
+
+    def __init__(self, model: KDSam) -> None:
+        super().__init__(model)
+        self.transform = model.transform()
+
+    def set_image(self, image: np.ndarray, image_format: str = "RGB") -> None:
+        """Embed an HxWx3 uint8 image (greyscale, RGBA and 16-bit arrays are converted first)."""
+        super().set_image(as_rgb_uint8(image), image_format)
+
+    @torch.no_grad()
+    def predict_boxes(
+        self, boxes: np.ndarray, multimask_output: bool = False, return_logits: bool = False
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Nx4 XYXY boxes in original pixels -> masks NxCxHxW, scores NxC, low-res logits NxCx256x256,
+        C = 3 with multimask_output else 1. SAM's `predict` takes a single box; this takes many."""
+        if not self.is_image_set:
+            raise RuntimeError("An image must be set with .set_image(...) before mask prediction.")
+        boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+        box_t = self.transform.apply_boxes(boxes, self.original_size)
+        box_t = torch.as_tensor(box_t, dtype=torch.float, device=self.device)
+        masks, scores, low_res = self.predict_torch(
+            None, None, box_t, multimask_output=multimask_output, return_logits=return_logits
+        )
+        return masks.cpu().numpy(), scores.cpu().numpy(), low_res.cpu().numpy()
+
+    def segment(self, boxes: np.ndarray) -> np.ndarray:
+        """HxW bool: the union of the single-mask predictions for every box (empty if no box)."""
+        if len(boxes) == 0:
+            return np.zeros(self.original_size, dtype=bool)
+        masks, _, _ = self.predict_boxes(boxes)
+        return masks[:, 0].any(axis=0)
