@@ -16,15 +16,33 @@ class BadFileError(KdsamError):
     """An unreadable or inconsistent file: reported with its name and skipped, never fatal to a run."""
 
 
-def _open(path: Path) -> Image.Image:
+def _open(path: Path, max_side: int | None = None) -> Image.Image:
+    """Open and decode fully, so a truncated file fails here with its name. max_side: let a JPEG
+    decode at a reduced scale (draft mode must be set before decoding, or it does nothing)."""
+    img = None
     try:
         img = Image.open(path)
+        if max_side and img.format == "JPEG" and max(img.size) > max_side:
+            img.draft("RGB", _fit(img.size, max_side))
         img.load()
     except FileNotFoundError as err:
         raise BadFileError(f"{path}: file not found") from err
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        if img is not None:
+            img.close()  # a truncated file would otherwise stay open until garbage collection
         raise BadFileError(f"{path}: unreadable or truncated image ({err})") from err
     return img
+
+
+def _fit(size: tuple[int, int], max_side: int) -> tuple[int, int]:
+    """(width, height) scaled so the longest side is `max_side`."""
+    scale = max_side / max(size)
+    return max(1, round(size[0] * scale)), max(1, round(size[1] * scale))
+
+
+def _is_wide(img: Image.Image) -> bool:
+    """16-bit, 32-bit integer and float modes: their values are not 0..255."""
+    return img.mode in ("I", "F") or img.mode.startswith("I;16")
 
 
 def _to_uint8(arr: np.ndarray) -> np.ndarray:
@@ -45,33 +63,27 @@ def read_image(path: str | Path, max_side: int | None = None) -> np.ndarray:
     max_side: downscale on decode (JPEG draft mode, then a resize) so huge images never sit in
     memory at full size.
     """
-    path = Path(path)
-    img = _open(path)
-    if max_side and max(img.size) > max_side:
-        scale = max_side / max(img.size)
-        target = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
-        if img.format == "JPEG":
-            img.draft("RGB", target)
-        img = img.resize(target, Image.Resampling.BILINEAR) if img.mode in ("RGB", "L") else img
-    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        return np.repeat(_to_uint8(np.asarray(img))[..., None], 3, axis=2)
-    rgb = np.asarray(img.convert("RGB"))
+    img = _open(Path(path), max_side)
+    if _is_wide(img):
+        rgb = np.repeat(_to_uint8(np.asarray(img))[..., None], 3, axis=2)
+    else:
+        rgb = np.asarray(img.convert("RGB"))
     if max_side and max(rgb.shape[:2]) > max_side:
-        scale = max_side / max(rgb.shape[:2])
-        size = (max(1, round(rgb.shape[1] * scale)), max(1, round(rgb.shape[0] * scale)))
+        size = _fit((rgb.shape[1], rgb.shape[0]), max_side)
         rgb = np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BILINEAR))
     return np.ascontiguousarray(rgb)
 
 
 def read_mask(path: str | Path, threshold: int = 128) -> np.ndarray:
     """A mask file -> HxW bool. Any channel layout is reduced to one channel (max over colour
-    channels; alpha ignored); lossy JPEG masks are binarised at `threshold`, never tested == 255."""
+    channels; alpha ignored); lossy JPEG masks are binarised at `threshold`, never tested == 255;
+    palette masks are label maps, where any non-black colour is foreground."""
     path = Path(path)
     img = _open(path)
+    if img.mode in ("P", "PA"):  # label maps: any non-black palette colour is foreground, (128,0,0) too
+        return np.asarray(img.convert("RGB")).max(axis=2) > 0
     arr = np.asarray(img)
-    if img.mode == "P":
-        arr = np.asarray(img.convert("L"))
-    elif img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+    if _is_wide(img):
         return arr > 0
     if arr.ndim == 3:
         arr = arr[..., :3].max(axis=2) if arr.shape[2] >= 3 else arr[..., 0]

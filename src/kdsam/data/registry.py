@@ -8,8 +8,12 @@ from pathlib import Path
 
 import numpy as np
 
+from kdsam.data.busi import busi_records
 from kdsam.data.dataset import Dataset, Record, union_of_masks
 from kdsam.data.folder import folder_records
+from kdsam.data.hc18 import filled_head, hc18_records
+from kdsam.data.isic2017 import isic2017_records
+from kdsam.data.kvasir import kvasir_records
 from kdsam.data.splits import SPLITS, make_split, read_split_file
 from kdsam.data.synthetic import write_synthetic
 from kdsam.errors import KdsamError
@@ -35,6 +39,14 @@ def _synthetic_records(root: Path) -> list[Record]:
 ADAPTERS: dict[str, Adapter] = {
     "folder": Adapter(folder_records, description="images/ + masks/ matched by file stem"),
     "synthetic": Adapter(_synthetic_records, description="built-in synthetic data, generated into PATH"),
+    "kvasir": Adapter(kvasir_records, description="Kvasir-SEG: images/ + masks/ (JPEG), kavsir_bboxes.json"),
+    "isic2017": Adapter(
+        isic2017_records, official_splits=True, description="ISIC 2017 Part 1: the official split folders"
+    ),
+    "hc18": Adapter(
+        hc18_records, read_target=filled_head, description="HC18: training_set/ with ellipse outlines, filled"
+    ),
+    "busi": Adapter(busi_records, description="BUSI: Dataset_BUSI_with_GT/{benign,malignant,normal}/"),
 }
 
 

@@ -41,7 +41,7 @@ def load_saved_student(path: str | Path) -> KDSam:
     spec, state = _read_saved(file)
     if spec.get("kind") != "student":
         raise KdsamError(f"{file}: holds a {spec.get('kind')!r} model, expected a student")
-    model = build_student(None, spec["backbone"], int(spec["input_size"]))
+    model = build_student(None, spec["backbone"], int(spec["input_size"]), resize_mode=spec.get("resize_mode"))
     load_strict(model, state, file, f"kdsam student ({spec['backbone']}@{spec['input_size']})")
     model.spec = spec
     return model.eval()

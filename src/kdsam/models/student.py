@@ -13,7 +13,7 @@ from segment_anything.modeling.common import LayerNorm2d
 from torch import nn
 
 from kdsam.errors import KdsamError
-from kdsam.models.sam import KDSam, sam_heads, with_prompt_frame
+from kdsam.models.sam import KDSam, ResizeMode, sam_heads, with_prompt_frame
 
 log = logging.getLogger(__name__)
 
@@ -90,12 +90,14 @@ def build_student(
     input_size: int = 512,
     weights: str | Path | None = None,
     teacher_name: str = "",
+    resize_mode: ResizeMode | None = None,
 ) -> KDSam:
     """Student encoder joined to copies of the teacher's prompt encoder and mask decoder.
 
     The student reads ImageNet-normalised images resized longest-side to `input_size`; its box
     prompts live in that frame (the prompt encoder normalises coordinates by its input size).
     teacher=None gives randomly initialised heads (for timing, or to load a saved student into).
+    The student resizes images the way its teacher does (default), so their embeddings align.
     """
     encoder = StudentEncoder(backbone, input_size, weights)
     log.info("student backbone %s at %d px starts from %s", backbone, input_size, encoder.weights)
@@ -109,8 +111,9 @@ def build_student(
         "input_size": input_size,
         "backbone_init": encoder.weights,
         "teacher": teacher_name,
+        "resize_mode": resize_mode or (teacher.resize_mode if isinstance(teacher, KDSam) else "longest"),
     }
-    return KDSam(sam, name=f"student:{backbone}@{input_size}", spec=spec)
+    return KDSam(sam, name=f"student:{backbone}@{input_size}", resize_mode=spec["resize_mode"], spec=spec)
 
 
 def count_parameters(module: nn.Module) -> int:

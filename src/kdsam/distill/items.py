@@ -1,0 +1,83 @@
+"""Training items: each image decoded and preprocessed once, then reused every epoch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+from tqdm import tqdm
+
+from kdsam.data.dataset import Dataset
+from kdsam.data.prompts import box_around, jitter_boxes
+from kdsam.models.sam import KDSam
+
+LOW_RES = 256  # side of SAM's low-resolution mask logits
+
+
+@dataclass
+class Part:
+    """One box prompt and the mask it should produce (one connected component)."""
+
+    box: np.ndarray  # 4, XYXY in original pixels
+    target: torch.Tensor  # 1x256x256 float, the component in the low-res frame of the student
+
+
+@dataclass
+class Item:
+    name: str
+    original_size: tuple[int, int]
+    student_input: torch.Tensor  # 3xSxS fp16, preprocessed and padded
+    parts: list[Part]
+    image: np.ndarray | None = None  # kept only while teacher embeddings are being cached
+
+
+def components(mask: np.ndarray, min_area: int = 100) -> list[np.ndarray]:
+    """Connected components of at least min_area pixels (the largest is always kept)."""
+    labels, n = ndimage.label(mask)
+    if n == 0:
+        return []
+    areas = np.bincount(labels.ravel())[1:]
+    keep = [i + 1 for i in range(n) if areas[i] >= min_area] or [int(np.argmax(areas)) + 1]
+    return [labels == k for k in keep]
+
+
+def low_res_target(model: KDSam, mask: np.ndarray) -> torch.Tensor:
+    """A mask in the model's padded square frame, at the 256x256 resolution of SAM's mask logits."""
+    transform = model.transform()
+    h, w = transform.get_preprocess_shape(*mask.shape, model.img_size)
+    t = torch.from_numpy(mask.astype(np.float32))[None, None]
+    t = F.interpolate(t, size=(h, w), mode="area")
+    t = F.pad(t, (0, model.img_size - w, 0, model.img_size - h))
+    return F.interpolate(t, size=(LOW_RES, LOW_RES), mode="area")[0]
+
+
+def make_items(dataset: Dataset, student: KDSam, min_area: int = 100, keep_images: bool = False) -> list[Item]:
+    """Decode every readable sample once; empty masks are skipped (no box prompt is defined)."""
+    items = []
+    for sample in tqdm(dataset.samples(), total=len(dataset), desc=f"preparing {dataset.split or 'data'}"):
+        comps = components(sample.mask, min_area)
+        if not comps:
+            continue
+        x, _ = student.prepare(sample.image)
+        parts = [Part(box_around(c), low_res_target(student, c)) for c in comps]
+        image = sample.image if keep_images else None
+        items.append(Item(sample.name, sample.mask.shape, x[0].to(torch.float16), parts, image))
+    return items
+
+
+def pick_boxes(
+    items: list[Item], model: KDSam, rng: np.random.Generator, jitter: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One random part per item -> (Bx4 boxes in `model`'s prompt frame, Bx1x256x256 targets)."""
+    boxes, targets = [], []
+    for item in items:
+        part = item.parts[int(rng.integers(len(item.parts)))]
+        box = part.box[None]
+        if jitter:
+            box = jitter_boxes(box, item.original_size, rng)
+        boxes.append(model.boxes_to_prompt_frame(torch.from_numpy(box), item.original_size))
+        targets.append(part.target)
+    return torch.cat(boxes), torch.stack(targets)

@@ -1,0 +1,70 @@
+"""A run folder: config, split, metrics log, checkpoints and the final model, all written atomically."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from kdsam.errors import KdsamError
+from kdsam.utils.atomic import write_json, write_text
+
+log = logging.getLogger("kdsam")
+
+
+class RunDir:
+    """RUN/config.json, split.json, metrics.jsonl, log.txt, checkpoint-<stage>.pt, model.pt."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def checkpoint(self, stage: str) -> Path:
+        return self.path / f"checkpoint-{stage}.pt"
+
+    @property
+    def model(self) -> Path:
+        return self.path / "model.pt"
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    def start(self, stage: str, resume: bool) -> None:
+        """Create the folder; refuse to overwrite a run of this stage unless resuming it."""
+        ckpt = self.checkpoint(stage)
+        if resume and not ckpt.is_file():
+            raise KdsamError(f"{ckpt}: nothing to resume (no checkpoint of stage {stage!r} in this run)")
+        if not resume and ckpt.is_file():
+            raise KdsamError(
+                f"{self.path}: already holds a {stage} run; pass --resume to continue it or choose another folder"
+            )
+        self.path.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(self.path / "log.txt")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+
+    def write_config(self, stage: str, config: dict[str, Any]) -> None:
+        path = self.path / "config.json"
+        current = json.loads(path.read_text()) if path.is_file() else {}
+        current[stage] = config
+        write_json(path, current)
+
+    def read_config(self) -> dict[str, Any]:
+        path = self.path / "config.json"
+        if not path.is_file():
+            raise KdsamError(f"{self.path}: not a kdsam run folder (no config.json); run `kdsam distill` first")
+        return json.loads(path.read_text())
+
+    def append_metrics(self, row: dict[str, Any]) -> None:
+        """One JSON line per epoch. Rewritten whole (atomically) so a crash never leaves half a line."""
+        rows = self.read_metrics()
+        rows = [r for r in rows if not (r["stage"] == row["stage"] and r["epoch"] >= row["epoch"])]
+        text = "".join(json.dumps(r) + "\n" for r in [*rows, row])
+        write_text(self.metrics, text)
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        if not self.metrics.is_file():
+            return []
+        return [json.loads(line) for line in self.metrics.read_text().splitlines() if line.strip()]

@@ -1,0 +1,125 @@
+"""Stage 1: the student's encoder learns the teacher's embeddings (MSE + a perceptual term)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from kdsam.data.dataset import Dataset
+from kdsam.distill.cache import TeacherCache
+from kdsam.distill.items import Item, make_items, pick_boxes
+from kdsam.distill.losses import DecoderPerceptualLoss, embedding_mse
+from kdsam.distill.run import RunDir
+from kdsam.distill.trainer import FitConfig, fit, seed_everything
+from kdsam.distill.vgg import VGGPerceptualLoss
+from kdsam.errors import KdsamError
+from kdsam.models.loading import save_model
+from kdsam.models.sam import KDSam
+from kdsam.models.student import build_student
+
+log = logging.getLogger("kdsam")
+
+PERCEPTUAL = ("decoder", "vgg16", "none")
+
+
+def cache_teacher(items: list[Item], cache: TeacherCache) -> torch.Tensor:
+    """Teacher embeddings of all items (Nx256x64x64 fp16); each image goes through the teacher once."""
+    embs = [cache.get(item.image) for item in tqdm(items, desc=f"teacher {cache.teacher.name} embeddings")]
+    for item in items:
+        item.image = None  # decoded pixels are no longer needed
+    return torch.stack(embs) if embs else torch.zeros(0, 256, 64, 64, dtype=torch.float16)
+
+
+def make_perceptual(kind: str, teacher: KDSam, train_embs: torch.Tensor, vgg_weights: str | None):
+    if kind == "decoder":
+        return DecoderPerceptualLoss(teacher)
+    if kind == "vgg16":
+        return VGGPerceptualLoss(vgg_weights, train_embs)
+    if kind == "none":
+        return None
+    raise KdsamError(f"unknown perceptual loss {kind!r}; choose one of {', '.join(PERCEPTUAL)}")
+
+
+def embedding_distance(student: KDSam, items: Sequence[Item], embs: torch.Tensor, batch: int = 8) -> float:
+    """Mean squared distance between student and teacher embeddings over `items`."""
+    total = 0.0
+    for i in range(0, len(items), batch):
+        x = torch.stack([it.student_input for it in items[i : i + batch]]).float()
+        total += float(embedding_mse(student.image_encoder(x), embs[i : i + batch].float())) * len(x)
+    return total / max(len(items), 1)
+
+
+def distill(
+    teacher: KDSam,
+    train: Dataset,
+    val: Dataset,
+    run_dir: str | Path,
+    *,
+    backbone: str = "resnet50",
+    input_size: int = 512,
+    backbone_weights: str | None = None,
+    perceptual: str = "decoder",
+    perceptual_weight: float = 1.0,
+    vgg_weights: str | None = None,
+    cache_dir: str | Path | None = None,
+    cfg: FitConfig | None = None,
+    resume: bool = False,
+    extra_config: dict | None = None,
+) -> KDSam:
+    """Distil `teacher`'s image encoder into a new student; writes RUN/model.pt and returns the student."""
+    cfg = cfg or FitConfig()
+    run = RunDir(run_dir)
+    run.start("distill", resume)
+    seed_everything(cfg.seed)
+    student = build_student(teacher, backbone, input_size, backbone_weights, teacher_name=teacher.name)
+    cache = TeacherCache(teacher, cache_dir)
+    train_items = make_items(train, student, keep_images=True)
+    val_items = make_items(val, student, keep_images=True)
+    if not val_items:
+        raise KdsamError(f"{val.spec}: the validation split has no usable image; model selection needs one")
+    train_embs, val_embs = cache_teacher(train_items, cache), cache_teacher(val_items, cache)
+    loss_p = make_perceptual(perceptual, teacher, train_embs, vgg_weights)
+    index = {id(item): i for i, item in enumerate(train_items)}
+    config = {
+        "teacher": teacher.spec,
+        "student": student.spec,
+        "perceptual": perceptual,
+        "perceptual_weight": perceptual_weight,
+        "train": {"spec": train.spec, "split": train.split, "n": len(train_items)},
+        "val": {"spec": val.spec, "split": val.split, "n": len(val_items)},
+        "fit": asdict(cfg),
+        "cache": str(cache.dir),
+        **(extra_config or {}),
+    }
+    run.write_config("distill", config)
+    log.info(
+        "distill: teacher %s -> %s; perceptual loss: %s (weight %g); backbone init: %s; teacher computed %d, reused %d",
+        teacher.name, student.name, perceptual, perceptual_weight, student.spec["backbone_init"],
+        cache.n_computed, cache.n_reused,
+    )  # fmt: skip
+
+    def step(batch: Sequence[Item], rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        x = torch.stack([it.student_input for it in batch]).float()
+        target = train_embs[[index[id(it)] for it in batch]].float()
+        emb = student.image_encoder(x)
+        terms = {"mse": embedding_mse(emb, target)}
+        if loss_p is not None:
+            boxes, _ = pick_boxes(list(batch), teacher, rng, jitter=False)
+            terms["perceptual"] = loss_p(emb, target, boxes)
+        terms["loss"] = terms["mse"] + perceptual_weight * terms.get("perceptual", 0.0)
+        return terms
+
+    def validate() -> dict[str, float]:
+        mse = embedding_distance(student, val_items, val_embs)
+        return {"val_mse": mse, "val_loss": mse}
+
+    fit(run, "distill", student, student.image_encoder, train_items, step, validate, cfg, resume)
+    save_model(student, run.path / "model-distill.pt")
+    save_model(student, run.model)
+    return student

@@ -1,0 +1,112 @@
+"""Side-by-side table of evaluations in the shape of the paper's: rows models, per dataset Dice/IoU/HD95/NSD.
+
+Input: metrics.json dicts (or their paths). Output: the table as JSON-able dict, markdown and HTML.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from kdsam.errors import KdsamError
+from kdsam.utils.atomic import write_json, write_text
+
+TABLE_METRICS = ("dice", "iou", "hd95", "nsd")
+HEADERS = {"dice": "Dice", "iou": "IoU", "hd95": "HD95 (px)", "nsd": "NSD"}
+MISSING = "–"
+
+
+def read_results(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
+    """metrics.json files (or folders holding one) -> their dicts."""
+    results = []
+    for p in paths:
+        path = Path(p) / "metrics.json" if Path(p).is_dir() else Path(p)
+        try:
+            results.append(json.loads(path.read_text()))
+        except (OSError, json.JSONDecodeError) as err:
+            raise KdsamError(f"{path}: not a readable metrics.json ({err})") from err
+    return results
+
+
+def dataset_label(spec: str, split: str | None = None) -> str:
+    """`kvasir:/data/Kvasir-SEG` + test -> `kvasir Kvasir-SEG (test)`: short enough for a column."""
+    kind, _, path = spec.partition(":")
+    name = Path(path).name or path
+    return f"{kind} {name}" + (f" ({split})" if split else "")
+
+
+def comparison(results: Sequence[dict[str, Any]], metrics: Sequence[str] = TABLE_METRICS) -> dict[str, Any]:
+    """{"models", "datasets", "metrics", "cells": {model: {dataset: {metric: mean, "n_images": n}}}},
+    models and datasets in first-seen order; a (model, dataset) pair given twice is an error."""
+    models: dict[str, None] = {}
+    datasets: dict[str, None] = {}
+    cells: dict[str, dict[str, dict[str, Any]]] = {}
+    for r in results:
+        model, data = r["model"], dataset_label(r["data"], r.get("split"))
+        if data in cells.get(model, {}):
+            raise KdsamError(f"two evaluations of {model} on {data}: give each pair once")
+        models[model] = None
+        datasets[data] = None
+        cell = {m: r["mean"].get(m) for m in metrics}
+        cells.setdefault(model, {})[data] = {**cell, "n_images": r["n_images"], "n_skipped": r["n_skipped"]}
+    return {"models": list(models), "datasets": list(datasets), "metrics": list(metrics), "cells": cells}
+
+
+def _fmt(metric: str, value: float | None) -> str:
+    if value is None:
+        return MISSING
+    return f"{value:.2f}" if metric.startswith("hd95") else f"{value:.3f}"
+
+
+def _rows(table: dict[str, Any]) -> list[list[str]]:
+    """One list of formatted cells per model: its name, then each dataset's metrics."""
+    rows = []
+    for model in table["models"]:
+        cells = [model]
+        for data in table["datasets"]:
+            cell = table["cells"][model].get(data, {})
+            cells += [_fmt(m, cell.get(m)) for m in table["metrics"]]
+        rows.append(cells)
+    return rows
+
+
+def _n_images(table: dict[str, Any], data: str) -> str:
+    counts = sorted({c[data]["n_images"] for c in table["cells"].values() if data in c})
+    return "/".join(str(n) for n in counts)
+
+
+def to_markdown(table: dict[str, Any]) -> str:
+    """Markdown has no two-level headers, so each column says `dataset metric`."""
+    header = ["model"] + [f"{data} {HEADERS.get(m, m)}" for data in table["datasets"] for m in table["metrics"]]
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in _rows(table)]
+    counts = ", ".join(f"{d}: {_n_images(table, d)}" for d in table["datasets"])
+    return "\n".join(lines) + f"\n\nImages scored per dataset: {counts}. Means skip undefined values.\n"
+
+
+def to_html(table: dict[str, Any]) -> str:
+    """A table with one header row of datasets (spanning their metrics) and one of metrics."""
+    n = len(table["metrics"])
+    top = "".join(f'<th colspan="{n}">{html.escape(d)} (n={_n_images(table, d)})</th>' for d in table["datasets"])
+    sub = "".join(f"<th>{html.escape(HEADERS.get(m, m))}</th>" for _ in table["datasets"] for m in table["metrics"])
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>\n" for row in _rows(table))
+    return (
+        '<table class="kdsam-comparison">\n'
+        f'<thead><tr><th rowspan="2">model</th>{top}</tr>\n<tr>{sub}</tr></thead>\n'
+        f"<tbody>\n{body}</tbody>\n</table>\n"
+    )
+
+
+def write_comparison(
+    results: Sequence[dict[str, Any]], out_dir: str | Path, stem: str = "comparison"
+) -> dict[str, Any]:
+    """Write OUT/comparison.json, .md and .html; return the table."""
+    out_dir = Path(out_dir)
+    table = comparison(results)
+    write_json(out_dir / f"{stem}.json", table)
+    write_text(out_dir / f"{stem}.md", to_markdown(table))
+    write_text(out_dir / f"{stem}.html", to_html(table))
+    return table

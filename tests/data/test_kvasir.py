@@ -1,0 +1,75 @@
+"""Kvasir-SEG: JPEG masks binarised at 128, boxes from kavsir_bboxes.json, a seeded split."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from kdsam.data import dataset_splits, open_dataset
+from kdsam.data.kvasir import kvasir_records
+from kdsam.errors import KdsamError
+
+from .conftest import pair
+
+
+def test_records_and_boxes(kvasir_root: Path) -> None:
+    records = {r.name: r for r in kvasir_records(kvasir_root)}
+    assert len(records) == 9
+    assert records["cjunomask"].masks == ()
+    box = records["cju0polyp"].meta["bboxes"]
+    assert len(box) == 1 and len(box[0]) == 4
+    assert "bboxes" not in records["cju5polyp"].meta  # absent from the box file: no boxes, no error
+
+
+def test_jpeg_mask_binarised_not_tested_against_255(kvasir_root: Path) -> None:
+    raw = np.asarray(Image.open(kvasir_root / "masks" / "cju0polyp.jpg").convert("L"))
+    assert ((raw > 0) & (raw < 255)).any(), "the fixture must carry JPEG grey edges"
+    sample = open_dataset(f"kvasir:{kvasir_root}").subset(["cju0polyp"])[0]
+    truth = pair("polyp", 0)[1]
+    assert sample.mask.dtype == bool and sample.image.shape == (64, 80, 3)
+    iou = (sample.mask & truth).sum() / (sample.mask | truth).sum()
+    assert iou > 0.95
+    assert sample.mask.sum() > (raw == 255).sum()  # grey edge pixels >= 128 count as foreground
+
+
+def test_bad_files_reported_by_name_rest_loaded(kvasir_root: Path) -> None:
+    ds = open_dataset(f"kvasir:{kvasir_root}")
+    names = [s.name for s in ds.samples()]
+    assert sorted(names) == [f"cju{i}polyp" for i in range(6)]
+    problems = {p["name"]: p for p in ds.problems}
+    assert set(problems) == {"cjutruncated", "cjunomask", "cjuwrongsize"}
+    assert problems["cjutruncated"]["file"].endswith("cjutruncated.jpg")
+    assert "no mask" in problems["cjunomask"]["error"]
+    assert "40x32" in problems["cjuwrongsize"]["error"]
+
+
+def test_seeded_split_is_deterministic_and_disjoint(kvasir_root: Path) -> None:
+    spec = f"kvasir:{kvasir_root}"
+    first, again = dataset_splits(spec, seed=3), dataset_splits(spec, seed=3)
+    assert first == again
+    parts = [set(v) for v in first.values()]
+    assert sum(map(len, parts)) == len(set().union(*parts)) == 8  # every labelled image, once
+    assert "cjunomask" not in set().union(*parts)
+    assert all(parts)
+    assert any(dataset_splits(spec, seed=s) != first for s in range(4, 12))
+
+
+def test_parent_folder_accepted(kvasir_root: Path) -> None:
+    assert len(kvasir_records(kvasir_root.parent)) == 9
+
+
+def test_wrong_layout_is_one_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "images").mkdir()
+    with pytest.raises(KdsamError, match="expected Kvasir-SEG/ with images/") as err:
+        kvasir_records(tmp_path)
+    assert "\n" not in str(err.value)
+
+
+def test_bad_box_file_is_one_clear_error(kvasir_root: Path) -> None:
+    (kvasir_root / "kavsir_bboxes.json").write_text(json.dumps({"cju0polyp": {"bbox": [{"x": 1}]}}))
+    with pytest.raises(KdsamError, match=r"kavsir_bboxes\.json: not a Kvasir box file"):
+        kvasir_records(kvasir_root)

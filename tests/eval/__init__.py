@@ -1,0 +1,1 @@
+"""Evaluation tests: metrics against independent computations, evaluate() on tiny folders, the CLI."""
