@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,6 +24,7 @@ class Part:
 
     box: np.ndarray  # 4, XYXY in original pixels
     target: torch.Tensor  # 1x256x256 float, the component in the low-res frame of the student
+    teacher_logits: torch.Tensor | None = None  # 1x256x256 fp16, the teacher's answer to this box
 
 
 @dataclass
@@ -68,16 +70,19 @@ def make_items(dataset: Dataset, student: KDSam, min_area: int = 100, keep_image
     return items
 
 
-def pick_boxes(
-    items: list[Item], model: KDSam, rng: np.random.Generator, jitter: bool
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """One random part per item -> (Bx4 boxes in `model`'s prompt frame, Bx1x256x256 targets)."""
-    boxes, targets = [], []
-    for item in items:
-        part = item.parts[int(rng.integers(len(item.parts)))]
+def pick_parts(items: Sequence[Item], rng: np.random.Generator) -> list[Part]:
+    """One random part (box prompt and its mask) per item."""
+    return [item.parts[int(rng.integers(len(item.parts)))] for item in items]
+
+
+def prompt_boxes(
+    items: Sequence[Item], parts: Sequence[Part], model: KDSam, rng: np.random.Generator | None = None
+) -> torch.Tensor:
+    """Bx4 boxes of `parts` in `model`'s prompt frame, jittered when an rng is given (training)."""
+    boxes = []
+    for item, part in zip(items, parts, strict=True):
         box = part.box[None]
-        if jitter:
+        if rng is not None:
             box = jitter_boxes(box, item.original_size, rng)
         boxes.append(model.boxes_to_prompt_frame(torch.from_numpy(box), item.original_size))
-        targets.append(part.target)
-    return torch.cat(boxes), torch.stack(targets)
+    return torch.cat(boxes)

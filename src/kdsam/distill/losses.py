@@ -32,8 +32,13 @@ class DecoderPerceptualLoss(torch.nn.Module):
         super().__init__()
         self.teacher = teacher
 
-    def forward(self, student_emb: torch.Tensor, teacher_emb: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            target, _ = self.teacher.decode(teacher_emb, boxes)
+    @torch.no_grad()
+    def teacher_logits(self, teacher_emb: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        """The teacher's own answer; fixed per (image, box), so stage 1 computes it once."""
+        return self.teacher.decode(teacher_emb, boxes)[0]
+
+    def forward(
+        self, student_emb: torch.Tensor, teacher_emb: torch.Tensor, boxes: torch.Tensor, teacher_logits: torch.Tensor
+    ) -> torch.Tensor:
         logits, _ = self.teacher.decode(student_emb, boxes)
-        return F.binary_cross_entropy_with_logits(logits, torch.sigmoid(target))
+        return F.binary_cross_entropy_with_logits(logits, torch.sigmoid(teacher_logits))

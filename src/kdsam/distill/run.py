@@ -51,6 +51,13 @@ class RunDir:
         current[stage] = config
         write_json(path, current)
 
+    def write_split(self, stage: str, spec: str, splits: dict[str, list[str]]) -> None:
+        """The exact sample names of each split, so evaluation can prove it never saw training images."""
+        path = self.path / "split.json"
+        current = json.loads(path.read_text()) if path.is_file() else {}
+        current[stage] = {"data": spec, **splits}
+        write_json(path, current)
+
     def read_config(self) -> dict[str, Any]:
         path = self.path / "config.json"
         if not path.is_file():

@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from kdsam.data.dataset import Dataset
 from kdsam.distill.cache import TeacherCache
-from kdsam.distill.items import Item, make_items, pick_boxes
+from kdsam.distill.items import Item, make_items, pick_parts, prompt_boxes
 from kdsam.distill.losses import DecoderPerceptualLoss, embedding_mse
 from kdsam.distill.run import RunDir
 from kdsam.distill.trainer import FitConfig, fit, seed_everything
@@ -34,6 +34,16 @@ def cache_teacher(items: list[Item], cache: TeacherCache) -> torch.Tensor:
     for item in items:
         item.image = None  # decoded pixels are no longer needed
     return torch.stack(embs) if embs else torch.zeros(0, 256, 64, 64, dtype=torch.float16)
+
+
+def attach_teacher_logits(
+    items: Sequence[Item], embs: torch.Tensor, loss: DecoderPerceptualLoss, teacher: KDSam
+) -> None:
+    """The teacher's mask logits for every training box, computed once (they never change)."""
+    for item, emb in zip(tqdm(items, desc="teacher mask logits"), embs, strict=True):
+        for part in item.parts:
+            box = prompt_boxes([item], [part], teacher)
+            part.teacher_logits = loss.teacher_logits(emb[None].float(), box)[0].to(torch.float16)
 
 
 def make_perceptual(kind: str, teacher: KDSam, train_embs: torch.Tensor, vgg_weights: str | None):
@@ -70,12 +80,15 @@ def distill(
     cache_dir: str | Path | None = None,
     cfg: FitConfig | None = None,
     resume: bool = False,
+    splits: dict[str, list[str]] | None = None,
     extra_config: dict | None = None,
 ) -> KDSam:
     """Distil `teacher`'s image encoder into a new student; writes RUN/model.pt and returns the student."""
     cfg = cfg or FitConfig()
     run = RunDir(run_dir)
     run.start("distill", resume)
+    if splits is not None:
+        run.write_split("distill", train.spec, splits)
     seed_everything(cfg.seed)
     student = build_student(teacher, backbone, input_size, backbone_weights, teacher_name=teacher.name)
     cache = TeacherCache(teacher, cache_dir)
@@ -85,6 +98,8 @@ def distill(
         raise KdsamError(f"{val.spec}: the validation split has no usable image; model selection needs one")
     train_embs, val_embs = cache_teacher(train_items, cache), cache_teacher(val_items, cache)
     loss_p = make_perceptual(perceptual, teacher, train_embs, vgg_weights)
+    if isinstance(loss_p, DecoderPerceptualLoss):
+        attach_teacher_logits(train_items, train_embs, loss_p, teacher)
     index = {id(item): i for i, item in enumerate(train_items)}
     config = {
         "teacher": teacher.spec,
@@ -110,8 +125,12 @@ def distill(
         emb = student.image_encoder(x)
         terms = {"mse": embedding_mse(emb, target)}
         if loss_p is not None:
-            boxes, _ = pick_boxes(list(batch), teacher, rng, jitter=False)
-            terms["perceptual"] = loss_p(emb, target, boxes)
+            parts = pick_parts(batch, rng)
+            boxes = prompt_boxes(batch, parts, teacher)
+            logits = (
+                torch.stack([p.teacher_logits for p in parts]).float() if parts[0].teacher_logits is not None else None
+            )
+            terms["perceptual"] = loss_p(emb, target, boxes, logits)
         terms["loss"] = terms["mse"] + perceptual_weight * terms.get("perceptual", 0.0)
         return terms
 

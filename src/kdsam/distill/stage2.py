@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from kdsam.data.dataset import Dataset
-from kdsam.distill.items import Item, make_items, pick_boxes
+from kdsam.distill.items import Item, make_items, pick_parts, prompt_boxes
 from kdsam.distill.losses import soft_dice_loss
 from kdsam.distill.run import RunDir
 from kdsam.distill.trainer import FitConfig, fit, seed_everything
@@ -43,6 +43,7 @@ def finetune(
     train_encoder: bool = False,
     cfg: FitConfig | None = None,
     resume: bool = False,
+    splits: dict[str, list[str]] | None = None,
 ) -> KDSam:
     """Fine-tune the mask decoder of RUN's student with a Dice loss (+ optional BCE); box prompts from
     the masks, jittered in training only. The encoder stays frozen unless `train_encoder`."""
@@ -52,13 +53,17 @@ def finetune(
     source = run.path / "model-distill.pt"
     student = load_saved_student(source if source.is_file() else run.model)
     run.start("finetune", resume)
+    if splits is not None:
+        run.write_split("finetune", train.spec, splits)
     seed_everything(cfg.seed)
     train_items, val_items = make_items(train, student), make_items(val, student)
     if not val_items:
         raise KdsamError(f"{val.spec}: the validation split has no usable image; model selection needs one")
     student.requires_grad_(False)
-    trainable = student.mask_decoder if not train_encoder else torch.nn.ModuleList(
-        [student.mask_decoder, student.image_encoder]
+    trainable = (
+        student.mask_decoder
+        if not train_encoder
+        else torch.nn.ModuleList([student.mask_decoder, student.image_encoder])
     )
     trainable.requires_grad_(True)
     frozen_embs = None if train_encoder else embed_items(student, train_items)
@@ -76,7 +81,9 @@ def finetune(
     )
 
     def loss_of(emb: torch.Tensor, batch: Sequence[Item], rng: np.random.Generator, jitter: bool):
-        boxes, target = pick_boxes(list(batch), student, rng, jitter)
+        parts = pick_parts(batch, rng)
+        boxes = prompt_boxes(batch, parts, student, rng if jitter else None)
+        target = torch.stack([p.target for p in parts])
         logits, _ = student.decode(emb, boxes)
         dice = soft_dice_loss(logits, target)
         bce = F.binary_cross_entropy_with_logits(logits, target) if bce_weight else torch.zeros(())
@@ -97,5 +104,6 @@ def finetune(
         return {"val_dice": 1 - float(dice), "val_loss": float(dice)}
 
     fit(run, "finetune", student, trainable, train_items, step, validate, cfg, resume)
+    save_model(student, run.path / "model-finetune.pt")
     save_model(student, run.model)
     return student

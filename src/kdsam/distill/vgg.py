@@ -61,7 +61,14 @@ class VGGPerceptualLoss(torch.nn.Module):
                 out.append(x)
         return out
 
-    def forward(self, student_emb: torch.Tensor, teacher_emb: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        student_emb: torch.Tensor,
+        teacher_emb: torch.Tensor,
+        boxes: torch.Tensor,
+        teacher_logits: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """Prompts are not used: VGG compares the embeddings as images."""
         with torch.no_grad():
             target = self._features(self._project(teacher_emb))
         feats = self._features(self._project(student_emb))

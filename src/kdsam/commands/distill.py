@@ -1,0 +1,58 @@
+"""`kdsam distill`: stage 1."""
+
+from __future__ import annotations
+
+import argparse
+
+from kdsam.commands.options import (
+    add_data_arguments,
+    add_fit_arguments,
+    fit_config,
+    log_to_stderr,
+    splits_of,
+    train_val,
+)
+from kdsam.distill.stage1 import PERCEPTUAL, distill
+from kdsam.distill.trainer import FitConfig
+from kdsam.models.teachers import load_teacher, parse_teacher_arg
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--teacher", default="litemedsam", metavar="NAME[=CHECKPOINT]")
+    add_data_arguments(parser)
+    parser.add_argument("--out", required=True, metavar="RUN", help="run folder to create")
+    parser.add_argument("--backbone", default="resnet50", help="any timm model name")
+    parser.add_argument("--input-size", type=int, default=512, help="student input side (multiple of 32)")
+    parser.add_argument("--backbone-weights", metavar="PATH", help="local ImageNet weights for the backbone")
+    parser.add_argument("--perceptual", choices=PERCEPTUAL, default="decoder")
+    parser.add_argument("--perceptual-weight", type=float, default=1.0)
+    parser.add_argument("--vgg-weights", metavar="PATH", help="torchvision vgg16-397923af.pth for --perceptual vgg16")
+    parser.add_argument("--cache-dir", help="teacher embedding cache (default $KDSAM_CACHE or ~/.cache/kdsam)")
+    add_fit_arguments(parser, FitConfig())
+
+
+def run(args: argparse.Namespace) -> int:
+    log_to_stderr()
+    cfg = fit_config(args)
+    name, ckpt = parse_teacher_arg(args.teacher)
+    teacher = load_teacher(name, ckpt)
+    train, val = train_val(args)
+    distill(
+        teacher,
+        train,
+        val,
+        args.out,
+        backbone=args.backbone,
+        input_size=args.input_size,
+        backbone_weights=args.backbone_weights,
+        perceptual=args.perceptual,
+        perceptual_weight=args.perceptual_weight,
+        vgg_weights=args.vgg_weights,
+        cache_dir=args.cache_dir,
+        cfg=cfg,
+        resume=args.resume,
+        splits=splits_of(args),
+        extra_config={"split_seed": args.seed, "split_file": args.split_file},
+    )
+    print(f"student written to {args.out}/model.pt; next: kdsam finetune --run {args.out} --data {args.data}")
+    return 0

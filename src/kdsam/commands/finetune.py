@@ -1,0 +1,37 @@
+"""`kdsam finetune`: stage 2."""
+
+from __future__ import annotations
+
+import argparse
+
+from kdsam.commands.options import (
+    add_data_arguments,
+    add_fit_arguments,
+    fit_config,
+    log_to_stderr,
+    splits_of,
+    train_val,
+)
+from kdsam.distill.stage2 import finetune
+from kdsam.distill.trainer import FitConfig
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--run", required=True, metavar="RUN", help="a run folder written by kdsam distill")
+    add_data_arguments(parser)
+    parser.add_argument("--bce-weight", type=float, default=0.0, help="add BCE to the Dice loss")
+    parser.add_argument("--train-encoder", action="store_true", help="also update the encoder (default frozen)")
+    add_fit_arguments(parser, FitConfig(epochs=10, lr=1e-4))
+
+
+def run(args: argparse.Namespace) -> int:
+    log_to_stderr()
+    cfg = fit_config(args)
+    train, val = train_val(args)
+    finetune(
+        args.run, train, val, bce_weight=args.bce_weight, train_encoder=args.train_encoder, cfg=cfg,
+        resume=args.resume,
+        splits=splits_of(args),
+    )  # fmt: skip
+    print(f"fine-tuned student written to {args.run}/model.pt")
+    return 0

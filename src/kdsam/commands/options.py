@@ -1,0 +1,63 @@
+"""Arguments shared by several commands (not a command itself)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+import torch
+
+from kdsam.data import dataset_splits, open_dataset
+from kdsam.data.dataset import Dataset
+from kdsam.distill.trainer import FitConfig
+
+
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", required=True, metavar="SPEC", help="KIND:PATH, e.g. kvasir:/data/Kvasir-SEG")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the train/val/test split and of training")
+    parser.add_argument("--split-file", help="JSON {train,val,test: [names]} overriding the seeded split")
+    parser.add_argument("--max-side", type=int, default=1024, help="decode images at most this large (speed)")
+
+
+def train_val(args: argparse.Namespace) -> tuple[Dataset, Dataset]:
+    """The train and val splits of --data (ISIC's official folders; a seeded split elsewhere)."""
+    opts = {"seed": args.seed, "split_file": args.split_file, "max_side": args.max_side}
+    return open_dataset(args.data, "train", **opts), open_dataset(args.data, "val", **opts)
+
+
+def splits_of(args: argparse.Namespace) -> dict[str, list[str]]:
+    return dataset_splits(args.data, args.seed, args.split_file)
+
+
+def add_fit_arguments(parser: argparse.ArgumentParser, defaults: FitConfig) -> None:
+    g = parser.add_argument_group("optimisation")
+    g.add_argument("--epochs", type=int, default=defaults.epochs)
+    g.add_argument("--lr", type=float, default=defaults.lr)
+    g.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
+    g.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    g.add_argument("--patience", type=int, default=defaults.patience, help="early stopping, in epochs")
+    g.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's choice)")
+    g.add_argument("--resume", action="store_true", help="continue the run from its last checkpoint")
+
+
+def fit_config(args: argparse.Namespace) -> FitConfig:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return FitConfig(
+        epochs=args.epochs,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        batch_size=args.batch_size,
+        patience=args.patience,
+        seed=args.seed,
+    )
+
+
+def log_to_stderr() -> None:
+    """Progress lines for people; run folders also get them in log.txt."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.getLogger("kdsam")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
