@@ -17,7 +17,7 @@ import torch
 
 from kdsam.data import open_dataset
 from kdsam.data.prompts import boxes_from_mask
-from kdsam.data.splits import make_split
+from kdsam.data.splits import make_split, read_split_file
 from kdsam.data.synthetic import write_synthetic
 from kdsam.distill.stage1 import distill
 from kdsam.distill.stage2 import finetune
@@ -128,6 +128,7 @@ def run_demo(out: str | Path, cfg: DemoConfig | None = None) -> dict[str, Any]:
     if not split_file.exists():
         write_json(split_file, make_split(open_dataset(spec).names, cfg.seed, cfg.fractions))
     train, val, test = (open_dataset(spec, s, split_file=split_file) for s in ("train", "val", "test"))
+    splits = read_split_file(split_file)
     teacher = load_teacher("litemedsam")
     run = out / "run"
     common = {"batch_size": cfg.batch_size, "seed": cfg.seed}
@@ -135,11 +136,12 @@ def run_demo(out: str | Path, cfg: DemoConfig | None = None) -> dict[str, Any]:
         resume = (run / "checkpoint-distill.pt").exists()
         distill(
             teacher, train, val, run, backbone=cfg.backbone, input_size=cfg.input_size, cache_dir=out / "cache",
-            cfg=FitConfig(epochs=cfg.distill_epochs, lr=1e-3, **common), resume=resume,
+            cfg=FitConfig(epochs=cfg.distill_epochs, lr=1e-3, **common), resume=resume, splits=splits,
         )  # fmt: skip
     if not (run / "model-finetune.pt").exists():
         resume = (run / "checkpoint-finetune.pt").exists()
-        finetune(run, train, val, cfg=FitConfig(epochs=cfg.finetune_epochs, lr=1e-4, **common), resume=resume)
+        ft_cfg = FitConfig(epochs=cfg.finetune_epochs, lr=1e-4, **common)
+        finetune(run, train, val, cfg=ft_cfg, resume=resume, splits=splits)
     student = load_saved_student(run)
     results = {
         who: run_evaluation(model, test, out / "eval" / who, overwrite=True, label=label)

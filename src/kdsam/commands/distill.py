@@ -26,6 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backbone-weights", metavar="PATH", help="local ImageNet weights for the backbone")
     parser.add_argument("--perceptual", choices=PERCEPTUAL, default="decoder")
     parser.add_argument("--perceptual-weight", type=float, default=1.0)
+    parser.add_argument(
+        "--perceptual-items", type=int, default=4, help="images per batch that also get the perceptual term"
+    )
     parser.add_argument("--vgg-weights", metavar="PATH", help="torchvision vgg16-397923af.pth for --perceptual vgg16")
     parser.add_argument("--cache-dir", help="teacher embedding cache (default $KDSAM_CACHE or ~/.cache/kdsam)")
     add_fit_arguments(parser, FitConfig())
@@ -47,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
         backbone_weights=args.backbone_weights,
         perceptual=args.perceptual,
         perceptual_weight=args.perceptual_weight,
+        perceptual_items=args.perceptual_items,
         vgg_weights=args.vgg_weights,
         cache_dir=args.cache_dir,
         cfg=cfg,

@@ -60,7 +60,7 @@ class TeacherCache:
                 emb = torch.load(path, map_location="cpu", weights_only=True)
                 self.n_reused += 1
                 return emb
-            except (RuntimeError, EOFError, OSError):
+            except Exception:  # any unreadable cache entry is ours to recompute
                 path.unlink(missing_ok=True)  # a torn file from a crash: recompute it
         emb = self.teacher.embed(image)[0].to(torch.float16).cpu()
         self.n_computed += 1

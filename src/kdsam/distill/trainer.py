@@ -104,7 +104,7 @@ def fit(
             torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             optimizer.step()
             for k, v in terms.items():
-                sums[k] = sums.get(k, 0.0) + float(v) * len(batch)
+                sums[k] = sums.get(k, 0.0) + float(v.detach()) * len(batch)
             bar.set_postfix(loss=f"{loss.item():.4f}")
         trainable.eval()
         with torch.no_grad():
