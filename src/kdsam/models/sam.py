@@ -34,6 +34,11 @@ class SquashResize(ResizeLongestSide):
         return F.interpolate(image, size, mode="bilinear", align_corners=False, antialias=True)
 
 
+def resize_transform(resize_mode: ResizeMode, size: int) -> ResizeLongestSide:
+    """The image/coordinate transform into an encoder frame of side `size`."""
+    return (SquashResize if resize_mode == "squash" else ResizeLongestSide)(size)
+
+
 class KDSam(Sam):
     """`segment_anything.modeling.Sam` plus the preprocessing its image encoder was trained with.
 
@@ -71,8 +76,7 @@ class KDSam(Sam):
 
     def transform(self) -> ResizeLongestSide:
         """The image/coordinate transform into this model's encoder frame."""
-        cls = SquashResize if self.resize_mode == "squash" else ResizeLongestSide
-        return cls(self.img_size)
+        return resize_transform(self.resize_mode, self.img_size)
 
     def preprocess(self, x: torch.Tensor) -> torch.Tensor:
         """Normalise a resized Bx3xhxw image in [0, 255] and pad it bottom-right to the encoder size."""

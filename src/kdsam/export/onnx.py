@@ -1,0 +1,140 @@
+"""ONNX export as EdgeSAM does it: the image encoder and the box decoder as two files, plus the preprocessing.
+
+The split follows the 256x64x64 contract: the encoder runs once per image, the decoder once per set
+of prompts. The encoder reads an already preprocessed 1x3xSxS tensor, so the resizing and
+normalisation a model was trained with are stated in a JSON file beside the graphs instead of
+being baked into them; `OnnxPredictor` reads it and prepares images exactly as `KDSam.prepare` does.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import onnx
+import torch
+from torch import nn
+
+from kdsam.errors import KdsamError
+from kdsam.models.sam import KDSam
+from kdsam.utils.atomic import atomic_path, write_json
+
+ENCODER_FILE = "image_encoder.onnx"
+DECODER_FILE = "box_decoder.onnx"
+CONFIG_FILE = "kdsam_onnx.json"
+DEFAULT_OPSET = 17
+
+
+class BoxDecoder(nn.Module):
+    """Prompt encoder + mask decoder for box prompts only, with SAM's single-mask output.
+
+    Inputs: image embeddings 1x256x64x64 and Nx4 XYXY boxes already in the prompt frame (the
+    encoder's input frame). Outputs: low-res logits Nx1x256x256 and IoU predictions Nx1; exactly
+    what `SamPredictor.predict_torch(boxes=..., multimask_output=False)` computes before upsampling.
+    """
+
+    def __init__(self, model: KDSam) -> None:
+        super().__init__()
+        self.prompt_encoder = model.prompt_encoder
+        self.mask_decoder = model.mask_decoder
+
+    def forward(self, image_embeddings: torch.Tensor, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        sparse, dense = self.prompt_encoder(points=None, boxes=boxes, masks=None)
+        return self.mask_decoder(
+            image_embeddings=image_embeddings,
+            image_pe=self.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=False,
+        )
+
+
+def preprocessing_config(model: KDSam, opset: int) -> dict[str, Any]:
+    """Everything an ONNX runtime needs besides the graphs: how to prepare an image and read the masks."""
+    return {
+        "model": model.name,
+        "spec": model.spec,
+        "img_size": model.img_size,
+        "normalization": model.normalization,
+        "resize_mode": model.resize_mode,
+        "pixel_mean": model.pixel_mean.flatten().tolist(),
+        "pixel_std": model.pixel_std.flatten().tolist(),
+        "mask_threshold": float(model.mask_threshold),
+        "embedding_shape": [1, 256, 64, 64],
+        "encoder": ENCODER_FILE,
+        "decoder": DECODER_FILE,
+        "opset": opset,
+    }
+
+
+def _export_graph(
+    module: nn.Module,
+    inputs: tuple[torch.Tensor, ...],
+    path: Path,
+    names: tuple[list[str], list[str]],
+    opset: int,
+    dynamic_axes: dict[str, dict[int, str]] | None = None,
+) -> None:
+    """Trace one module to `path` atomically, then run onnx.checker on the file written."""
+    with atomic_path(path) as tmp, warnings.catch_warnings():
+        # The TorchScript exporter is the one that needs no onnxscript; its tracer warnings are about
+        # shapes that are static by design (64x64 embeddings, a fixed encoder size), and the folding
+        # notes about strided slices (TinyViT's windows) change nothing in the graph's results.
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.filterwarnings("ignore", "Constant folding", UserWarning)
+        try:
+            torch.onnx.export(
+                module,
+                inputs,
+                str(tmp),
+                input_names=names[0],
+                output_names=names[1],
+                dynamic_axes=dynamic_axes,
+                opset_version=opset,
+                do_constant_folding=True,
+                dynamo=False,
+            )
+        except (RuntimeError, TypeError, ValueError, torch.onnx.errors.OnnxExporterError) as err:
+            # An opset too old for an operator fails deep in the exporter (a TypeError at opset 9).
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise KdsamError(
+                f"{path.name}: ONNX export failed at opset {opset} (opset {DEFAULT_OPSET} is tested): {first[:200]}"
+            ) from err
+        onnx.checker.check_model(str(tmp), full_check=True)
+
+
+def export_onnx(model: KDSam, out_dir: str | Path, opset: int = DEFAULT_OPSET) -> dict[str, Any]:
+    """Write ENCODER_FILE, DECODER_FILE and CONFIG_FILE into `out_dir`; returns the config.
+
+    Each file is written atomically and the JSON last, so a folder with the JSON holds a complete
+    export. The decoder takes any number of boxes (dynamic first axis). Traced on the model's device;
+    the graphs hold no device, so they run anywhere onnxruntime does.
+    """
+    out = Path(out_dir)
+    (out / CONFIG_FILE).unlink(missing_ok=True)  # an interrupted re-export must not look complete
+    model = model.eval()
+    size, device = model.img_size, model.device
+    embedding = torch.zeros(1, 256, 64, 64, device=device)
+    boxes = torch.tensor([[0.1, 0.1, 0.6, 0.7], [0.0, 0.0, 1.0, 1.0]], device=device) * (size - 1)
+    per_box = {0: "num_boxes"}
+    with torch.no_grad():
+        _export_graph(
+            model.image_encoder,
+            (torch.zeros(1, 3, size, size, device=device),),
+            out / ENCODER_FILE,
+            (["image"], ["image_embeddings"]),
+            opset,
+        )
+        _export_graph(
+            BoxDecoder(model),
+            (embedding, boxes),
+            out / DECODER_FILE,
+            (["image_embeddings", "boxes"], ["low_res_logits", "iou_predictions"]),
+            opset,
+            {"boxes": per_box, "low_res_logits": per_box, "iou_predictions": per_box},
+        )
+    config = preprocessing_config(model, opset)
+    write_json(out / CONFIG_FILE, config)
+    return config

@@ -1,0 +1,130 @@
+"""`OnnxPredictor`: the box-prompt part of `KDSamPredictor`'s API on an exported folder, run by onnxruntime.
+
+Same method names, shapes and dtypes as `KDSamPredictor` (set_image, predict_boxes, segment,
+get_image_embedding, reset_image), so the two can be swapped and compared. Images are prepared in
+numpy with SAM's own resize transform, following the preprocessing recorded at export time.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import torch
+import torch.nn.functional as F
+
+from kdsam.errors import KdsamError
+from kdsam.export.onnx import CONFIG_FILE
+from kdsam.models.sam import resize_transform
+from kdsam.predictor import KDSamPredictor, as_rgb_uint8
+
+
+def read_config(folder: Path) -> dict[str, Any]:
+    """The export's JSON, or one line saying the folder holds no complete export."""
+    path = folder / CONFIG_FILE
+    try:
+        config = json.loads(path.read_text())
+    except FileNotFoundError as err:
+        raise KdsamError(f"{folder}: no ONNX export here (missing {CONFIG_FILE}; run `kdsam export`)") from err
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise KdsamError(f"{path}: not a kdsam ONNX config ({err})") from err
+    missing = [k for k in ("img_size", "normalization", "resize_mode", "pixel_mean", "pixel_std") if k not in config]
+    if missing:
+        raise KdsamError(f"{path}: not a kdsam ONNX config (missing {', '.join(missing)})")
+    return config
+
+
+def preprocess(resized: np.ndarray, config: dict[str, Any]) -> np.ndarray:
+    """A resized hxwx3 uint8 image -> the 1x3xSxS float32 encoder input: normalised, then zero-padded
+    bottom-right; the numpy twin of `KDSam.preprocess`."""
+    x = resized.astype(np.float32)
+    if config["normalization"] == "minmax":
+        lo, hi = x.min(), x.max()
+        x = (x - lo) / max(hi - lo, np.float32(1e-8))
+    else:
+        x = (x - np.asarray(config["pixel_mean"], np.float32)) / np.asarray(config["pixel_std"], np.float32)
+    size = int(config["img_size"])
+    out = np.zeros((1, 3, size, size), np.float32)
+    out[0, :, : x.shape[0], : x.shape[1]] = x.transpose(2, 0, 1)
+    return out
+
+
+def postprocess_masks(
+    low_res: np.ndarray, img_size: int, input_size: tuple[int, int], original_size: tuple[int, int]
+) -> np.ndarray:
+    """NxCx256x256 logits -> NxCxHxW logits: upsample to the encoder frame, crop the padding, resize to
+    the original image; the same interpolation as `Sam.postprocess_masks` (torch on CPU, exact match)."""
+    masks = F.interpolate(torch.from_numpy(low_res), (img_size, img_size), mode="bilinear", align_corners=False)
+    masks = masks[..., : input_size[0], : input_size[1]]
+    return F.interpolate(masks, original_size, mode="bilinear", align_corners=False).numpy()
+
+
+class OnnxPredictor:
+    """Box-prompt predictor over a `kdsam export` folder; see `KDSamPredictor` for the conventions."""
+
+    def __init__(self, folder: str | Path, providers: list[str] | None = None) -> None:
+        self.folder = Path(folder)
+        self.config = read_config(self.folder)
+        self.transform = resize_transform(self.config["resize_mode"], int(self.config["img_size"]))
+        self.mask_threshold = float(self.config.get("mask_threshold", 0.0))
+        providers = providers or ["CPUExecutionProvider"]
+        self.encoder = self._session(self.config.get("encoder", "image_encoder.onnx"), providers)
+        self.decoder = self._session(self.config.get("decoder", "box_decoder.onnx"), providers)
+        self.reset_image()
+
+    def _session(self, name: str, providers: list[str]) -> ort.InferenceSession:
+        path = self.folder / name
+        if not path.is_file():
+            raise KdsamError(f"{path}: missing from the ONNX export (rerun `kdsam export`)")
+        try:
+            return ort.InferenceSession(str(path), providers=providers)
+        except Exception as err:  # onnxruntime raises its own untyped exceptions for a bad file
+            raise KdsamError(f"{path}: not a loadable ONNX model ({str(err).splitlines()[0][:200]})") from err
+
+    def set_image(self, image: np.ndarray, image_format: str = "RGB") -> None:
+        """Embed an HxWx3 uint8 image (greyscale, RGBA and 16-bit arrays are converted first)."""
+        if image_format not in ("RGB", "BGR"):
+            raise ValueError(f"image_format must be 'RGB' or 'BGR', got {image_format!r}")
+        image = as_rgb_uint8(image)
+        if image_format == "BGR":
+            image = np.ascontiguousarray(image[..., ::-1])
+        resized = self.transform.apply_image(image)
+        (self.features,) = self.encoder.run(None, {"image": preprocess(resized, self.config)})
+        self.original_size = image.shape[:2]
+        self.input_size = resized.shape[:2]
+        self.is_image_set = True
+
+    def get_image_embedding(self) -> np.ndarray:
+        """The 1x256x64x64 float32 embedding of the image set (a numpy array, not a torch tensor)."""
+        if not self.is_image_set:
+            raise RuntimeError("An image must be set with .set_image(...) to generate an embedding.")
+        return self.features
+
+    def reset_image(self) -> None:
+        self.is_image_set = False
+        self.features = None
+        self.original_size = None
+        self.input_size = None
+
+    def predict_boxes(
+        self, boxes: np.ndarray, multimask_output: bool = False, return_logits: bool = False
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Nx4 XYXY boxes in original pixels -> masks Nx1xHxW, scores Nx1, low-res logits Nx1x256x256.
+
+        The exported decoder has SAM's single-mask output only, so multimask_output must be False.
+        """
+        if not self.is_image_set:
+            raise RuntimeError("An image must be set with .set_image(...) before mask prediction.")
+        if multimask_output:
+            raise ValueError("the ONNX box decoder was exported with single-mask output only")
+        boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+        box_t = self.transform.apply_boxes(boxes, self.original_size).astype(np.float32)
+        low_res, scores = self.decoder.run(None, {"image_embeddings": self.features, "boxes": box_t})
+        masks = postprocess_masks(low_res, int(self.config["img_size"]), self.input_size, self.original_size)
+        return (masks if return_logits else masks > self.mask_threshold), scores, low_res
+
+    # The union of per-box masks is defined once, on KDSamPredictor; it only uses predict_boxes.
+    segment = KDSamPredictor.segment

@@ -1,0 +1,146 @@
+"""KDSamPredictor against the official SamPredictor, input conversion, and each model's preprocessing."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from segment_anything import SamPredictor
+from segment_anything.modeling import Sam
+
+from kdsam.models.sam import KDSam, SquashResize
+from kdsam.models.teachers import build_architecture
+from kdsam.predictor import KDSamPredictor
+
+from .conftest import RecordingEncoder, recording_sam
+
+SLOW = os.environ.get("KDSAM_SLOW_TESTS") == "1"
+
+# (point_coords, point_labels, box, multimask_output) as SamPredictor.predict takes them. KDSamPredictor
+# inherits predict() and only changes the image/box transform, so a few kinds cover every path.
+PROMPTS = {
+    "points": (np.array([[170.0, 150.0], [20.0, 30.0]]), np.array([1, 0]), None, True),
+    "box": (None, None, np.array([90.0, 60.0, 260.0, 230.0]), False),
+    "box+point": (np.array([[170.0, 150.0]]), np.array([1]), np.array([90.0, 60.0, 260.0, 230.0]), False),
+}
+BOXES = np.array([[90.0, 60.0, 260.0, 230.0], [200.0, 150.0, 340.0, 280.0]])
+
+
+def predictor_pair(sam: Sam, image: np.ndarray) -> tuple[SamPredictor, KDSamPredictor]:
+    """The official predictor on `sam` and ours on KDSam(sam), both with the image set."""
+    official, ours = SamPredictor(sam), KDSamPredictor(KDSam(sam, name="under-test"))
+    official.set_image(image)
+    ours.set_image(image)
+    return official, ours
+
+
+def assert_same_predictions(official: SamPredictor, ours: KDSamPredictor) -> None:
+    """Bit-identical embeddings, masks, scores and low-res logits for points, boxes and both."""
+    assert torch.equal(official.features, ours.features)
+    for name, (coords, labels, box, multimask) in PROMPTS.items():
+        kwargs = dict(point_coords=coords, point_labels=labels, box=box, multimask_output=multimask)
+        for want, got in zip(official.predict(**kwargs), ours.predict(**kwargs), strict=True):
+            assert want.shape == got.shape and np.array_equal(want, got), name
+
+
+@pytest.fixture(scope="module")
+def tiny_pair(tiny: Sam, polyp: tuple[np.ndarray, np.ndarray]) -> tuple[SamPredictor, KDSamPredictor]:
+    return predictor_pair(tiny, polyp[0])
+
+
+def test_predictor_matches_official_sam_predictor(tiny_pair) -> None:
+    assert_same_predictions(*tiny_pair)
+
+
+@pytest.mark.skipif(not SLOW, reason="ViT-B at 1024 px takes ~15 s on 2 cores; set KDSAM_SLOW_TESTS=1")
+def test_predictor_matches_official_on_sam_vit_b(polyp) -> None:
+    torch.manual_seed(0)
+    sam = build_architecture("sam_vit_b").eval()
+    assert_same_predictions(*predictor_pair(sam, polyp[0]))
+
+
+def test_predict_boxes_equals_one_predict_per_box(tiny_pair) -> None:
+    _, ours = tiny_pair
+    masks, scores, logits = ours.predict_boxes(BOXES)
+    assert masks.shape == (len(BOXES), 1, *ours.original_size) and masks.dtype == bool
+    assert scores.shape == (len(BOXES), 1) and logits.shape == (len(BOXES), 1, 256, 256)
+    for i, box in enumerate(BOXES):
+        m, s, lo = ours.predict(box=box, multimask_output=False)
+        np.testing.assert_allclose(logits[i], lo, atol=1e-5)
+        np.testing.assert_allclose(scores[i], s, atol=1e-5)
+        assert (masks[i] == m).mean() > 0.999
+    assert np.array_equal(ours.segment(BOXES), masks[:, 0].any(axis=0))
+    assert not ours.segment(np.zeros((0, 4))).any()
+    multi = ours.predict_boxes(BOXES, multimask_output=True)
+    assert [a.shape[:2] for a in multi] == [(len(BOXES), 3)] * 3
+
+
+def recorded_input(predictor: KDSamPredictor, image: np.ndarray) -> torch.Tensor:
+    """The tensor the predictor's (recording) encoder received for `image`."""
+    predictor.set_image(image)
+    return predictor.model.image_encoder.last_input
+
+
+@pytest.fixture
+def recording_predictor() -> KDSamPredictor:
+    return KDSamPredictor(KDSam(recording_sam(), name="recording"))
+
+
+def test_greyscale_rgba_and_16bit_images_are_converted(recording_predictor, polyp) -> None:
+    rgb = polyp[0]
+    grey = rgb.mean(axis=2).astype(np.uint8)
+    reference = recorded_input(recording_predictor, np.dstack([grey] * 3))
+    for variant in (grey, grey[..., None]):
+        assert torch.equal(recorded_input(recording_predictor, variant), reference)
+    rgba = np.dstack([rgb, np.full(rgb.shape[:2], 77, np.uint8)])
+    assert torch.equal(recorded_input(recording_predictor, rgba), recorded_input(recording_predictor, rgb))
+    deep = grey.astype(np.uint16) * 200 + 1000
+    scaled = np.clip((deep - deep.min()) / (deep.max() - deep.min()) * 255 + 0.5, 0, 255).astype(np.uint8)
+    expected = recorded_input(recording_predictor, np.dstack([scaled] * 3))
+    assert torch.equal(recorded_input(recording_predictor, deep), expected)
+    assert recording_predictor.original_size == rgb.shape[:2]
+
+
+def test_squash_transform_round_trips_boxes(polyp) -> None:
+    image = polyp[0]
+    h, w = image.shape[:2]
+    assert h != w
+    model = KDSam(recording_sam(), name="squash", resize_mode="squash")
+    x, resized = model.prepare(image)
+    assert resized == (256, 256) and x.shape == (1, 3, 256, 256)
+    assert (x[0, :, -1] != 0).any() and (x[0, :, :, -1] != 0).any()  # stretched, no padding
+    frame = model.boxes_to_prompt_frame(torch.as_tensor(BOXES), (h, w)).numpy()
+    np.testing.assert_allclose(frame, BOXES * [256 / w, 256 / h, 256 / w, 256 / h], rtol=1e-6)
+    np.testing.assert_allclose(SquashResize(1024).apply_boxes(BOXES, (h, w)) * [w, h, w, h] / 1024, BOXES, rtol=1e-6)
+    predictor = KDSamPredictor(model)
+    predictor.set_image(image)
+    assert predictor.predict_boxes(BOXES[:1])[0].shape == (1, 1, h, w)
+
+
+def litemedsam_reference(image: np.ndarray) -> tuple[np.ndarray, float]:
+    """LiteMedSAM's documented preprocessing, in numpy: longest side to 256, min-max to [0, 1] over the
+    image, zero padding bottom-right to 256x256. Returns 3x256x256 and the box scale. (The resampling
+    filter is SAM's bilinear one; LiteMedSAM's scripts use OpenCV's area filter.)"""
+    h, w = image.shape[:2]
+    scale = 256 / max(h, w)
+    size = (int(w * scale + 0.5), int(h * scale + 0.5))
+    resized = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR), np.float64)
+    norm = (resized - resized.min()) / max(resized.max() - resized.min(), 1e-8)
+    out = np.zeros((3, 256, 256))
+    out[:, : size[1], : size[0]] = norm.transpose(2, 0, 1)
+    return out, scale
+
+
+def test_litemedsam_preprocessing_matches_its_documentation(polyp) -> None:
+    image = polyp[0]
+    model = build_architecture("litemedsam")
+    assert (model.normalization, model.resize_mode, model.img_size) == ("minmax", "longest", 256)
+    model.image_encoder = RecordingEncoder(256)
+    want, scale = litemedsam_reference(image)
+    np.testing.assert_allclose(model.prepare(image)[0][0].numpy(), want, atol=1e-6)
+    np.testing.assert_allclose(recorded_input(KDSamPredictor(model), image)[0].numpy(), want, atol=1e-6)
+    frame = model.boxes_to_prompt_frame(torch.as_tensor(BOXES), image.shape[:2]).numpy()
+    np.testing.assert_allclose(frame, BOXES * scale, atol=0.5)

@@ -1,0 +1,71 @@
+"""The student: the 256x64x64 contract at every input size, saving/loading, and independent heads."""
+
+from __future__ import annotations
+
+from copy import deepcopy
+
+import pytest
+import torch
+from segment_anything.modeling import Sam
+
+from kdsam.errors import KdsamError
+from kdsam.models.loading import load_model, save_model
+from kdsam.models.student import build_student
+
+EMBEDDING = (1, 256, 64, 64)
+
+
+@torch.no_grad()
+def embedding_shape(backbone: str, size: int) -> tuple[int, ...]:
+    model = build_student(None, backbone, size).eval()
+    return tuple(model.image_encoder(torch.zeros(1, 3, size, size)).shape)
+
+
+@pytest.mark.parametrize("size", [128, 256, 512])
+def test_every_input_size_gives_the_embedding_contract(size: int) -> None:
+    assert embedding_shape("resnet18", size) == EMBEDDING
+
+
+def test_resnet50_at_512_gives_the_embedding_contract() -> None:
+    assert embedding_shape("resnet50", 512) == EMBEDDING
+
+
+def test_input_size_not_a_multiple_of_32_is_refused() -> None:
+    with pytest.raises(KdsamError, match="multiple of 32"):
+        build_student(None, "resnet18", 200)
+
+
+def test_unknown_backbone_is_refused() -> None:
+    with pytest.raises(KdsamError, match="no_such_net"):
+        build_student(None, "no_such_net", 128)
+
+
+@torch.no_grad()
+def test_save_and_load_round_trip_gives_identical_outputs(tmp_path) -> None:
+    torch.manual_seed(0)
+    model = build_student(None, "resnet18", 128, resize_mode="squash").eval()
+    save_model(model, tmp_path / "model.pt")
+    loaded = load_model(str(tmp_path / "model.pt"))
+    assert loaded.spec == model.spec and loaded.resize_mode == "squash"
+    x = torch.rand(1, 3, 128, 128)
+    embedding = model.image_encoder(x)
+    assert torch.equal(loaded.image_encoder(x), embedding)
+    box = torch.tensor([[10.0, 20.0, 90.0, 100.0]])
+    for want, got in zip(model.decode(embedding, box), loaded.decode(embedding, box), strict=True):
+        assert torch.equal(want, got)
+    from_folder = load_model(str(tmp_path)).state_dict()  # a run folder holding model.pt
+    assert all(torch.equal(v, from_folder[k]) for k, v in model.state_dict().items())
+
+
+def test_student_heads_are_copies_of_the_teacher(tiny: Sam) -> None:
+    teacher = deepcopy(tiny)
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    student = build_student(teacher, "resnet18", 128)
+    heads = ("prompt_encoder", "mask_decoder")
+    assert all(torch.equal(v, before[k]) for k, v in student.state_dict().items() if k.startswith(heads))
+    assert student.prompt_encoder.input_image_size == (128, 128)
+    with torch.no_grad():
+        for p in [*student.prompt_encoder.parameters(), *student.mask_decoder.parameters()]:
+            p.add_(1.0)
+    assert teacher.prompt_encoder.input_image_size == (256, 256)
+    assert all(torch.equal(v, before[k]) for k, v in teacher.state_dict().items())
