@@ -1,0 +1,121 @@
+"""`kdsam bench`: time and size models side by side (see kdsam.eval.bench for how and why)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from kdsam.errors import KdsamError
+from kdsam.models.fast import VARIANTS
+
+help = "time and size models side by side"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--models",
+        required=True,
+        help="comma-separated: student:BACKBONE[@SIZE], a run folder, or a teacher name "
+        "(sam_vit_h, sam_vit_l, sam_vit_b, medsam, mobilesam, litemedsam; NAME=CHECKPOINT for real weights). "
+        "Ratios are printed against the first model and against the first student.",
+    )
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--batch-size", type=int, default=1, help="batch for images/s and the train step")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--repeats", type=int, default=10, help="timed rounds per model, interleaved")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed rounds per model first")
+    parser.add_argument(
+        "--budget-s",
+        type=float,
+        default=120.0,
+        help="seconds per model; a model over it stops repeating, one whose warm-up alone "
+        "exceeds it is reported as too slow",
+    )
+    parser.add_argument(
+        "--variants",
+        default="",
+        help=f"also time each student with these fast-path steps ('all' or comma list of "
+        f"{', '.join(VARIANTS)}; each adds one step to the previous)",
+    )
+    parser.add_argument("--no-train-step", action="store_true", help="skip the student's fwd+bwd timing")
+    parser.add_argument(
+        "--eval",
+        action="append",
+        default=[],
+        metavar="[MODEL=]METRICS_JSON",
+        help="evaluation metrics.json (repeatable): the Pareto plot then shows Dice",
+    )
+    parser.add_argument("--json", type=Path, default=None, help="write the JSON report here")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="folder for bench.json, bench.md, pareto.png (default: --json path, .md, .png)",
+    )
+
+
+def _variants(arg: str, device: str) -> list[str]:
+    from kdsam.models.fast import variants_for
+
+    if arg == "all":
+        import torch
+
+        return variants_for(torch.device(device))
+    return [v.strip() for v in arg.split(",") if v.strip()]
+
+
+def read_eval_dice(specs: list[str]) -> dict[str, float]:
+    """`[MODEL=]metrics.json` -> {model: mean Dice}; MODEL defaults to the file's own "model" field."""
+    dice = {}
+    for spec in specs:
+        label, sep, path = spec.rpartition("=") if "=" in spec else ("", "", spec)
+        try:
+            metrics = json.loads(Path(path).read_text())
+            value = float(metrics["mean"]["dice"])
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise KdsamError(f"{path}: not an evaluation metrics.json with mean.dice ({err})") from err
+        name = label if sep else str(metrics.get("model", path))
+        dice[name.removeprefix("teacher:")] = value
+    return dice
+
+
+def run(args: argparse.Namespace) -> int:
+    from kdsam.eval.bench import benchmark
+    from kdsam.eval.pareto import bench_markdown, pareto_plot
+    from kdsam.utils.atomic import write_json, write_text
+
+    logging.basicConfig(level=logging.INFO, format="kdsam bench: %(message)s")  # progress: a run can take minutes
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    if not models:
+        raise KdsamError("--models: give at least one model")
+    dice = read_eval_dice(args.eval)
+    report = benchmark(
+        models,
+        device=args.device,
+        batch_size=args.batch_size,
+        threads=args.threads,
+        repeats=args.repeats,
+        warmup=args.warmup,
+        budget_s=args.budget_s,
+        variants=_variants(args.variants, args.device),
+        train_step=not args.no_train_step,
+    )
+    text = bench_markdown(report)
+    print(text, end="")
+    if args.out:
+        json_path, md_path, png_path = (args.out / name for name in ("bench.json", "bench.md", "pareto.png"))
+    elif args.json:
+        json_path, md_path, png_path = (args.json.with_suffix(ext) for ext in (".json", ".md", ".png"))
+    else:
+        return _exit_code(report)
+    write_json(args.json or json_path, report)
+    write_text(md_path, text)
+    print(f"wrote {args.json or json_path}, {md_path}, {pareto_plot(report['results'], png_path, dice)}")
+    return _exit_code(report)
+
+
+def _exit_code(report: dict) -> int:
+    """1 when no model could be timed at all; failures of some models are reported, not fatal."""
+    return 0 if any(r["status"] == "ok" for r in report["results"]) else 1

@@ -1,0 +1,91 @@
+"""The inference fast path: what makes an image encoder fast without changing its weights or API.
+
+`optimize_for_inference(model, device)` is the one function the predictor, evaluation and the
+benchmark share, so the latency the benchmark reports is the latency users get. Each step is a
+named recipe so `kdsam bench --student-variants` can measure what it buys on its own.
+
+The steps are applied in place through the module's own `forward` and hooks, never by wrapping it,
+so `state_dict` keys, `model.img_size` and `SamPredictor` keep working unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Which inference optimisations to apply; `half=None` means "fp16 on CUDA, fp32 elsewhere"."""
+
+    inference_mode: bool = True
+    channels_last: bool = True
+    half: bool | None = None
+    compile: bool = False
+
+    def dtype(self, device: torch.device) -> torch.dtype:
+        half = device.type == "cuda" if self.half is None else self.half
+        return torch.float16 if half else torch.float32
+
+
+# Cumulative variants, each adding one step to the previous: what `--student-variants` measures.
+VARIANTS: dict[str, Recipe] = {
+    "baseline": Recipe(inference_mode=False, channels_last=False, half=False),
+    "inference_mode": Recipe(channels_last=False, half=False),
+    "channels_last": Recipe(half=False),
+    "half": Recipe(half=True),
+    "compile": Recipe(compile=True),
+}
+DEFAULT = Recipe()
+
+
+def variants_for(device: torch.device) -> list[str]:
+    """The variants worth measuring on a device: fp16 convolutions are slow emulation on CPU."""
+    return [v for v in VARIANTS if device.type == "cuda" or v != "half"]
+
+
+def _convert_input(dtype: torch.dtype, channels_last: bool) -> Callable[..., Any]:
+    def hook(_module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        x = args[0].to(dtype)
+        if channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return (x, *args[1:])
+
+    return hook
+
+
+def _float_output(_module: nn.Module, _args: tuple[Any, ...], out: torch.Tensor) -> torch.Tensor:
+    """The prompt encoder and mask decoder stay fp32; they are small and fp16 gains nothing there."""
+    return out.float().contiguous()
+
+
+def optimize_for_inference(model: nn.Module, device: str | torch.device, recipe: Recipe = DEFAULT) -> nn.Module:
+    """Put a KDSam-like model (with `.image_encoder`) in its fastest inference form, in place.
+
+    eval mode and no gradients always; then per recipe: the encoder runs under `torch.inference_mode`
+    (no autograd bookkeeping at all), in channels_last memory format (what oneDNN and cuDNN
+    convolutions prefer), in fp16 on CUDA (tensor cores), and optionally `torch.compile`d.
+    The encoder accepts and returns fp32 NCHW tensors as before. Returns the model.
+    """
+    device = torch.device(device)
+    dtype = recipe.dtype(device)
+    model.eval().requires_grad_(False).to(device)
+    encoder = model.image_encoder
+    encoder.to(dtype=dtype)
+    if recipe.channels_last:
+        encoder.to(memory_format=torch.channels_last)
+    encoder.register_forward_pre_hook(_convert_input(dtype, recipe.channels_last))
+    encoder.register_forward_hook(_float_output)
+    if recipe.inference_mode:
+        encoder.forward = torch.inference_mode()(encoder.forward)
+    if recipe.compile:
+        encoder.compile()
+    log.info("inference path for %s on %s: %s, %s", getattr(model, "name", "model"), device, recipe, dtype)
+    return model
