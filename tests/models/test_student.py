@@ -69,3 +69,24 @@ def test_student_heads_are_copies_of_the_teacher(tiny: Sam) -> None:
             p.add_(1.0)
     assert teacher.prompt_encoder.input_image_size == (256, 256)
     assert all(torch.equal(v, before[k]) for k, v in teacher.state_dict().items())
+
+
+def test_backbone_weights_come_from_a_local_file(tmp_path) -> None:
+    import timm
+
+    reference = timm.create_model("resnet18", pretrained=False)
+    with torch.no_grad():
+        reference.conv1.weight.fill_(0.25)
+    path = tmp_path / "resnet18.pth"
+    torch.save(reference.state_dict(), path)  # a classifier checkpoint: the fc head is not used
+    student = build_student(None, "resnet18", 128, weights=path)
+    assert torch.equal(student.image_encoder.backbone.conv1.weight, reference.conv1.weight)
+    assert str(path) in student.spec["backbone_init"]
+    assert build_student(None, "resnet18", 128).spec["backbone_init"] == "scratch"
+
+
+def test_backbone_weights_of_another_model_are_refused(tmp_path) -> None:
+    path = tmp_path / "not_resnet.pth"
+    torch.save({"something.weight": torch.zeros(3)}, path)
+    with pytest.raises(KdsamError, match="not_resnet.pth"):
+        build_student(None, "resnet18", 128, weights=path)

@@ -13,6 +13,7 @@ from segment_anything.modeling.common import LayerNorm2d
 from torch import nn
 
 from kdsam.errors import KdsamError
+from kdsam.models.checkpoint import load_strict, read_state_dict
 from kdsam.models.sam import KDSam, ResizeMode, sam_heads, with_prompt_frame
 
 log = logging.getLogger(__name__)
@@ -67,18 +68,23 @@ class StudentEncoder(nn.Module):
             levels = _feature_levels(backbone, img_size)
         except RuntimeError as err:
             raise KdsamError(f"unknown timm backbone {backbone!r} ({err})") from err
-        kwargs: dict = {"features_only": True, "out_indices": levels}
+        self.backbone = timm.create_model(backbone, pretrained=False, features_only=True, out_indices=levels)
+        self.weights = "scratch"
         if weights is not None:
-            path = Path(weights).expanduser()
-            if not path.is_file():
-                raise KdsamError(f"{path}: backbone weights not found (a timm/torchvision {backbone} state dict)")
-            kwargs |= {"pretrained": True, "pretrained_cfg_overlay": {"file": str(path)}}
-        try:
-            self.backbone = timm.create_model(backbone, **kwargs)
-        except (RuntimeError, KeyError, ValueError) as err:
-            raise KdsamError(f"{weights}: cannot load as {backbone} ImageNet weights ({err})") from err
-        self.weights = "ImageNet (" + str(weights) + ")" if weights else "scratch"
+            self._load_backbone(Path(weights).expanduser())
         self.neck = FPNNeck(self.backbone.feature_info.channels())
+
+    def _load_backbone(self, path: Path) -> None:
+        """ImageNet weights from a local timm/torchvision classifier state dict, matched strictly
+        (timm's own loader tolerates missing keys, which would let a wrong file start from noise).
+        Modules the feature extractor drops (the classifier head) are ignored; every backbone
+        tensor must be there."""
+        what = f"{self.backbone_name} ImageNet weights"
+        state = read_state_dict(path, what)
+        modules = {k.split(".", 1)[0] for k in self.backbone.state_dict()}
+        state = {k: v for k, v in state.items() if k.split(".", 1)[0] in modules}
+        load_strict(self.backbone, state, path, what)
+        self.weights = f"ImageNet ({path})"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.neck(self.backbone(x))
