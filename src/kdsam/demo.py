@@ -42,8 +42,8 @@ class DemoConfig:
     n_images: int = 48
     backbone: str = "resnet50"
     input_size: int = 256  # LiteMedSAM reads 256 px: the student sees what its teacher sees
-    distill_epochs: int = 16
-    finetune_epochs: int = 10
+    distill_epochs: int = 28
+    finetune_epochs: int = 15
     batch_size: int = 8
     seed: int = 0
     fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)
@@ -57,10 +57,13 @@ def _latencies(student_input: int, backbone: str) -> dict[str, float]:
 
 
 def _overlays(out: Path, test, teacher, student, n: int = 4) -> Path:
-    """Rows of image+box / truth / teacher / student for the first n test images."""
+    """Rows of image+box / truth / teacher / student: the first test image of each modality."""
     preds = {"teacher": KDSamPredictor(teacher), "student": KDSamPredictor(student)}
+    firsts: dict[str, str] = {}
+    for name in test.names:
+        firsts.setdefault(name.rsplit("_", 1)[0], name)
     rows, titles = [], []
-    for sample in list(test.samples())[:n]:
+    for sample in test.subset(list(firsts.values())[:n]).samples():
         boxes = boxes_from_mask(sample.mask)
         row = [draw_boxes(sample.image, boxes), overlay(sample.image, sample.mask, TRUTH_COLOR)]
         for p in preds.values():

@@ -47,6 +47,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="[MODEL=]METRICS_JSON",
         help="evaluation metrics.json (repeatable): the Pareto plot then shows Dice",
     )
+    parser.add_argument(
+        "--stage1-data",
+        metavar="SPEC",
+        help="also time a stage-1 epoch (cached teacher) against the student's own fwd+bwd on this data",
+    )
     parser.add_argument("--json", type=Path, default=None, help="write the JSON report here")
     parser.add_argument(
         "--out",
@@ -102,6 +107,14 @@ def run(args: argparse.Namespace) -> int:
         variants=_variants(args.variants, args.device),
         train_step=not args.no_train_step,
     )
+    if args.stage1_data:
+        from kdsam.eval.stage1_cost import stage1_epoch_cost
+
+        report["stage1_epoch"] = cost = stage1_epoch_cost(args.stage1_data)
+        print(
+            f"stage-1 epoch {cost['epoch_train_seconds']} s vs student fwd+bwd {cost['student_fwd_bwd_seconds']} s: "
+            f"{cost['ratio']}x (target <= {cost['target']}x)"
+        )
     text = bench_markdown(report)
     print(text, end="")
     if args.out:

@@ -106,6 +106,7 @@ def fit(
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach()) * len(batch)
             bar.set_postfix(loss=f"{loss.item():.4f}")
+        train_seconds = time.perf_counter() - t0
         trainable.eval()
         with torch.no_grad():
             val = validate()
@@ -115,7 +116,8 @@ def fit(
             **{f"train_{k}": v / len(items) for k, v in sums.items()},
             **val,
             "lr": optimizer.param_groups[0]["lr"],
-            "seconds": round(time.perf_counter() - t0, 2),
+            "train_seconds": round(train_seconds, 2),
+            "val_seconds": round(time.perf_counter() - t0 - train_seconds, 2),
         }
         scheduler.step(val["val_loss"])
         if val["val_loss"] < state["best_val"]:

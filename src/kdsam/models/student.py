@@ -23,12 +23,12 @@ EMBED_SIZE = 64
 
 
 def _feature_levels(backbone: str, input_size: int) -> tuple[int, ...]:
-    """Backbone stages whose stride is at least input_size/64: the finest of them is ~64x64, so no
-    compute is spent on feature maps finer than the embedding."""
+    """Backbone stages whose stride is at least input_size/64: the finest of them is 64x64 when the
+    backbone has such a stage (fine boundaries need it), and none is finer than the embedding."""
     info = timm.create_model(backbone, pretrained=False, features_only=True).feature_info
     target = input_size / EMBED_SIZE
     levels = tuple(i for i, r in enumerate(info.reduction()) if r >= target - 1e-6)
-    return levels[-3:] if levels else (len(info.reduction()) - 1,)
+    return levels or (len(info.reduction()) - 1,)
 
 
 class FPNNeck(nn.Module):
