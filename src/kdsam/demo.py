@@ -19,6 +19,7 @@ from kdsam.data import open_dataset
 from kdsam.data.prompts import boxes_from_mask
 from kdsam.data.splits import make_split, read_split_file
 from kdsam.data.synthetic import write_synthetic
+from kdsam.distill.run import RunDir
 from kdsam.distill.stage1 import distill
 from kdsam.distill.stage2 import finetune
 from kdsam.distill.trainer import FitConfig
@@ -135,14 +136,15 @@ def run_demo(out: str | Path, cfg: DemoConfig | None = None) -> dict[str, Any]:
     teacher = load_teacher("litemedsam")
     run = out / "run"
     common = {"batch_size": cfg.batch_size, "seed": cfg.seed}
-    if not (run / "model-distill.pt").exists():
-        resume = (run / "checkpoint-distill.pt").exists()
+    run_dir = RunDir(run)
+    if not run_dir.is_done("distill"):
+        resume = run_dir.checkpoint("distill").is_file()
         distill(
             teacher, train, val, run, backbone=cfg.backbone, input_size=cfg.input_size, cache_dir=out / "cache",
             cfg=FitConfig(epochs=cfg.distill_epochs, lr=1e-3, **common), resume=resume, splits=splits,
         )  # fmt: skip
-    if not (run / "model-finetune.pt").exists():
-        resume = (run / "checkpoint-finetune.pt").exists()
+    if not run_dir.is_done("finetune"):
+        resume = run_dir.checkpoint("finetune").is_file()
         ft_cfg = FitConfig(epochs=cfg.finetune_epochs, lr=1e-4, **common)
         finetune(run, train, val, cfg=ft_cfg, resume=resume, splits=splits)
     student = load_saved_student(run)

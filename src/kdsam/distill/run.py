@@ -31,19 +31,38 @@ class RunDir:
         return self.path / "metrics.jsonl"
 
     def start(self, stage: str, resume: bool) -> None:
-        """Create the folder; refuse to overwrite a run of this stage unless resuming it."""
+        """Create the folder; refuse to redo a finished stage, or to restart an interrupted one
+        unless resuming it. Logs of this stage go to RUN/log.txt as well."""
         ckpt = self.checkpoint(stage)
+        if self.is_done(stage):
+            raise KdsamError(f"{self.path}: its {stage} stage has finished; choose another folder to train again")
         if resume and not ckpt.is_file():
             raise KdsamError(f"{ckpt}: nothing to resume (no checkpoint of stage {stage!r} in this run)")
         if not resume and ckpt.is_file():
             raise KdsamError(
-                f"{self.path}: already holds a {stage} run; pass --resume to continue it or choose another folder"
+                f"{self.path}: holds an unfinished {stage} run; pass --resume to continue it or choose another folder"
             )
         self.path.mkdir(parents=True, exist_ok=True)
+        for old in [h for h in log.handlers if isinstance(h, logging.FileHandler)]:
+            log.removeHandler(old)
+            old.close()
         handler = logging.FileHandler(self.path / "log.txt")
         handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
         log.addHandler(handler)
         log.setLevel(logging.INFO)
+
+    def is_done(self, stage: str) -> bool:
+        path = self.path / "config.json"
+        return path.is_file() and bool(json.loads(path.read_text()).get(stage, {}).get("completed"))
+
+    def finish(self, stage: str) -> None:
+        """Mark a stage complete and drop what only resuming needed (optimiser state, best weights):
+        they are several times the model's size."""
+        config = json.loads((self.path / "config.json").read_text())
+        config[stage]["completed"] = True
+        write_json(self.path / "config.json", config)
+        self.checkpoint(stage).unlink(missing_ok=True)
+        (self.path / f"best-{stage}.pt").unlink(missing_ok=True)
 
     def write_config(self, stage: str, config: dict[str, Any]) -> None:
         path = self.path / "config.json"

@@ -56,6 +56,7 @@ def make_perceptual(kind: str, teacher: KDSam, train_embs: torch.Tensor, vgg_wei
     raise KdsamError(f"unknown perceptual loss {kind!r}; choose one of {', '.join(PERCEPTUAL)}")
 
 
+@torch.no_grad()
 def embedding_distance(student: KDSam, items: Sequence[Item], embs: torch.Tensor, batch: int = 8) -> float:
     """Mean squared distance between student and teacher embeddings over `items`."""
     total = 0.0
@@ -148,4 +149,5 @@ def distill(
     fit(run, "distill", student, student.image_encoder, train_items, step, validate, cfg, resume)
     save_model(student, run.path / "model-distill.pt")
     save_model(student, run.model)
+    run.finish("distill")
     return student

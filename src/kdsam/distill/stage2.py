@@ -104,6 +104,6 @@ def finetune(
         return {"val_dice": 1 - float(dice), "val_loss": float(dice)}
 
     fit(run, "finetune", student, trainable, train_items, step, validate, cfg, resume)
-    save_model(student, run.path / "model-finetune.pt")
     save_model(student, run.model)
+    run.finish("finetune")
     return student
