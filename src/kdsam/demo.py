@@ -27,6 +27,7 @@ from kdsam.errors import KdsamError
 from kdsam.eval.bench import benchmark
 from kdsam.eval.evaluate import run_evaluation
 from kdsam.eval.overlays import PRED_COLOR, TRUTH_COLOR, draw_boxes, grid, overlay
+from kdsam.eval.report import curves_plot
 from kdsam.models.loading import load_saved_student
 from kdsam.models.student import count_parameters
 from kdsam.models.teachers import load_teacher
@@ -99,7 +100,7 @@ def write_reports(out: Path, report: dict[str, Any]) -> None:
     md = (
         f"# kdsam demo\n\nSynthetic data ({report['data']['n_images']} images, 4 modalities), "
         f"{report['data']['n_test']} held-out test images. Box prompts from the ground truth.\n\n"
-        f"{_markdown(report)}\n\n{verdict}\n\n![overlays](overlays.png)\n"
+        f"{_markdown(report)}\n\n{verdict}\n\n![overlays](overlays.png)\n\n![training curves](curves.png)\n"
     )
     write_text(out / "report.md", md)
     cells = "".join(
@@ -114,6 +115,7 @@ def write_reports(out: Path, report: dict[str, Any]) -> None:
         "td,th{border:1px solid #ccc;padding:.3em .8em;text-align:right}</style>"
         f"<h1>kdsam demo</h1><p>{html.escape(md.split(chr(10))[2])}</p><table>{cells}</table>"
         f"<p>{html.escape(verdict)}</p><img src=overlays.png style=max-width:100%>"
+        "<h2>Training</h2><img src=curves.png style=max-width:100%>"
     )
     write_text(out / "report.html", page)
 
@@ -181,6 +183,7 @@ def run_demo(out: str | Path, cfg: DemoConfig | None = None) -> dict[str, Any]:
         "verdict": verdict,
     }
     _overlays(out, test, teacher, student)
+    curves_plot("demo run", run_dir.read_metrics(), out / "curves.png")
     write_reports(out, report)
     write_json(out / "report.json", report)
     return report
@@ -192,7 +195,7 @@ def print_summary(out: Path, report: dict[str, Any]) -> None:
     for row in rows:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
     print(report["verdict"])
-    for name in ("report.json", "report.md", "report.html", "overlays.png"):
+    for name in ("report.json", "report.md", "report.html", "overlays.png", "curves.png"):
         print(f"  {out / name}")
 
 
