@@ -51,6 +51,8 @@ def inputs(tmp_path: Path) -> Path:
         )
     )
     Image.new("RGB", (16, 16), "red").save(ev / "overlay_0001.png")
+    (ev / "images").mkdir()
+    Image.new("RGB", (16, 16), "blue").save(ev / "images" / "input_0001.png")  # data, not a figure
     (tmp_path / "teacher_eval.json").write_text(
         json.dumps(
             {
@@ -93,7 +95,7 @@ def test_report_puts_everything_on_one_page(inputs: Path, tmp_path: Path) -> Non
     assert code == 0
     md = (out / "report.md").read_text()
     html = (out / "report.html").read_text()
-    assert "| litemedsam | 0.930 | 0.870 | 9.0 | 1200.0 |" in md  # Dice, IoU, params and latency joined
+    assert "| litemedsam | 0.930 | 0.870 | 5.0 | 1200.0 |" in md  # Dice, IoU, encoder params and latency joined
     assert "kvasir Dice" in md and "Test CPU" in md and "0.822" in md  # ours, benchmark, paper's BUSI KD SAM
     curves = list((out / "curves").glob("*.png"))
     overlays = list((out / "overlays").glob("*.png"))

@@ -74,10 +74,14 @@ def _demo_evals(obj: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+FIGURE_STEMS = ("overlay", "cases", "pareto")  # pictures kdsam writes; dataset images are not among them
+
+
 def classify(path: Path, found: Inputs, run_name: str | None = None) -> None:
-    """Add one file to what was found, by its content."""
+    """Add one file to what was found, by its content (PNGs by the names kdsam gives its pictures)."""
     if path.suffix == ".png":
-        found.overlays.append(path)
+        if any(stem in path.stem for stem in FIGURE_STEMS):
+            found.overlays.append(path)
     elif path.name == "metrics.jsonl":
         found.curves[run_name or path.parent.name] = _read_jsonl(path)
     elif path.suffix == ".json":
@@ -134,11 +138,13 @@ def accuracy_table(evals: list[dict[str, Any]], benches: list[dict[str, Any]]) -
         row[_dataset(ev)] = ev["mean"]
         row["params"] = ev.get("params") or row["params"]
         row["latency"] = ev.get("latency_ms") or row["latency"]
-    header = ["model", *(f"{d} {m}" for d in datasets for m in ("Dice", "IoU")), "params (M)", "latency (ms)"]
+    header = [
+        "model", *(f"{d} {m}" for d in datasets for m in ("Dice", "IoU")), "encoder params (M)", "latency (ms)"
+    ]  # fmt: skip
     rows = []
     for name, row in models.items():
         bench = timing.get(name, {})
-        params = bench.get("params_total", row["params"])
+        params = bench.get("params_encoder", row["params"])
         latency = bench.get("latency_ms_median", row["latency"])
         cells = [_fmt(row.get(d, {}).get(m), ".3f") for d in datasets for m in ("dice", "iou")]
         rows.append([name, *cells, _fmt(params and params / 1e6, ".1f"), _fmt(latency, ".1f")])
