@@ -26,4 +26,3 @@ def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def splits(synthetic_root: Path):
     spec = f"folder:{synthetic_root}"
     return {s: open_dataset(spec, s, max_side=128) for s in ("train", "val", "test")}
-

@@ -10,8 +10,6 @@ from pathlib import Path
 from kdsam.errors import KdsamError
 from kdsam.models.fast import VARIANTS
 
-help = "time and size models side by side"
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(

@@ -13,8 +13,6 @@ from kdsam.errors import KdsamError
 from kdsam.eval.compare import comparison, dataset_label, to_markdown, write_comparison
 from kdsam.eval.evaluate import PredictionFolder, Segmenter, as_segmenter, check_writable, run_evaluation
 
-help = "score a model (or saved predictions) on a dataset"
-
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(

@@ -7,8 +7,6 @@ from pathlib import Path
 
 from kdsam.errors import KdsamError
 
-help = "export a model to ONNX"
-
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from kdsam.export.onnx import DEFAULT_OPSET

@@ -9,8 +9,6 @@ import numpy as np
 
 from kdsam.errors import KdsamError
 
-help = "segment one image from box prompts"
-
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="run folder, model.pt, or teacher:NAME[=CHECKPOINT]")

@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-help = "one HTML/markdown page from runs, evaluations and benchmarks"
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(

@@ -100,9 +100,6 @@ class Dataset(Sequence[Sample]):
         out = Dataset(self.spec, [r for r in self.records if r.name in keep], self.read_target, split, self.max_side)
         return out
 
-    def with_max_side(self, max_side: int | None) -> Dataset:
-        return Dataset(self.spec, self.records, self.read_target, self.split, max_side)
-
     def samples(self) -> Iterator[Sample]:
         """Every readable sample; a bad file is recorded in `problems` and skipped."""
         for record in self.records:

@@ -62,9 +62,7 @@ def parse_spec(spec: str) -> tuple[str, Path]:
     return kind, root
 
 
-def dataset_splits(
-    spec: str, seed: int = 0, split_file: str | Path | None = None
-) -> dict[str, list[str]]:
+def dataset_splits(spec: str, seed: int = 0, split_file: str | Path | None = None) -> dict[str, list[str]]:
     """train/val/test sample names: the official folders where a dataset has them, a split file
     when given, else a seeded split of the labelled images."""
     kind, root = parse_spec(spec)

@@ -121,9 +121,7 @@ def synthesize(modality: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return img, mask
 
 
-def write_synthetic(
-    root: str | Path, n: int = 64, modalities: tuple[str, ...] = MODALITIES, seed: int = 0
-) -> Path:
+def write_synthetic(root: str | Path, n: int = 64, modalities: tuple[str, ...] = MODALITIES, seed: int = 0) -> Path:
     """Write `n` images, cycling through `modalities`, as root/images/NAME.png + root/masks/NAME.png."""
     root = Path(root)
     meta = {}

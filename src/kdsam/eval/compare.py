@@ -6,8 +6,7 @@ Input: metrics.json dicts (or their paths). Output: the table as JSON-able dict,
 from __future__ import annotations
 
 import html
-import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,18 +16,6 @@ from kdsam.utils.atomic import write_json, write_text
 TABLE_METRICS = ("dice", "iou", "hd95", "nsd")
 HEADERS = {"dice": "Dice", "iou": "IoU", "hd95": "HD95 (px)", "nsd": "NSD"}
 MISSING = "–"
-
-
-def read_results(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
-    """metrics.json files (or folders holding one) -> their dicts."""
-    results = []
-    for p in paths:
-        path = Path(p) / "metrics.json" if Path(p).is_dir() else Path(p)
-        try:
-            results.append(json.loads(path.read_text()))
-        except (OSError, json.JSONDecodeError) as err:
-            raise KdsamError(f"{path}: not a readable metrics.json ({err})") from err
-    return results
 
 
 def dataset_label(spec: str, split: str | None = None) -> str:

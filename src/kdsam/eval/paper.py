@@ -22,9 +22,6 @@ PUBLISHED_DICE: dict[str, tuple[int, dict[str, float]]] = {
     "BUSI": (50, {"KD SAM": 0.822, "SAM ViT-H, decoder fine-tuned": 0.905, "DeepLabV3+": 0.782, "U-Net": 0.628}),
 }
 
-# Published student size (whole model), for the parameter column.
-PUBLISHED_PARAMS = {"KD SAM": 26.4e6}
-
 
 def published_table() -> tuple[list[str], list[list[str]]]:
     """(header, rows) of the published Dice table: one row per dataset, one column per method."""

@@ -16,7 +16,6 @@ import torch
 import torch.nn.functional as F
 from segment_anything.modeling import MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 from segment_anything.utils.transforms import ResizeLongestSide
-from torchvision.transforms.functional import resize
 
 Normalization = Literal["imagenet", "minmax"]
 ResizeMode = Literal["longest", "squash"]
@@ -94,13 +93,6 @@ class KDSam(Sam):
         resized = self.transform().apply_image(image)
         t = torch.as_tensor(resized, device=self.device).permute(2, 0, 1)[None].float()
         return self.preprocess(t), (int(t.shape[-2]), int(t.shape[-1]))
-
-    def prepare_batch(self, images: torch.Tensor) -> torch.Tensor:
-        """Bx3xHxW float images in [0, 255] of one size -> encoder input (used in training)."""
-        h, w = images.shape[-2:]
-        nh, nw = self.transform().get_preprocess_shape(h, w, self.img_size)
-        images = resize(images, [nh, nw], antialias=True)
-        return self.preprocess(images)
 
     @torch.no_grad()
     def embed(self, image: np.ndarray) -> torch.Tensor:

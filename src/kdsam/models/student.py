@@ -107,9 +107,7 @@ def build_student(
     """
     encoder = StudentEncoder(backbone, input_size, weights)
     log.info("student backbone %s at %d px starts from %s", backbone, input_size, encoder.weights)
-    prompt_encoder, mask_decoder = (
-        sam_heads(input_size) if teacher is None else with_prompt_frame(teacher, input_size)
-    )
+    prompt_encoder, mask_decoder = sam_heads(input_size) if teacher is None else with_prompt_frame(teacher, input_size)
     sam = Sam(image_encoder=encoder, prompt_encoder=prompt_encoder, mask_decoder=mask_decoder)
     spec = {
         "kind": "student",
@@ -124,5 +122,3 @@ def build_student(
 
 def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
-
-

@@ -103,8 +103,7 @@ def resolve_checkpoint(name: str, checkpoint: str | Path | None) -> Path:
     path = Path(checkpoint).expanduser()
     if not path.is_file():
         raise KdsamError(
-            f"{path}: checkpoint not found; download {spec.checkpoint_file} from {spec.source} "
-            f"and pass its path"
+            f"{path}: checkpoint not found; download {spec.checkpoint_file} from {spec.source} and pass its path"
         )
     return path
 

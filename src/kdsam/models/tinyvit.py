@@ -38,9 +38,7 @@ def mobilesam_encoder() -> TinyViT:
     for 256x256 and the stem is swapped for MobileSAM's two stride-2 convolutions (same key names).
     """
     encoder = TinyViT(img_size=256, **_TINY)
-    encoder.patch_embed.seq = nn.Sequential(
-        Conv2d_BN(3, 32, 3, 2, 1), nn.GELU(), Conv2d_BN(32, 64, 3, 2, 1)
-    )
+    encoder.patch_embed.seq = nn.Sequential(Conv2d_BN(3, 32, 3, 2, 1), nn.GELU(), Conv2d_BN(32, 64, 3, 2, 1))
     encoder.img_size = 1024
     return encoder
 
