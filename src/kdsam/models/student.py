@@ -22,13 +22,12 @@ EMBED_DIM = 256
 EMBED_SIZE = 64
 
 
-def _feature_levels(backbone: str, input_size: int) -> tuple[int, ...]:
+def _feature_levels(reductions: list[int], input_size: int) -> tuple[int, ...]:
     """Backbone stages whose stride is at least input_size/64: the finest of them is 64x64 when the
     backbone has such a stage (fine boundaries need it), and none is finer than the embedding."""
-    info = timm.create_model(backbone, pretrained=False, features_only=True).feature_info
     target = input_size / EMBED_SIZE
-    levels = tuple(i for i, r in enumerate(info.reduction()) if r >= target - 1e-6)
-    return levels or (len(info.reduction()) - 1,)
+    levels = tuple(i for i, r in enumerate(reductions) if r >= target - 1e-6)
+    return levels or (len(reductions) - 1,)
 
 
 class FPNNeck(nn.Module):
@@ -64,15 +63,16 @@ class StudentEncoder(nn.Module):
             raise KdsamError(f"student input size {img_size} must be a multiple of 32")
         self.img_size = img_size
         self.backbone_name = backbone
-        try:
-            levels = _feature_levels(backbone, img_size)
+        try:  # every stage is computed anyway (the last is always used), so ask timm for all of them
+            self.backbone = timm.create_model(backbone, pretrained=False, features_only=True)
         except RuntimeError as err:
             raise KdsamError(f"unknown timm backbone {backbone!r} ({err})") from err
-        self.backbone = timm.create_model(backbone, pretrained=False, features_only=True, out_indices=levels)
+        self.levels = _feature_levels(self.backbone.feature_info.reduction(), img_size)
         self.weights = "scratch"
         if weights is not None:
             self._load_backbone(Path(weights).expanduser())
-        self.neck = FPNNeck(self.backbone.feature_info.channels())
+        channels = self.backbone.feature_info.channels()
+        self.neck = FPNNeck([channels[i] for i in self.levels])
 
     def _load_backbone(self, path: Path) -> None:
         """ImageNet weights from a local timm/torchvision classifier state dict, matched strictly
@@ -87,7 +87,8 @@ class StudentEncoder(nn.Module):
         self.weights = f"ImageNet ({path})"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.neck(self.backbone(x))
+        features = self.backbone(x)
+        return self.neck([features[i] for i in self.levels])
 
 
 def build_student(
