@@ -59,6 +59,21 @@ def _thumbnail(image: np.ndarray, max_side: int) -> np.ndarray:
     return np.asarray(Image.fromarray(image).resize((max(1, round(w * scale)), max(1, round(h * scale)))))
 
 
+def agg_figure(figsize: tuple[float, float], dpi: int = 100) -> Figure:
+    """A matplotlib figure on its own Agg canvas: headless, and no global backend switched."""
+    fig = Figure(figsize=figsize, dpi=dpi)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def save_figure(fig: Figure, path: str | Path) -> Path:
+    """Write a figure as PNG, atomically."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    return path
+
+
 def grid(
     rows: Sequence[Sequence[np.ndarray]],
     path: str | Path,
@@ -69,8 +84,7 @@ def grid(
     """Write a PNG of images laid out in rows (e.g. image / truth / prediction per case, or
     image / truth / teacher / student per sample); titles label rows and columns. Atomic."""
     n_rows, n_cols = len(rows), max(len(r) for r in rows)
-    fig = Figure(figsize=(3.2 * n_cols, 3.0 * n_rows), dpi=100)
-    FigureCanvasAgg(fig)
+    fig = agg_figure((3.2 * n_cols, 3.0 * n_rows))
     axes = fig.subplots(n_rows, n_cols, squeeze=False)
     for i, row in enumerate(rows):
         for j in range(n_cols):
@@ -83,7 +97,4 @@ def grid(
             if j == 0 and i < len(row_titles):
                 ax.text(-0.04, 0.5, row_titles[i], transform=ax.transAxes, rotation=90, ha="right", va="center")
     fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    return path
+    return save_figure(fig, path)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from kdsam.utils.atomic import atomic_path
+from kdsam.eval.overlays import agg_figure, save_figure
 
 COLUMNS = [
     ("model", "model", "{}"),
@@ -91,11 +91,6 @@ def pareto_plot(results: list[dict[str, Any]], path: str | Path, dice: dict[str,
     Latency is on a log axis: the models span three orders of magnitude. The front is drawn as a line.
     Fast-path variants are left out: they are one model, and the table compares them.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     dice = dice or {}
     ok = [
         r
@@ -105,7 +100,8 @@ def pareto_plot(results: list[dict[str, Any]], path: str | Path, dice: dict[str,
     use_dice = bool(dice) and bool(ok)
     ys = [dice[r["model"]] if use_dice else r["params_total"] / 1e6 for r in ok]
     points = [(r["latency_ms_median"], y) for r, y in zip(ok, ys, strict=True)]
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig = agg_figure((7, 4.5), dpi=120)
+    ax = fig.subplots()
     for i, (r, (x, y)) in enumerate(zip(ok, points, strict=True)):
         ax.scatter(x, y, s=30, color="tab:orange" if r["model"].startswith("student:") else "tab:blue")
         # alternate above/below: twins (SAM ViT-B and MedSAM) sit on the same point
@@ -122,8 +118,4 @@ def pareto_plot(results: list[dict[str, Any]], path: str | Path, dice: dict[str,
     ax.set_ylabel("Dice" if use_dice else "parameters (M, log)")
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

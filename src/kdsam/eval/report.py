@@ -18,8 +18,9 @@ from typing import Any
 
 from kdsam.errors import KdsamError
 from kdsam.eval import paper
+from kdsam.eval.overlays import agg_figure, save_figure
 from kdsam.eval.pareto import machine_line, md_table, table_rows, targets_rows
-from kdsam.utils.atomic import atomic_path, write_text
+from kdsam.utils.atomic import write_text
 
 MAX_OVERLAYS = 60
 
@@ -153,13 +154,9 @@ def accuracy_table(evals: list[dict[str, Any]], benches: list[dict[str, Any]]) -
 
 def curves_plot(name: str, records: list[dict[str, Any]], path: Path) -> Path:
     """Train and validation loss per epoch, one panel per stage (their losses differ in scale)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     stages = list(dict.fromkeys(r.get("stage", "train") for r in records))
-    fig, axes = plt.subplots(1, len(stages), figsize=(5 * len(stages), 3.5), squeeze=False)
+    fig = agg_figure((5 * len(stages), 3.5))
+    axes = fig.subplots(1, len(stages), squeeze=False)
     for ax, stage in zip(axes[0], stages, strict=True):
         recs = [r for r in records if r.get("stage", "train") == stage]
         for key in ("train_loss", "val_loss"):
@@ -172,10 +169,7 @@ def curves_plot(name: str, records: list[dict[str, Any]], path: Path) -> Path:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def _safe(name: str) -> str:
