@@ -86,9 +86,11 @@ def _sources(args: argparse.Namespace) -> list[tuple[str, Callable[[], Segmenter
         def load() -> Segmenter:
             import torch
 
+            from kdsam.models.fast import optimize_for_inference
             from kdsam.models.loading import load_model
 
-            model = load_model(spec).to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+            target = device or ("cuda" if torch.cuda.is_available() else "cpu")
+            model = optimize_for_inference(load_model(spec), target)
             return as_segmenter(model, spec)
 
         return load

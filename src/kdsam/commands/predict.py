@@ -59,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
 
     from kdsam.data.imageio import read_image, write_png
     from kdsam.eval.overlays import draw_boxes, overlay
+    from kdsam.models.fast import optimize_for_inference
     from kdsam.models.loading import load_model
     from kdsam.predictor import KDSamPredictor
 
@@ -68,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     image = read_image(args.image)
     check_inside(boxes, args.box, image.shape[:2])
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    predictor = KDSamPredictor(load_model(args.model).to(device))
+    predictor = KDSamPredictor(optimize_for_inference(load_model(args.model), device))
     predictor.set_image(image)
     mask = predictor.segment(boxes)
     write_png(args.out, mask)

@@ -102,7 +102,9 @@ def distill(
     train_items = make_items(train, student, keep_images=True)
     val_items = make_items(val, student, keep_images=True)
     if not val_items:
-        raise KdsamError(f"{val.spec}: the validation split has no usable image; model selection needs one")
+        raise KdsamError(
+            f"{val.spec}: the validation split has no usable image; model selection needs one (see --split-file)"
+        )
     train_embs, val_embs = cache_teacher(train_items, cache), cache_teacher(val_items, cache)
     loss_p = make_perceptual(perceptual, teacher, train_embs, vgg_weights)
     if isinstance(loss_p, DecoderPerceptualLoss):

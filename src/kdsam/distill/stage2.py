@@ -58,7 +58,9 @@ def finetune(
     seed_everything(cfg.seed)
     train_items, val_items = make_items(train, student), make_items(val, student)
     if not val_items:
-        raise KdsamError(f"{val.spec}: the validation split has no usable image; model selection needs one")
+        raise KdsamError(
+            f"{val.spec}: the validation split has no usable image; model selection needs one (see --split-file)"
+        )
     student.requires_grad_(False)
     trainable = (
         student.mask_decoder
