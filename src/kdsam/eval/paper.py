@@ -9,7 +9,8 @@ SOURCE = (
 )
 CAVEATS = (
     "Test sets are small subsets whose images were not recorded; Dice was scored on 512x512 resized masks; "
-    "the published student's stage 1 never trained its encoder (see docs on the reference notebooks)."
+    "in the saved stage-1 run of the reference notebooks the optimiser held the decoder, "
+    "so the published student's encoder never learned from the teacher."
 )
 
 METHODS = ["KD SAM", "SAM ViT-H, decoder fine-tuned", "DeepLabV3+", "U-Net"]
