@@ -10,7 +10,7 @@ import torch
 
 from kdsam.distill.cache import TeacherCache
 from kdsam.distill.items import make_items
-from kdsam.distill.stage1 import cache_teacher, distill, embedding_distance
+from kdsam.distill.stage1 import distill, embedding_distance
 from kdsam.distill.stage2 import finetune
 from kdsam.errors import KdsamError
 from kdsam.models.loading import load_saved_student
@@ -29,14 +29,13 @@ def _changed(before: dict[str, torch.Tensor], module: torch.nn.Module) -> bool:
 def test_stage1_lowers_embedding_distance_on_held_out_images(tmp_path, tiny_teacher, splits):
     torch.manual_seed(0)
     untrained = build_student(tiny_teacher, **STUDENT)
-    test_items = make_items(splits["test"], untrained, keep_images=True)
-    test_embs = cache_teacher(test_items, TeacherCache(tiny_teacher, tmp_path))
-    before = embedding_distance(untrained.eval(), test_items, test_embs)
+    test_items = make_items(splits["test"], untrained, cache=TeacherCache(tiny_teacher, tmp_path))
+    before = embedding_distance(untrained.eval(), test_items)
     student = distill(
         tiny_teacher, splits["train"], splits["val"], tmp_path / "run", cache_dir=tmp_path,
         cfg=replace(FAST, epochs=4), perceptual="none", **STUDENT,
     )  # fmt: skip
-    after = embedding_distance(student.eval(), test_items, test_embs)
+    after = embedding_distance(student.eval(), test_items)
     assert after < 0.7 * before
 
 

@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from kdsam.data.dataset import Dataset
 from kdsam.data.prompts import box_around, jitter_boxes
+from kdsam.distill.cache import TeacherCache
 from kdsam.models.sam import KDSam
 
 LOW_RES = 256  # side of SAM's low-resolution mask logits
@@ -33,7 +34,7 @@ class Item:
     original_size: tuple[int, int]
     student_input: torch.Tensor  # 3xSxS fp16, preprocessed and padded
     parts: list[Part]
-    image: np.ndarray | None = None  # kept only while teacher embeddings are being cached
+    teacher_emb: torch.Tensor | None = None  # 256x64x64 fp16, stage 1 only
 
 
 def components(mask: np.ndarray, min_area: int = 100) -> list[np.ndarray]:
@@ -56,8 +57,12 @@ def low_res_target(model: KDSam, mask: np.ndarray) -> torch.Tensor:
     return F.interpolate(t, size=(LOW_RES, LOW_RES), mode="area")[0]
 
 
-def make_items(dataset: Dataset, student: KDSam, min_area: int = 100, keep_images: bool = False) -> list[Item]:
-    """Decode every readable sample once; empty masks are skipped (no box prompt is defined)."""
+def make_items(dataset: Dataset, student: KDSam, min_area: int = 100, cache: TeacherCache | None = None) -> list[Item]:
+    """Decode every readable sample once; empty masks are skipped (no box prompt is defined).
+
+    With a teacher cache, each item also gets its teacher embedding while its pixels are at hand,
+    so no more than one decoded image is ever held in memory.
+    """
     items = []
     for sample in tqdm(dataset.samples(), total=len(dataset), desc=f"preparing {dataset.split or 'data'}"):
         comps = components(sample.mask, min_area)
@@ -65,8 +70,8 @@ def make_items(dataset: Dataset, student: KDSam, min_area: int = 100, keep_image
             continue
         x, _ = student.prepare(sample.image)
         parts = [Part(box_around(c), low_res_target(student, c)) for c in comps]
-        image = sample.image if keep_images else None
-        items.append(Item(sample.name, sample.mask.shape, x[0].to(torch.float16), parts, image))
+        emb = cache.get(sample.image) if cache is not None else None
+        items.append(Item(sample.name, sample.mask.shape, x[0].to(torch.float16), parts, emb))
     return items
 
 

@@ -28,41 +28,37 @@ log = logging.getLogger("kdsam")
 PERCEPTUAL = ("decoder", "vgg16", "none")
 
 
-def cache_teacher(items: list[Item], cache: TeacherCache) -> torch.Tensor:
-    """Teacher embeddings of all items (Nx256x64x64 fp16); each image goes through the teacher once."""
-    embs = [cache.get(item.image) for item in tqdm(items, desc=f"teacher {cache.teacher.name} embeddings")]
-    for item in items:
-        item.image = None  # decoded pixels are no longer needed
-    return torch.stack(embs) if embs else torch.zeros(0, 256, 64, 64, dtype=torch.float16)
-
-
-def attach_teacher_logits(
-    items: Sequence[Item], embs: torch.Tensor, loss: DecoderPerceptualLoss, teacher: KDSam
-) -> None:
+def attach_teacher_logits(items: Sequence[Item], loss: DecoderPerceptualLoss, teacher: KDSam) -> None:
     """The teacher's mask logits for every training box, computed once (they never change)."""
-    for item, emb in zip(tqdm(items, desc="teacher mask logits"), embs, strict=True):
+    for item in tqdm(items, desc="teacher mask logits"):
         for part in item.parts:
             box = prompt_boxes([item], [part], teacher)
-            part.teacher_logits = loss.teacher_logits(emb[None].float(), box)[0].to(torch.float16)
+            part.teacher_logits = loss.teacher_logits(item.teacher_emb[None].float(), box)[0].to(torch.float16)
 
 
-def make_perceptual(kind: str, teacher: KDSam, train_embs: torch.Tensor, vgg_weights: str | None):
+def teacher_embeddings(items: Sequence[Item]) -> torch.Tensor:
+    """Bx256x64x64 float32 teacher embeddings of a batch of items."""
+    return torch.stack([it.teacher_emb for it in items]).float()
+
+
+def make_perceptual(kind: str, teacher: KDSam, train_items: Sequence[Item], vgg_weights: str | None):
     if kind == "decoder":
         return DecoderPerceptualLoss(teacher)
     if kind == "vgg16":
-        return VGGPerceptualLoss(vgg_weights, train_embs)
+        return VGGPerceptualLoss(vgg_weights, teacher_embeddings(train_items[:64]))  # PCA needs a sample
     if kind == "none":
         return None
     raise KdsamError(f"unknown perceptual loss {kind!r}; choose one of {', '.join(PERCEPTUAL)}")
 
 
 @torch.no_grad()
-def embedding_distance(student: KDSam, items: Sequence[Item], embs: torch.Tensor, batch: int = 8) -> float:
+def embedding_distance(student: KDSam, items: Sequence[Item], batch: int = 8) -> float:
     """Mean squared distance between student and teacher embeddings over `items`."""
     total = 0.0
     for i in range(0, len(items), batch):
-        x = torch.stack([it.student_input for it in items[i : i + batch]]).float()
-        total += float(embedding_mse(student.image_encoder(x), embs[i : i + batch].float())) * len(x)
+        chunk = items[i : i + batch]
+        x = torch.stack([it.student_input for it in chunk]).float()
+        total += float(embedding_mse(student.image_encoder(x), teacher_embeddings(chunk))) * len(chunk)
     return total / max(len(items), 1)
 
 
@@ -99,17 +95,15 @@ def distill(
     seed_everything(cfg.seed)
     student = build_student(teacher, backbone, input_size, backbone_weights, teacher_name=teacher.name)
     cache = TeacherCache(teacher, cache_dir)
-    train_items = make_items(train, student, keep_images=True)
-    val_items = make_items(val, student, keep_images=True)
+    train_items = make_items(train, student, cache=cache)
+    val_items = make_items(val, student, cache=cache)
     if not val_items:
         raise KdsamError(
             f"{val.spec}: the validation split has no usable image; model selection needs one (see --split-file)"
         )
-    train_embs, val_embs = cache_teacher(train_items, cache), cache_teacher(val_items, cache)
-    loss_p = make_perceptual(perceptual, teacher, train_embs, vgg_weights)
+    loss_p = make_perceptual(perceptual, teacher, train_items, vgg_weights)
     if isinstance(loss_p, DecoderPerceptualLoss):
-        attach_teacher_logits(train_items, train_embs, loss_p, teacher)
-    index = {id(item): i for i, item in enumerate(train_items)}
+        attach_teacher_logits(train_items, loss_p, teacher)
     config = {
         "teacher": teacher.spec,
         "student": student.spec,
@@ -131,7 +125,7 @@ def distill(
 
     def step(batch: Sequence[Item], rng: np.random.Generator) -> dict[str, torch.Tensor]:
         x = torch.stack([it.student_input for it in batch]).float()
-        target = train_embs[[index[id(it)] for it in batch]].float()
+        target = teacher_embeddings(batch)
         emb = student.image_encoder(x)
         terms = {"mse": embedding_mse(emb, target)}
         if loss_p is not None:
@@ -145,7 +139,7 @@ def distill(
         return terms
 
     def validate() -> dict[str, float]:
-        mse = embedding_distance(student, val_items, val_embs)
+        mse = embedding_distance(student, val_items)
         return {"val_mse": mse, "val_loss": mse}
 
     fit(run, "distill", student, student.image_encoder, train_items, step, validate, cfg, resume)
