@@ -6,19 +6,18 @@ import numpy as np
 import torch
 from segment_anything import SamPredictor
 
+from kdsam.data.imageio import to_uint8
 from kdsam.models.sam import KDSam
 
 
 def as_rgb_uint8(image: np.ndarray) -> np.ndarray:
     """Greyscale (HxW or HxWx1), RGBA and 16-bit arrays -> HxWx3 uint8, as SAM's predictor expects."""
-    from kdsam.data.imageio import _to_uint8
-
     image = np.asarray(image)
     if image.ndim == 2:
         image = image[..., None]
     if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
         raise ValueError(f"expected an HxW, HxWx1, HxWx3 or HxWx4 image, got shape {image.shape}")
-    image = _to_uint8(image[..., :3])
+    image = to_uint8(image[..., :3])
     return np.repeat(image, 3, axis=2) if image.shape[2] == 1 else np.ascontiguousarray(image)
 
 

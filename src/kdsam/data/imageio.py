@@ -45,7 +45,7 @@ def _is_wide(img: Image.Image) -> bool:
     return img.mode in ("I", "F") or img.mode.startswith("I;16")
 
 
-def _to_uint8(arr: np.ndarray) -> np.ndarray:
+def to_uint8(arr: np.ndarray) -> np.ndarray:
     """16-bit and float data -> uint8 by min-max over the image (scanner ranges vary, so absolute
     scaling by 65535 would leave most ultrasound/X-ray exports nearly black)."""
     if arr.dtype == np.uint8:
@@ -65,7 +65,7 @@ def read_image(path: str | Path, max_side: int | None = None) -> np.ndarray:
     """
     img = _open(Path(path), max_side)
     if _is_wide(img):
-        rgb = np.repeat(_to_uint8(np.asarray(img))[..., None], 3, axis=2)
+        rgb = np.repeat(to_uint8(np.asarray(img))[..., None], 3, axis=2)
     else:
         rgb = np.asarray(img.convert("RGB"))
     if max_side and max(rgb.shape[:2]) > max_side:

@@ -51,37 +51,37 @@ class RunDir:
         log.addHandler(handler)
         log.setLevel(logging.INFO)
 
+    def _read(self, name: str) -> dict[str, Any]:
+        path = self.path / name
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+    def _set(self, name: str, stage: str, value: dict[str, Any]) -> None:
+        """config.json and split.json hold one entry per stage: replace one, keep the others."""
+        current = self._read(name)
+        current[stage] = value
+        write_json(self.path / name, current)
+
     def is_done(self, stage: str) -> bool:
-        path = self.path / "config.json"
-        return path.is_file() and bool(json.loads(path.read_text()).get(stage, {}).get("completed"))
+        return bool(self._read("config.json").get(stage, {}).get("completed"))
 
     def finish(self, stage: str) -> None:
         """Mark a stage complete and drop what only resuming needed (optimiser state, best weights):
         they are several times the model's size."""
-        config = json.loads((self.path / "config.json").read_text())
-        config[stage]["completed"] = True
-        write_json(self.path / "config.json", config)
+        self._set("config.json", stage, {**self._read("config.json")[stage], "completed": True})
         self.checkpoint(stage).unlink(missing_ok=True)
         (self.path / f"best-{stage}.pt").unlink(missing_ok=True)
 
     def write_config(self, stage: str, config: dict[str, Any]) -> None:
-        path = self.path / "config.json"
-        current = json.loads(path.read_text()) if path.is_file() else {}
-        current[stage] = config
-        write_json(path, current)
+        self._set("config.json", stage, config)
 
     def write_split(self, stage: str, spec: str, splits: dict[str, list[str]]) -> None:
         """The exact sample names of each split, so evaluation can prove it never saw training images."""
-        path = self.path / "split.json"
-        current = json.loads(path.read_text()) if path.is_file() else {}
-        current[stage] = {"data": spec, **splits}
-        write_json(path, current)
+        self._set("split.json", stage, {"data": spec, **splits})
 
     def read_config(self) -> dict[str, Any]:
-        path = self.path / "config.json"
-        if not path.is_file():
+        if not (self.path / "config.json").is_file():
             raise KdsamError(f"{self.path}: not a kdsam run folder (no config.json); run `kdsam distill` first")
-        return json.loads(path.read_text())
+        return self._read("config.json")
 
     def append_metrics(self, row: dict[str, Any]) -> None:
         """One JSON line per epoch. Rewritten whole (atomically) so a crash never leaves half a line."""
