@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from kdsam.bench.latency import benchmark
 from kdsam.data import open_dataset
 from kdsam.data.prompts import boxes_from_mask
 from kdsam.data.splits import make_split, read_split_file
@@ -24,14 +25,13 @@ from kdsam.distill.stage1 import distill
 from kdsam.distill.stage2 import finetune
 from kdsam.distill.trainer import FitConfig
 from kdsam.errors import KdsamError
-from kdsam.eval.bench import benchmark
 from kdsam.eval.evaluate import run_evaluation
-from kdsam.eval.overlays import PRED_COLOR, TRUTH_COLOR, draw_boxes, grid, overlay
-from kdsam.eval.report import curves_plot
 from kdsam.models.loading import load_saved_student
 from kdsam.models.student import count_parameters
 from kdsam.models.teachers import load_teacher
 from kdsam.predictor import KDSamPredictor
+from kdsam.report.overlays import PRED_COLOR, TRUTH_COLOR, draw_boxes, grid, overlay
+from kdsam.report.page import curves_plot
 from kdsam.utils.atomic import write_json, write_text
 
 log = logging.getLogger("kdsam")

@@ -16,7 +16,7 @@ from kdsam.errors import KdsamError
 from kdsam.eval import metrics
 from kdsam.eval.compare import comparison, to_html, to_markdown
 from kdsam.eval.evaluate import PredictionFolder, Prompting, evaluate, run_evaluation
-from kdsam.eval.overlays import grid, overlay
+from kdsam.report.overlays import grid, overlay
 
 from .conftest import truth_predictions
 

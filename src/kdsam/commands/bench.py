@@ -1,4 +1,4 @@
-"""`kdsam bench`: time and size models side by side (see kdsam.eval.bench for how and why)."""
+"""`kdsam bench`: time and size models side by side (see kdsam.bench.latency for how and why)."""
 
 from __future__ import annotations
 
@@ -85,8 +85,8 @@ def read_eval_dice(specs: list[str]) -> dict[str, float]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from kdsam.eval.bench import benchmark
-    from kdsam.eval.pareto import bench_markdown, pareto_plot
+    from kdsam.bench.latency import benchmark
+    from kdsam.report.pareto import bench_markdown, pareto_plot
     from kdsam.utils.atomic import write_json, write_text
 
     logging.basicConfig(level=logging.INFO, format="kdsam bench: %(message)s")  # progress: a run can take minutes
@@ -106,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
         train_step=not args.no_train_step,
     )
     if args.stage1_data:
-        from kdsam.eval.stage1_cost import stage1_epoch_cost
+        from kdsam.bench.stage1_cost import stage1_epoch_cost
 
         report["stage1_epoch"] = cost = stage1_epoch_cost(args.stage1_data)
         print(

@@ -58,10 +58,10 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from kdsam.data.imageio import read_image, write_png
-    from kdsam.eval.overlays import draw_boxes, overlay
     from kdsam.models.fast import optimize_for_inference
     from kdsam.models.loading import load_model
     from kdsam.predictor import KDSamPredictor
+    from kdsam.report.overlays import draw_boxes, overlay
 
     outputs = [args.out] + ([args.overlay] if args.overlay else [])
     refuse_existing(outputs, args.overwrite)

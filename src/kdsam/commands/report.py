@@ -1,4 +1,4 @@
-"""`kdsam report`: one HTML/markdown page from runs, evaluations and benchmarks (see kdsam.eval.report)."""
+"""`kdsam report`: one HTML/markdown page from runs, evaluations and benchmarks (see kdsam.report.page)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from kdsam.eval.report import make_report
+    from kdsam.report.page import make_report
 
     written = make_report(args.inputs, args.out, args.title)
     for path in written.values():

@@ -27,10 +27,10 @@ from kdsam.data.prompts import boxes_from_mask, jitter_boxes
 from kdsam.data.sample import Sample
 from kdsam.errors import KdsamError
 from kdsam.eval import metrics
-from kdsam.eval.overlays import PRED_COLOR, TRUTH_COLOR, draw_boxes, grid, overlay
 from kdsam.models.loading import MODEL_FILE, load_model
 from kdsam.models.sam import KDSam
 from kdsam.predictor import KDSamPredictor
+from kdsam.report.overlays import PRED_COLOR, TRUTH_COLOR, draw_boxes, grid, overlay
 from kdsam.utils.atomic import write_json, write_text
 
 METRICS_FILE = "metrics.json"

@@ -12,12 +12,12 @@ import pytest
 import torch
 from torch import nn
 
+from kdsam.bench.flops import count_forward
+from kdsam.bench.latency import RANDOM_WEIGHTS, benchmark, check_targets, percentile
 from kdsam.cli import main
-from kdsam.eval.bench import RANDOM_WEIGHTS, benchmark, check_targets, percentile
-from kdsam.eval.flops import count_forward
-from kdsam.eval.pareto import pareto_front
 from kdsam.models.fast import VARIANTS, optimize_for_inference
 from kdsam.models.student import build_student
+from kdsam.report.pareto import pareto_front
 
 TIMED_KEYS = {
     "model",

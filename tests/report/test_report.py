@@ -10,8 +10,8 @@ from PIL import Image
 
 from kdsam.cli import main
 from kdsam.errors import KdsamError
-from kdsam.eval import paper
-from kdsam.eval.report import make_report
+from kdsam.report import paper
+from kdsam.report.page import make_report
 
 
 def _bench_row(model: str, latency: float) -> dict:

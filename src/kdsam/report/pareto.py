@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from kdsam.eval.overlays import agg_figure, save_figure
+from kdsam.report.overlays import agg_figure, save_figure
 
 COLUMNS = [
     ("model", "model", "{}"),

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from kdsam.errors import KdsamError
-from kdsam.eval import paper
-from kdsam.eval.overlays import agg_figure, save_figure
-from kdsam.eval.pareto import machine_line, md_table, table_rows, targets_rows
+from kdsam.report import paper
+from kdsam.report.overlays import agg_figure, save_figure
+from kdsam.report.pareto import machine_line, md_table, table_rows, targets_rows
 from kdsam.utils.atomic import write_text
 
 MAX_OVERLAYS = 60

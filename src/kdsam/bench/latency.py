@@ -22,8 +22,8 @@ from typing import Any
 
 import torch
 
+from kdsam.bench.flops import count_forward, matmul_peak_gflops
 from kdsam.errors import KdsamError
-from kdsam.eval.flops import count_forward, matmul_peak_gflops
 from kdsam.models.fast import DEFAULT, VARIANTS, optimize_for_inference
 from kdsam.models.loading import load_saved_student
 from kdsam.models.sam import KDSam
