@@ -25,11 +25,6 @@ SLOW = os.environ.get("KDSAM_SLOW_TESTS") == "1"
 SMALL = {"litemedsam", "mobilesam"}  # ViT-B/L/H take seconds to minutes just to initialise
 
 
-@pytest.fixture(scope="module")
-def litemedsam() -> KDSam:
-    return load_teacher("litemedsam")
-
-
 @pytest.mark.parametrize("name", sorted(TEACHERS))
 def test_every_registry_entry_is_complete_and_builds(name: str) -> None:
     spec = TEACHERS[name]
