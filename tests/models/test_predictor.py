@@ -120,3 +120,23 @@ def test_squash_transform_round_trips_boxes(polyp) -> None:
     predictor = KDSamPredictor(model)
     predictor.set_image(image)
     assert predictor.predict_boxes(BOXES[:1])[0].shape == (1, 1, h, w)
+
+
+def test_an_empty_image_is_a_clear_error(recording_predictor) -> None:
+    for empty in (np.zeros((0, 0, 3), np.uint8), np.zeros((0, 64), np.uint8), np.array([])):
+        with pytest.raises(ValueError, match="the image is empty"):
+            recording_predictor.set_image(empty)
+
+
+def test_no_boxes_give_empty_arrays_and_bad_boxes_a_clear_error(tiny_pair) -> None:
+    _, ours = tiny_pair
+    h, w = ours.original_size
+    for none in (np.zeros((0, 4)), [], np.zeros(0)):
+        masks, scores, logits = ours.predict_boxes(none)
+        assert (masks.shape, scores.shape, logits.shape) == ((0, 1, h, w), (0, 1), (0, 1, 256, 256))
+        assert masks.dtype == bool
+    masks, scores, _ = ours.predict_boxes(np.zeros((0, 4)), multimask_output=True, return_logits=True)
+    assert masks.shape == (0, 3, h, w) and masks.dtype == np.float32 and scores.shape == (0, 3)
+    for bad in (np.zeros((2, 5)), np.zeros(6), np.zeros((1, 2, 4))):
+        with pytest.raises(ValueError, match="Nx4"):
+            ours.predict_boxes(bad)
