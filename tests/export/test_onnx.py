@@ -14,10 +14,11 @@ from kdsam.cli import main
 from kdsam.data.synthetic import synthesize
 from kdsam.errors import KdsamError
 from kdsam.export.onnx import CONFIG_FILE, DECODER_FILE, ENCODER_FILE, preprocessing_config
-from kdsam.export.onnx_predictor import OnnxPredictor, preprocess
+from kdsam.export.onnx_predictor import OnnxPredictor, postprocess_masks, preprocess
 from kdsam.models.loading import save_model
 from kdsam.models.sam import KDSam
 from kdsam.models.student import build_student
+from kdsam.models.transforms import resize_transform
 from kdsam.predictor import KDSamPredictor
 
 SIZE = 128
@@ -81,15 +82,33 @@ def test_onnx_predictor_matches_the_pytorch_predictor(predictors) -> None:
     assert (onnx_predictor.segment(BOXES) == torch_predictor.segment(BOXES)).mean() > 0.99
 
 
-@pytest.mark.parametrize(("normalization", "resize_mode"), [("imagenet", "longest"), ("minmax", "squash")])
-def test_numpy_preprocessing_matches_the_model(student: KDSam, normalization: str, resize_mode: str) -> None:
-    model = KDSam(student, name="variant", normalization=normalization, resize_mode=resize_mode)
+@pytest.mark.parametrize(
+    ("normalization", "resize_mode", "recipe"),
+    [
+        ("imagenet", "longest", "sam"),
+        ("minmax", "squash", "sam"),
+        ("minmax", "longest", "litemedsam"),
+        ("minmax", "squash", "medsam"),
+    ],
+)
+def test_numpy_preprocessing_matches_the_model(
+    student: KDSam, normalization: str, resize_mode: str, recipe: str
+) -> None:
+    """Also with a teacher's official recipe (an exported LiteMedSAM or MedSAM): image, boxes and masks."""
+    model = KDSam(student, name="variant", normalization=normalization, resize_mode=resize_mode, recipe=recipe)
     image, _ = synthesize("skin", 1)
     want, resized = model.prepare(image)
     config = preprocessing_config(model, 17)
-    got = preprocess(model.transform().apply_image(image), config)
-    assert got.shape == (1, 3, SIZE, SIZE) and resized == model.transform().apply_image(image).shape[:2]
+    transform = resize_transform(config["resize_mode"], config["img_size"], config["recipe"])
+    got = preprocess(transform.apply_image(image), config)
+    assert got.shape == (1, 3, SIZE, SIZE) and resized == transform.apply_image(image).shape[:2]
     np.testing.assert_allclose(got, want.numpy(), atol=1e-5)
+    size = image.shape[:2]
+    want_boxes = model.boxes_to_prompt_frame(torch.as_tensor(BOXES), size).numpy()
+    np.testing.assert_allclose(transform.apply_boxes(BOXES, size), want_boxes, rtol=1e-6)
+    low_res = torch.randn(2, 1, 256, 256)
+    want_masks = model.postprocess_masks(low_res, resized, size).numpy()
+    np.testing.assert_array_equal(postprocess_masks(low_res.numpy(), SIZE, resized, size, config["recipe"]), want_masks)
 
 
 def test_onnx_predictor_errors(predictors, exported: Path, tmp_path: Path) -> None:

@@ -58,6 +58,7 @@ def preprocessing_config(model: KDSam, opset: int) -> dict[str, Any]:
         "img_size": model.img_size,
         "normalization": model.normalization,
         "resize_mode": model.resize_mode,
+        "recipe": model.recipe,
         "pixel_mean": model.pixel_mean.flatten().tolist(),
         "pixel_std": model.pixel_std.flatten().tolist(),
         "mask_threshold": float(model.mask_threshold),

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from kdsam.errors import KdsamError
 from kdsam.export.onnx import CONFIG_FILE
-from kdsam.models.sam import resize_transform
+from kdsam.models.transforms import medsam_upsample, resize_transform
 from kdsam.predictor import KDSamPredictor, as_rgb_uint8
 
 
@@ -53,10 +53,12 @@ def preprocess(resized: np.ndarray, config: dict[str, Any]) -> np.ndarray:
 
 
 def postprocess_masks(
-    low_res: np.ndarray, img_size: int, input_size: tuple[int, int], original_size: tuple[int, int]
+    low_res: np.ndarray, img_size: int, input_size: tuple[int, int], original_size: tuple[int, int], recipe: str = "sam"
 ) -> np.ndarray:
     """NxCx256x256 logits -> NxCxHxW logits: upsample to the encoder frame, crop the padding, resize to
-    the original image; the same interpolation as `Sam.postprocess_masks` (torch on CPU, exact match)."""
+    the original image; the same interpolation as `KDSam.postprocess_masks` (torch on CPU, exact match)."""
+    if recipe == "medsam":
+        return medsam_upsample(torch.from_numpy(low_res), original_size).numpy()
     masks = F.interpolate(torch.from_numpy(low_res), (img_size, img_size), mode="bilinear", align_corners=False)
     masks = masks[..., : input_size[0], : input_size[1]]
     return F.interpolate(masks, original_size, mode="bilinear", align_corners=False).numpy()
@@ -68,7 +70,9 @@ class OnnxPredictor:
     def __init__(self, folder: str | Path, providers: list[str] | None = None) -> None:
         self.folder = Path(folder)
         self.config = read_config(self.folder)
-        self.transform = resize_transform(self.config["resize_mode"], int(self.config["img_size"]))
+        self.transform = resize_transform(
+            self.config["resize_mode"], int(self.config["img_size"]), self.config.get("recipe", "sam")
+        )
         self.mask_threshold = float(self.config.get("mask_threshold", 0.0))
         providers = providers or ["CPUExecutionProvider"]
         self.encoder = self._session(self.config.get("encoder", "image_encoder.onnx"), providers)
@@ -120,10 +124,11 @@ class OnnxPredictor:
             raise RuntimeError("An image must be set with .set_image(...) before mask prediction.")
         if multimask_output:
             raise ValueError("the ONNX box decoder was exported with single-mask output only")
-        boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+        boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
         box_t = self.transform.apply_boxes(boxes, self.original_size).astype(np.float32)
         low_res, scores = self.decoder.run(None, {"image_embeddings": self.features, "boxes": box_t})
-        masks = postprocess_masks(low_res, int(self.config["img_size"]), self.input_size, self.original_size)
+        img_size, recipe = int(self.config["img_size"]), self.config.get("recipe", "sam")
+        masks = postprocess_masks(low_res, img_size, self.input_size, self.original_size, recipe)
         return (masks if return_logits else masks > self.mask_threshold), scores, low_res
 
     # The union of per-box masks is defined once, on KDSamPredictor; it only uses predict_boxes.
