@@ -2,7 +2,7 @@
 
 `optimize_for_inference(model, device)` is the one function the predictor, evaluation and the
 benchmark share, so the latency the benchmark reports is the latency users get. Each step is a
-named recipe so `kdsam bench --student-variants` can measure what it buys on its own.
+named recipe so `kdsam bench --variants` can measure what it buys on its own.
 
 The steps are applied in place through the module's own `forward` and hooks, never by wrapping it,
 so `state_dict` keys, `model.img_size` and `SamPredictor` keep working unchanged.
@@ -35,7 +35,7 @@ class Recipe:
         return torch.float16 if half else torch.float32
 
 
-# Cumulative variants, each adding one step to the previous: what `--student-variants` measures.
+# Cumulative variants, each adding one step to the previous: what `kdsam bench --variants` measures.
 VARIANTS: dict[str, Recipe] = {
     "baseline": Recipe(inference_mode=False, channels_last=False, half=False),
     "inference_mode": Recipe(channels_last=False, half=False),
