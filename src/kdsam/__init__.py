@@ -15,6 +15,7 @@ _API = {
     "KDSamPredictor": "kdsam.predictor",
     "build_student": "kdsam.models.student",
     "load_model": "kdsam.models.loading",
+    "load_predictor": "kdsam.models.loading",
     "load_teacher": "kdsam.models.teachers",
 }
 __all__ = sorted(_API)

@@ -7,7 +7,6 @@ report.html and overlays.png. Every step is resumable: rerunning after Ctrl-C co
 
 from __future__ import annotations
 
-import html
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +30,7 @@ from kdsam.models.student import count_parameters
 from kdsam.models.teachers import load_teacher
 from kdsam.predictor import KDSamPredictor
 from kdsam.report.overlays import PRED_COLOR, TRUTH_COLOR, draw_boxes, grid, overlay
-from kdsam.report.page import curves_plot
+from kdsam.report.page import curves_plot, render
 from kdsam.utils.atomic import write_json, write_text
 
 log = logging.getLogger("kdsam")
@@ -88,36 +87,20 @@ def _table(report: dict[str, Any]) -> list[list[str]]:
     ]  # fmt: skip
 
 
-def _markdown(report: dict[str, Any]) -> str:
-    rows = _table(report)
-    lines = ["| " + " | ".join(r) + " |" for r in rows]
-    lines.insert(1, "|" + "---|" * len(rows[0]))
-    return "\n".join(lines)
-
-
 def write_reports(out: Path, report: dict[str, Any]) -> None:
-    verdict = report["verdict"]
-    md = (
-        f"# kdsam demo\n\nSynthetic data ({report['data']['n_images']} images, 4 modalities), "
-        f"{report['data']['n_test']} held-out test images. Box prompts from the ground truth.\n\n"
-        f"{_markdown(report)}\n\n{verdict}\n\n![overlays](overlays.png)\n\n![training curves](curves.png)\n"
+    """report.md and report.html: the same page as `kdsam report` writes, rendered once per format."""
+    header, *rows = _table(report)
+    intro = (
+        f"Synthetic data ({report['data']['n_images']} images, 4 modalities), "
+        f"{report['data']['n_test']} held-out test images. Box prompts from the ground truth."
     )
-    write_text(out / "report.md", md)
-    cells = "".join(
-        "<tr>"
-        + "".join(f"<t{'h' if i == 0 else 'd'}>{html.escape(c)}</t{'h' if i == 0 else 'd'}>" for c in row)
-        + "</tr>"
-        for i, row in enumerate(_table(report))
-    )
-    page = (
-        "<!doctype html><meta charset=utf-8><title>kdsam demo</title>"
-        "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}table{border-collapse:collapse}"
-        "td,th{border:1px solid #ccc;padding:.3em .8em;text-align:right}</style>"
-        f"<h1>kdsam demo</h1><p>{html.escape(md.split(chr(10))[2])}</p><table>{cells}</table>"
-        f"<p>{html.escape(verdict)}</p><img src=overlays.png style=max-width:100%>"
-        "<h2>Training</h2><img src=curves.png style=max-width:100%>"
-    )
-    write_text(out / "report.html", page)
+    sections = [
+        ("Result", [("text", intro), ("table", header, rows), ("text", report["verdict"])]),
+        ("Overlays", [("image", "overlays.png", "overlays")]),
+        ("Training", [("image", "curves.png", "training curves")]),
+    ]
+    for fmt, name in (("markdown", "report.md"), ("html", "report.html")):
+        write_text(out / name, render("kdsam demo", sections, fmt))
 
 
 def run_demo(out: str | Path, cfg: DemoConfig | None = None) -> dict[str, Any]:

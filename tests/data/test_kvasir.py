@@ -1,8 +1,7 @@
-"""Kvasir-SEG: JPEG masks binarised at 128, boxes from kavsir_bboxes.json, a seeded split."""
+"""Kvasir-SEG: JPEG masks binarised at 128, a seeded split; the archive's box file is not needed."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -16,13 +15,11 @@ from kdsam.errors import KdsamError
 from .conftest import pair
 
 
-def test_records_and_boxes(kvasir_root: Path) -> None:
+def test_records(kvasir_root: Path) -> None:
     records = {r.name: r for r in kvasir_records(kvasir_root)}
     assert len(records) == 9
     assert records["cjunomask"].masks == ()
-    box = records["cju0polyp"].meta["bboxes"]
-    assert len(box) == 1 and len(box[0]) == 4
-    assert "bboxes" not in records["cju5polyp"].meta  # absent from the box file: no boxes, no error
+    assert records["cju0polyp"].meta == {} and records["cju0polyp"].masks[0].name == "cju0polyp.jpg"
 
 
 def test_jpeg_mask_binarised_not_tested_against_255(kvasir_root: Path) -> None:
@@ -69,7 +66,8 @@ def test_wrong_layout_is_one_clear_error(tmp_path: Path) -> None:
     assert "\n" not in str(err.value)
 
 
-def test_bad_box_file_is_one_clear_error(kvasir_root: Path) -> None:
-    (kvasir_root / "kavsir_bboxes.json").write_text(json.dumps({"cju0polyp": {"bbox": [{"x": 1}]}}))
-    with pytest.raises(KdsamError, match=r"kavsir_bboxes\.json: not a Kvasir box file"):
-        kvasir_records(kvasir_root)
+def test_box_file_is_not_needed(kvasir_root: Path) -> None:
+    """Boxes come from the masks: the archive's kavsir_bboxes.json, present or garbled, changes nothing."""
+    before = [(r.name, r.image, r.masks) for r in kvasir_records(kvasir_root)]
+    (kvasir_root / "kavsir_bboxes.json").write_text("{not json")
+    assert [(r.name, r.image, r.masks) for r in kvasir_records(kvasir_root)] == before

@@ -25,38 +25,29 @@ import torch
 from kdsam.bench.flops import count_forward, matmul_peak_gflops
 from kdsam.errors import KdsamError
 from kdsam.models.fast import DEFAULT, VARIANTS, optimize_for_inference
-from kdsam.models.loading import load_saved_student
+from kdsam.models.loading import load_model
 from kdsam.models.sam import KDSam
-from kdsam.models.student import build_student, count_parameters
-from kdsam.models.teachers import TEACHERS, build_architecture, load_teacher, parse_teacher_arg
+from kdsam.models.spec import ModelSpec, as_spec, require_kind
+from kdsam.models.student import count_parameters
+from kdsam.models.teachers import TEACHERS, build_architecture
 
 log = logging.getLogger(__name__)
 
 RANDOM_WEIGHTS = "random (timing only)"
+BENCH_KINDS = ("teacher", "student", "saved")  # timing an ONNX export is onnxruntime's job, not this loop's
 DEFAULT_VARIANT = "default"
 
 
-def build_for_timing(spec: str) -> tuple[KDSam, str]:
-    """A MODEL string -> (model, what its weights are). Architectures without weights get random ones.
-
-    `student:BACKBONE[@SIZE]`, a run folder or model.pt, or a teacher name (optionally
-    `teacher:NAME[=CHECKPOINT]`); timing needs no checkpoint, so none is required.
-    """
-    if spec.startswith("student:"):
-        backbone, _, size = spec.removeprefix("student:").partition("@")
-        if size and not size.isdigit():
-            raise KdsamError(f"{spec}: input size after @ must be a number of pixels")
-        return build_student(None, backbone, int(size or 512)), RANDOM_WEIGHTS
-    name, ckpt = parse_teacher_arg(spec.removeprefix("teacher:"))
-    if name in TEACHERS:
-        if ckpt is None and TEACHERS[name].default_checkpoint is None:
-            return build_architecture(name), RANDOM_WEIGHTS
-        model = load_teacher(name, ckpt)
+def build_for_timing(spec: ModelSpec) -> tuple[KDSam, str]:
+    """A parsed MODEL -> (model, what its weights are). Timing needs no weights, so a teacher whose
+    checkpoint is not given is built with random ones (and labelled so) rather than refused."""
+    if spec.kind == "teacher" and spec.checkpoint is None and TEACHERS[spec.name].default_checkpoint is None:
+        return build_architecture(spec.name), RANDOM_WEIGHTS
+    model = load_model(spec)
+    assert isinstance(model, KDSam)  # BENCH_KINDS has no ONNX export
+    if spec.kind == "teacher":
         return model, f"pretrained ({model.spec['checkpoint']})"
-    path = Path(spec).expanduser()
-    if path.exists():
-        return load_saved_student(path), f"trained ({path})"
-    raise KdsamError(f"{spec}: not a teacher ({', '.join(TEACHERS)}), student:BACKBONE[@SIZE] or run folder")
+    return model, RANDOM_WEIGHTS if spec.kind == "student" else f"trained ({spec.path})"
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -156,11 +147,11 @@ def _train_step(encoder: torch.nn.Module, image: torch.Tensor) -> Callable[[], N
     return step
 
 
-def prepare(label: str, variant: str, device: torch.device, batch_size: int, train: bool) -> Entry:
+def prepare(spec: ModelSpec, variant: str, device: torch.device, batch_size: int, train: bool) -> Entry:
     """Build, size, count and set up one model; failures become a reported status, not an exception."""
-    entry = Entry(label, variant, device)
+    entry = Entry(spec.text, variant, device)
     try:
-        model, weights = build_for_timing(label)
+        model, weights = build_for_timing(spec)
     except (KdsamError, RuntimeError, ValueError) as err:
         entry.fail("failed", str(err))
         return entry
@@ -294,7 +285,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 def benchmark(
-    models: list[str],
+    models: list[str | ModelSpec],
     device: str = "cpu",
     batch_size: int = 1,
     threads: int | None = None,
@@ -316,10 +307,9 @@ def benchmark(
     unknown = sorted(set(variants or []) - set(VARIANTS))
     if unknown:
         raise KdsamError(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
-    plan = [(m, DEFAULT_VARIANT) for m in models]
-    for m in models:
-        if m.startswith("student:") or Path(m).exists():
-            plan += [(m, v) for v in variants or []]
+    specs = [require_kind(as_spec(m), BENCH_KINDS, "kdsam bench") for m in models]
+    plan = [(m, DEFAULT_VARIANT) for m in specs]
+    plan += [(m, v) for m in specs if m.kind != "teacher" for v in variants or []]
     peaks: list[float] = []
 
     def measure_peak() -> None:
@@ -330,15 +320,15 @@ def benchmark(
     measure_peak()
     entries: list[Entry] = []
     failed: set[str] = set()
-    for label, variant in plan:
-        if label in failed:
+    for spec, variant in plan:
+        if spec.text in failed:
             continue  # its variants would fail the same way
-        entry = prepare(label, variant, dev, batch_size, train_step and variant == DEFAULT_VARIANT)
+        entry = prepare(spec, variant, dev, batch_size, train_step and variant == DEFAULT_VARIANT)
         if entry.status == "ok":
             log.info("warming up %s", entry.name)
             warm_up(entry, warmup, budget_s)
         if entry.status != "ok":
-            failed.add(label)
+            failed.add(spec.text)
         entries.append(entry)
     interleave(entries, repeats, budget_s, measure_peak)
     peak = max(peaks) if peaks else None

@@ -15,8 +15,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--models",
         required=True,
-        help="comma-separated: student:BACKBONE[@SIZE], a run folder, or a teacher name "
-        "(sam_vit_h, sam_vit_l, sam_vit_b, medsam, mobilesam, litemedsam; NAME=CHECKPOINT for real weights). "
+        metavar="MODEL,...",
+        help="comma-separated MODELs (docs/models.md): a teacher NAME[=CHECKPOINT] (random weights when a "
+        "checkpoint is needed and not given: timing only), student:BACKBONE@SIZE, a run folder or model.pt. "
         "Ratios are printed against the first model and against the first student.",
     )
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -86,13 +87,12 @@ def read_eval_dice(specs: list[str]) -> dict[str, float]:
 
 def run(args: argparse.Namespace) -> int:
     from kdsam.bench.latency import benchmark
+    from kdsam.models.spec import parse_models
     from kdsam.report.pareto import bench_markdown, pareto_plot
     from kdsam.utils.atomic import write_json, write_text
 
     logging.basicConfig(level=logging.INFO, format="kdsam bench: %(message)s")  # progress: a run can take minutes
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
-    if not models:
-        raise KdsamError("--models: give at least one model")
+    models = parse_models(args.models)  # an unknown model stops here, before minutes of timing
     dice = read_eval_dice(args.eval)
     report = benchmark(
         models,

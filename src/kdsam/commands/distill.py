@@ -14,7 +14,7 @@ from kdsam.commands.options import (
 )
 from kdsam.distill.stage1 import PERCEPTUAL, distill
 from kdsam.distill.trainer import FitConfig
-from kdsam.models.teachers import load_teacher, parse_teacher_arg
+from kdsam.models.loading import load_model
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,8 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     log_to_stderr()
     cfg = fit_config(args)
-    name, ckpt = parse_teacher_arg(args.teacher)
-    teacher = load_teacher(name, ckpt)
+    teacher = load_model(args.teacher, ("teacher",), "--teacher")
     train, val = train_val(args)
     distill(
         teacher,

@@ -6,12 +6,15 @@ import argparse
 import re
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from kdsam.data.registry import open_dataset
 from kdsam.errors import KdsamError
 from kdsam.eval.compare import comparison, dataset_label, to_markdown, write_comparison
 from kdsam.eval.evaluate import PredictionFolder, Segmenter, as_segmenter, check_writable, run_evaluation
+from kdsam.models.loading import load_predictor
+from kdsam.models.spec import parse_model
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -20,7 +23,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="MODEL",
-        help="run folder, model.pt, or teacher:NAME[=CHECKPOINT]; repeat for several",
+        help="a MODEL (docs/models.md): teacher NAME[=CHECKPOINT], run folder, model.pt, ONNX export "
+        "folder; repeat for several",
     )
     p.add_argument(
         "--predictions",
@@ -64,15 +68,17 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "x"
 
 
-def _model_slug(label: str) -> str:
-    """teacher:sam_vit_b=/ckpt/x.pth -> teacher-sam_vit_b; /runs/exp1 -> exp1."""
-    if label.startswith("teacher:"):
-        return _slug(label.partition("=")[0])
-    return _slug(Path(label).name or label)
+@dataclass(frozen=True)
+class Source:
+    """One --model or --predictions: its label in tables, its folder name, and a loader called once, when needed."""
+
+    label: str
+    slug: str
+    load: Callable[[], Segmenter]
 
 
-def _sources(args: argparse.Namespace) -> list[tuple[str, Callable[[], Segmenter]]]:
-    """(label, loader) per model or predictions folder; loaders are called once, only when needed."""
+def _sources(args: argparse.Namespace) -> list[Source]:
+    """Every --model parsed (an unknown one stops here, before any work), then every --predictions."""
     if not args.model and not args.predictions:
         raise KdsamError("give --model MODEL or --predictions DIR (or several)")
     if args.predictions and len(args.data) > 1:
@@ -80,23 +86,11 @@ def _sources(args: argparse.Namespace) -> list[tuple[str, Callable[[], Segmenter
     labels = args.model + args.predictions
     if len(set(labels)) < len(labels):
         raise KdsamError("each --model / --predictions may be given once")
-    device = args.device
-
-    def model_loader(spec: str) -> Callable[[], Segmenter]:
-        def load() -> Segmenter:
-            import torch
-
-            from kdsam.models.fast import optimize_for_inference
-            from kdsam.models.loading import load_model
-
-            target = device or ("cuda" if torch.cuda.is_available() else "cpu")
-            model = optimize_for_inference(load_model(spec), target)
-            return as_segmenter(model, spec)
-
-        return load
-
-    sources = [(m, model_loader(m)) for m in args.model]
-    sources += [(d, lambda d=d: PredictionFolder(d)) for d in args.predictions]
+    sources = [
+        Source(m.text, _slug(m.label), lambda m=m: as_segmenter(load_predictor(m, args.device), m.text))
+        for m in map(parse_model, args.model)
+    ]
+    sources += [Source(d, _slug(Path(d).name or d), lambda d=d: PredictionFolder(d)) for d in args.predictions]
     return sources
 
 
@@ -105,11 +99,11 @@ def run(args: argparse.Namespace) -> int:
     sources = _sources(args)
     split = None if args.split == "all" else args.split
     datasets = {s: open_dataset(s, split, seed=args.seed, split_file=args.split_file) for s in args.data}
-    pairs = [(label, load, spec) for label, load in sources for spec in args.data]
+    pairs = [(source, spec) for source in sources for spec in args.data]
     several = len(pairs) > 1
     folders = {
-        (label, spec): out / f"{_model_slug(label)}__{_slug(dataset_label(spec))}" if several else out
-        for label, _, spec in pairs
+        (source.label, spec): out / f"{source.slug}__{_slug(dataset_label(spec))}" if several else out
+        for source, spec in pairs
     }
     if len(set(folders.values())) < len(folders):
         raise KdsamError("two models or datasets share a folder name; evaluate them into separate --out folders")
@@ -117,9 +111,10 @@ def run(args: argparse.Namespace) -> int:
         check_writable(folder, args.overwrite)
 
     results, loaded = [], {}
-    for label, load, spec in pairs:
+    for source, spec in pairs:
+        label = source.label
         if label not in loaded:
-            loaded[label] = load()
+            loaded[label] = source.load()
         folder = folders[(label, spec)]
         result = run_evaluation(
             loaded[label],

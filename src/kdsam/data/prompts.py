@@ -1,9 +1,11 @@
-"""Box prompts derived from ground-truth masks."""
+"""Objects and their box prompts, derived from ground-truth masks: one definition for training and evaluation."""
 
 from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage
+
+MIN_AREA = 100  # pixels: smaller specks of a mask are noise, not objects to prompt for
 
 
 def box_around(mask: np.ndarray) -> np.ndarray:
@@ -12,23 +14,32 @@ def box_around(mask: np.ndarray) -> np.ndarray:
     return np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=np.float32)
 
 
-def boxes_from_mask(mask: np.ndarray, mode: str = "components", min_area: int = 100) -> np.ndarray:
-    """Kx4 float32 XYXY boxes; empty (0x4) for an empty mask, where a box prompt is undefined.
-
-    mode "components": one box per connected component of at least `min_area` pixels (the largest
-    component is always kept, so a small lesion still gets its box). mode "all": one box around
-    every component of at least `min_area` pixels (the paper's convention).
-    """
-    if not mask.any():
-        return np.zeros((0, 4), np.float32)
+def components(mask: np.ndarray, min_area: int = MIN_AREA) -> list[np.ndarray]:
+    """The objects of a mask, as training and evaluation both prompt for them: each connected
+    component of at least `min_area` pixels is one object (the largest is always kept, so a small
+    lesion still is one). HxW bool masks in label (raster) order; [] for an empty mask."""
     labels, n = ndimage.label(mask)
+    if n == 0:
+        return []
     areas = np.bincount(labels.ravel())[1:]
     keep = [i + 1 for i in range(n) if areas[i] >= min_area] or [int(np.argmax(areas)) + 1]
-    if mode == "all":
-        return box_around(np.isin(labels, keep))[None]
-    if mode != "components":
+    return [labels == k for k in keep]
+
+
+def boxes_from_mask(mask: np.ndarray, mode: str = "components", min_area: int = MIN_AREA) -> np.ndarray:
+    """Kx4 float32 XYXY boxes; empty (0x4) for an empty mask, where a box prompt is undefined.
+
+    mode "components": one box per object (`components`). mode "all": one box around every
+    object (the paper's convention).
+    """
+    if mode not in ("components", "all"):
         raise ValueError(f"unknown box mode {mode!r}: use 'components' or 'all'")
-    return np.stack([box_around(labels == k) for k in keep])
+    objects = components(mask, min_area)
+    if not objects:
+        return np.zeros((0, 4), np.float32)
+    if mode == "all":
+        return box_around(np.logical_or.reduce(objects))[None]
+    return np.stack([box_around(o) for o in objects])
 
 
 def jitter_boxes(

@@ -39,7 +39,7 @@ def _synthetic_records(root: Path) -> list[Record]:
 ADAPTERS: dict[str, Adapter] = {
     "folder": Adapter(folder_records, description="images/ + masks/ matched by file stem"),
     "synthetic": Adapter(_synthetic_records, description="built-in synthetic data, generated into PATH"),
-    "kvasir": Adapter(kvasir_records, description="Kvasir-SEG: images/ + masks/ (JPEG), kavsir_bboxes.json"),
+    "kvasir": Adapter(kvasir_records, description="Kvasir-SEG: images/ + masks/ (JPEG)"),
     "isic2017": Adapter(
         isic2017_records, official_splits=True, description="ISIC 2017 Part 1: the official split folders"
     ),

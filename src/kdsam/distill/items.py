@@ -8,11 +8,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy import ndimage
 from tqdm import tqdm
 
 from kdsam.data.dataset import Dataset
-from kdsam.data.prompts import box_around, jitter_boxes
+from kdsam.data.prompts import box_around, components, jitter_boxes
 from kdsam.distill.cache import TeacherCache
 from kdsam.models.sam import KDSam
 
@@ -35,16 +34,6 @@ class Item:
     student_input: torch.Tensor  # 3xSxS fp16, preprocessed and padded
     parts: list[Part]
     teacher_emb: torch.Tensor | None = None  # 256x64x64 fp16, stage 1 only
-
-
-def components(mask: np.ndarray, min_area: int = 100) -> list[np.ndarray]:
-    """Connected components of at least min_area pixels (the largest is always kept)."""
-    labels, n = ndimage.label(mask)
-    if n == 0:
-        return []
-    areas = np.bincount(labels.ravel())[1:]
-    keep = [i + 1 for i in range(n) if areas[i] >= min_area] or [int(np.argmax(areas)) + 1]
-    return [labels == k for k in keep]
 
 
 def low_res_target(model: KDSam, mask: np.ndarray) -> torch.Tensor:

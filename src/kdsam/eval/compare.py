@@ -5,12 +5,12 @@ Input: metrics.json dicts (or their paths). Output: the table as JSON-able dict,
 
 from __future__ import annotations
 
-import html
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from kdsam.errors import KdsamError
+from kdsam.report.tables import html_table, markdown_table
 from kdsam.utils.atomic import write_json, write_text
 
 TABLE_METRICS = ("dice", "iou", "hd95", "nsd")
@@ -68,23 +68,17 @@ def _n_images(table: dict[str, Any], data: str) -> str:
 def to_markdown(table: dict[str, Any]) -> str:
     """Markdown has no two-level headers, so each column says `dataset metric`."""
     header = ["model"] + [f"{data} {HEADERS.get(m, m)}" for data in table["datasets"] for m in table["metrics"]]
-    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in _rows(table)]
     counts = ", ".join(f"{d}: {_n_images(table, d)}" for d in table["datasets"])
-    return "\n".join(lines) + f"\n\nImages scored per dataset: {counts}. Means skip undefined values.\n"
+    note = f"Images scored per dataset: {counts}. Means skip undefined values."
+    return markdown_table(header, _rows(table)) + f"\n{note}\n"
 
 
 def to_html(table: dict[str, Any]) -> str:
     """A table with one header row of datasets (spanning their metrics) and one of metrics."""
     n = len(table["metrics"])
-    top = "".join(f'<th colspan="{n}">{html.escape(d)} (n={_n_images(table, d)})</th>' for d in table["datasets"])
-    sub = "".join(f"<th>{html.escape(HEADERS.get(m, m))}</th>" for _ in table["datasets"] for m in table["metrics"])
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>\n" for row in _rows(table))
-    return (
-        '<table class="kdsam-comparison">\n'
-        f'<thead><tr><th rowspan="2">model</th>{top}</tr>\n<tr>{sub}</tr></thead>\n'
-        f"<tbody>\n{body}</tbody>\n</table>\n"
-    )
+    groups = [(f"{d} (n={_n_images(table, d)})", n) for d in table["datasets"]]
+    header = ["model"] + [HEADERS.get(m, m) for _ in table["datasets"] for m in table["metrics"]]
+    return html_table(header, _rows(table), groups, css_class="kdsam-comparison")
 
 
 def write_comparison(

@@ -16,7 +16,7 @@ import math
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 from tqdm import tqdm
@@ -27,11 +27,15 @@ from kdsam.data.prompts import boxes_from_mask, jitter_boxes
 from kdsam.data.sample import Sample
 from kdsam.errors import KdsamError
 from kdsam.eval import metrics
-from kdsam.models.loading import MODEL_FILE, load_model
+from kdsam.models.loading import load_predictor
 from kdsam.models.sam import KDSam
+from kdsam.models.spec import is_model_folder
 from kdsam.predictor import KDSamPredictor
 from kdsam.report.overlays import PRED_COLOR, TRUTH_COLOR, draw_boxes, grid, overlay
 from kdsam.utils.atomic import write_json, write_text
+
+if TYPE_CHECKING:
+    from kdsam.export.onnx_predictor import OnnxPredictor
 
 METRICS_FILE = "metrics.json"
 PER_IMAGE_FILE = "per_image.csv"
@@ -79,11 +83,12 @@ class Segmenter(Protocol):
 
 
 class ModelSegmenter:
-    """A kdsam model behind `KDSamPredictor`: one embedding per image, the boxes' masks united."""
+    """A kdsam model behind `KDSamPredictor` (or an export's `OnnxPredictor`, same API): one
+    embedding per image, the boxes' masks united."""
 
     prompted = True
 
-    def __init__(self, predictor: KDSamPredictor, label: str) -> None:
+    def __init__(self, predictor: KDSamPredictor | OnnxPredictor, label: str) -> None:
         self.predictor = predictor
         self.label = label
 
@@ -123,18 +128,18 @@ Source = KDSam | KDSamPredictor | Segmenter | str | Path
 
 
 def as_segmenter(source: Source, label: str | None = None) -> Segmenter:
-    """A model, predictor, segmenter, or a string: `teacher:NAME[=CKPT]`, a run folder (or model.pt),
-    or else a folder of saved predictions."""
+    """A model, predictor, segmenter, or a string: a MODEL (kdsam.models.spec), or else a folder of
+    saved predictions (a folder that is neither a run nor an ONNX export)."""
     if isinstance(source, (ModelSegmenter, PredictionFolder)):
         return source
     if isinstance(source, KDSam):
         return ModelSegmenter(KDSamPredictor(source), label or source.name)
-    if isinstance(source, KDSamPredictor):
-        return ModelSegmenter(source, label or getattr(source.model, "name", "model"))
+    if hasattr(source, "predict_boxes"):  # KDSamPredictor or OnnxPredictor
+        return ModelSegmenter(source, label or getattr(getattr(source, "model", None), "name", "model"))
     path = Path(str(source)).expanduser()
-    if str(source).startswith("teacher:") or path.is_file() or (path / MODEL_FILE).is_file():
-        return ModelSegmenter(KDSamPredictor(load_model(str(source))), label or str(source))
-    return PredictionFolder(path, label)
+    if path.is_dir() and not is_model_folder(path):
+        return PredictionFolder(path, label)
+    return ModelSegmenter(load_predictor(str(source)), label or str(source))
 
 
 def _json_value(value: Any) -> Any:

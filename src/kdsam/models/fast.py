@@ -2,7 +2,7 @@
 
 `optimize_for_inference(model, device)` is the one function the predictor, evaluation and the
 benchmark share, so the latency the benchmark reports is the latency users get. Each step is a
-named recipe so `kdsam bench --student-variants` can measure what it buys on its own.
+named recipe so `kdsam bench --variants` can measure what it buys on its own.
 
 The steps are applied in place through the module's own `forward` and hooks, never by wrapping it,
 so `state_dict` keys, `model.img_size` and `SamPredictor` keep working unchanged.
@@ -35,7 +35,7 @@ class Recipe:
         return torch.float16 if half else torch.float32
 
 
-# Cumulative variants, each adding one step to the previous: what `--student-variants` measures.
+# Cumulative variants, each adding one step to the previous: what `kdsam bench --variants` measures.
 VARIANTS: dict[str, Recipe] = {
     "baseline": Recipe(inference_mode=False, channels_last=False, half=False),
     "inference_mode": Recipe(channels_last=False, half=False),
@@ -44,6 +44,7 @@ VARIANTS: dict[str, Recipe] = {
     "compile": Recipe(compile=True),
 }
 DEFAULT = Recipe()
+HOOKS_ATTR = "_kdsam_fast_hooks"  # the hook handles of the last optimize_for_inference, on the encoder
 
 
 def variants_for(device: torch.device) -> list[str]:
@@ -66,23 +67,34 @@ def _float_output(_module: nn.Module, _args: tuple[Any, ...], out: torch.Tensor)
     return out.float().contiguous()
 
 
+def _undo(encoder: nn.Module) -> None:
+    """Remove what an earlier `optimize_for_inference` added, so a second call replaces it, never stacks."""
+    for handle in getattr(encoder, HOOKS_ATTR, ()):
+        handle.remove()
+    encoder.__dict__.pop("forward", None)  # the inference_mode wrapper; the class's forward shows again
+
+
 def optimize_for_inference(model: nn.Module, device: str | torch.device, recipe: Recipe = DEFAULT) -> nn.Module:
     """Put a KDSam-like model (with `.image_encoder`) in its fastest inference form, in place.
 
     eval mode and no gradients always; then per recipe: the encoder runs under `torch.inference_mode`
     (no autograd bookkeeping at all), in channels_last memory format (what oneDNN and cuDNN
     convolutions prefer), in fp16 on CUDA (tensor cores), and optionally `torch.compile`d.
-    The encoder accepts and returns fp32 NCHW tensors as before. Returns the model.
+    The encoder accepts and returns fp32 NCHW tensors as before. Returns the model. Calling it
+    again (another device or recipe) replaces the earlier setup instead of adding to it.
     """
     device = torch.device(device)
     dtype = recipe.dtype(device)
     model.eval().requires_grad_(False).to(device)
     encoder = model.image_encoder
+    _undo(encoder)
     encoder.to(dtype=dtype)
-    if recipe.channels_last:
-        encoder.to(memory_format=torch.channels_last)
-    encoder.register_forward_pre_hook(_convert_input(dtype, recipe.channels_last))
-    encoder.register_forward_hook(_float_output)
+    encoder.to(memory_format=torch.channels_last if recipe.channels_last else torch.contiguous_format)
+    hooks = (
+        encoder.register_forward_pre_hook(_convert_input(dtype, recipe.channels_last)),
+        encoder.register_forward_hook(_float_output),
+    )
+    setattr(encoder, HOOKS_ATTR, hooks)
     if recipe.inference_mode:
         encoder.forward = torch.inference_mode()(encoder.forward)
     if recipe.compile:

@@ -1,20 +1,23 @@
-"""Saving students into run folders and loading any model from a MODEL string."""
+"""Saving students into run folders and loading any model from a MODEL string (grammar: kdsam.models.spec)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from kdsam.errors import KdsamError
 from kdsam.models.checkpoint import load_strict, read_state_dict
 from kdsam.models.sam import KDSam
+from kdsam.models.spec import KINDS, MODEL_FILE, Kind, ModelSpec, as_spec, require_kind
 from kdsam.models.student import build_student
-from kdsam.models.teachers import load_teacher, parse_teacher_arg
+from kdsam.models.teachers import load_teacher
 from kdsam.utils.atomic import save_torch
 
-MODEL_FILE = "model.pt"
+if TYPE_CHECKING:
+    from kdsam.export.onnx_predictor import OnnxPredictor
+    from kdsam.predictor import KDSamPredictor
 
 
 def save_model(model: KDSam, path: str | Path) -> None:
@@ -47,15 +50,39 @@ def load_saved_student(path: str | Path) -> KDSam:
     return model.eval()
 
 
-def load_model(model: str) -> KDSam:
-    """MODEL strings: a run folder or model.pt (a trained student), or `teacher:NAME[=CHECKPOINT]`."""
-    if model.startswith("teacher:"):
-        name, ckpt = parse_teacher_arg(model.removeprefix("teacher:"))
-        return load_teacher(name, ckpt)
-    path = Path(model).expanduser()
-    if not path.exists():
-        raise KdsamError(f"{model}: no such run folder or model file (or write teacher:NAME[=CHECKPOINT])")
-    return load_saved_student(path)
+def load_model(
+    model: str | ModelSpec, kinds: tuple[Kind, ...] = KINDS, purpose: str = "a MODEL"
+) -> KDSam | OnnxPredictor:
+    """Any MODEL string (see kdsam.models.spec): a `KDSam` in eval mode, or for an ONNX export
+    folder its `OnnxPredictor` (an export has no torch modules). `kinds` narrows what a caller
+    accepts, e.g. `load_model(arg, ("teacher",), "--teacher")`."""
+    spec = require_kind(as_spec(model), kinds, purpose)
+    if spec.kind == "teacher":
+        return load_teacher(spec.name, spec.checkpoint)
+    if spec.kind == "student":
+        model = build_student(None, spec.name, spec.input_size).eval()
+        model.spec = {**model.spec, "weights": "random"}
+        return model
+    if spec.kind == "onnx":
+        from kdsam.export.onnx_predictor import OnnxPredictor
+
+        return OnnxPredictor(spec.path)
+    return load_saved_student(spec.path)
 
 
-__all__ = ["MODEL_FILE", "load_model", "load_saved_student", "read_state_dict", "save_model"]
+def load_predictor(model: str | ModelSpec, device: str | None = None) -> KDSamPredictor | OnnxPredictor:
+    """The box-prompt predictor of any MODEL: torch models on their fast inference path on `device`
+    (default cuda if available), ONNX exports on onnxruntime's CPU provider."""
+    import torch
+
+    from kdsam.models.fast import optimize_for_inference
+    from kdsam.predictor import KDSamPredictor
+
+    loaded = load_model(model)
+    if not isinstance(loaded, KDSam):
+        return loaded
+    target = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return KDSamPredictor(optimize_for_inference(loaded, target))
+
+
+__all__ = ["MODEL_FILE", "load_model", "load_predictor", "load_saved_student", "read_state_dict", "save_model"]

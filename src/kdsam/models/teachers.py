@@ -124,9 +124,3 @@ def load_teacher(name: str, checkpoint: str | Path | None = None) -> KDSam:
     model.spec = {"kind": "teacher", "name": name, "checkpoint": str(path), "sha256": file_sha256(path)}
     model.eval().requires_grad_(False)
     return model
-
-
-def parse_teacher_arg(arg: str) -> tuple[str, str | None]:
-    """'NAME' or 'NAME=CHECKPOINT' -> (name, checkpoint or None)."""
-    name, _, ckpt = arg.partition("=")
-    return name.strip(), (ckpt.strip() or None)

@@ -19,7 +19,8 @@ from typing import Any
 from kdsam.errors import KdsamError
 from kdsam.report import paper
 from kdsam.report.overlays import agg_figure, save_figure
-from kdsam.report.pareto import machine_line, md_table, table_rows, targets_rows
+from kdsam.report.pareto import machine_line, table_rows, targets_rows
+from kdsam.report.tables import html_table, markdown_table
 from kdsam.utils.atomic import write_text
 
 MAX_OVERLAYS = 60
@@ -216,12 +217,6 @@ def build_blocks(found: Inputs, out: Path) -> list[tuple[str, list[Block]]]:
     return sections
 
 
-def _html_table(header: list[str], rows: list[list[str]]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
 _CSS = (
     "body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}"
     "table{border-collapse:collapse;margin:1em 0;font-size:13px}"
@@ -236,7 +231,7 @@ RENDERERS: dict[str, dict[str, Callable[..., str]]] = {
         "title": lambda t: f"# {t}\n",
         "section": lambda t: f"\n## {t}\n",
         "text": lambda t: f"\n{t}\n",
-        "table": lambda header, rows: "\n" + md_table(header, rows),
+        "table": lambda header, rows: "\n" + markdown_table(header, rows),
         "image": lambda src, cap: f"\n![{cap}]({src})\n",
         "end": lambda: "",
     },
@@ -247,7 +242,7 @@ RENDERERS: dict[str, dict[str, Callable[..., str]]] = {
         ),
         "section": lambda t: f"<h2>{_e(t)}</h2>",
         "text": lambda t: f"<p>{_e(t)}</p>",
-        "table": _html_table,
+        "table": html_table,
         "image": lambda src, cap: (
             f"<figure><img src='{_e(src)}' alt='{_e(cap)}'><figcaption>{_e(cap)}</figcaption></figure>"
         ),

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from kdsam.report.overlays import agg_figure, save_figure
+from kdsam.report.tables import markdown_table
 
 COLUMNS = [
     ("model", "model", "{}"),
@@ -40,13 +41,6 @@ def table_rows(results: list[dict[str, Any]], columns: list[tuple[str, str, str]
     return [title for _, title, _ in columns], rows
 
 
-def md_table(header: list[str], rows: list[list[str]]) -> str:
-    """A GitHub markdown table."""
-    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
-
-
 def targets_rows(targets: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
     """(header, rows) of the target verdicts."""
     rows = [[t["target"], str(t["measured"]), "yes" if t["holds"] else "NO"] for t in targets]
@@ -66,12 +60,12 @@ def machine_line(report: dict[str, Any]) -> str:
 
 def bench_markdown(report: dict[str, Any]) -> str:
     """The whole benchmark as markdown: machine line, table, failures, targets."""
-    text = machine_line(report) + "\n\n" + md_table(*table_rows(report["results"]))
+    text = machine_line(report) + "\n\n" + markdown_table(*table_rows(report["results"]))
     failed = [r for r in report["results"] if r["status"] != "ok"]
     if failed:
         text += "\n" + "".join(f"- {r['model']}: {r['status']} ({r.get('error', '')})\n" for r in failed)
     if report.get("targets"):
-        text += "\n" + md_table(*targets_rows(report["targets"]))
+        text += "\n" + markdown_table(*targets_rows(report["targets"]))
     return text
 
 

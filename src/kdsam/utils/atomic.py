@@ -59,10 +59,11 @@ def save_torch(path: str | Path, obj: Any) -> None:
 
 
 def _jsonable(obj: Any) -> Any:
+    """numpy and torch values: arrays and tensors -> (nested) lists, scalars and 0-d ones -> Python numbers."""
+    if hasattr(obj, "tolist") and getattr(obj, "ndim", 0) > 0:
+        return obj.tolist()
     if hasattr(obj, "item"):
         return obj.item()
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
