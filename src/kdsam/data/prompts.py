@@ -12,23 +12,34 @@ def box_around(mask: np.ndarray) -> np.ndarray:
     return np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=np.float32)
 
 
-def boxes_from_mask(mask: np.ndarray, mode: str = "components", min_area: int = 100) -> np.ndarray:
-    """Kx4 float32 XYXY boxes; empty (0x4) for an empty mask, where a box prompt is undefined.
+def object_masks(mask: np.ndarray, min_area: int = 100) -> list[np.ndarray]:
+    """The objects of a ground-truth mask: its connected components of at least `min_area` pixels.
 
-    mode "components": one box per connected component of at least `min_area` pixels (the largest
-    component is always kept, so a small lesion still gets its box). mode "all": one box around
-    every component of at least `min_area` pixels (the paper's convention).
+    The largest component is always kept, so a small lesion is still an object. This is the one
+    definition of "an object" that training and evaluation prompts (boxes, clicks) share.
     """
     if not mask.any():
-        return np.zeros((0, 4), np.float32)
+        return []
     labels, n = ndimage.label(mask)
     areas = np.bincount(labels.ravel())[1:]
     keep = [i + 1 for i in range(n) if areas[i] >= min_area] or [int(np.argmax(areas)) + 1]
-    if mode == "all":
-        return box_around(np.isin(labels, keep))[None]
-    if mode != "components":
+    return [labels == k for k in keep]
+
+
+def boxes_from_mask(mask: np.ndarray, mode: str = "components", min_area: int = 100) -> np.ndarray:
+    """Kx4 float32 XYXY boxes; empty (0x4) for an empty mask, where a box prompt is undefined.
+
+    mode "components": one box per object (`object_masks`). mode "all": one box around every
+    object together (the paper's convention).
+    """
+    if mode not in ("components", "all"):
         raise ValueError(f"unknown box mode {mode!r}: use 'components' or 'all'")
-    return np.stack([box_around(labels == k) for k in keep])
+    objects = object_masks(mask, min_area)
+    if not objects:
+        return np.zeros((0, 4), np.float32)
+    if mode == "all":
+        return box_around(np.logical_or.reduce(objects))[None]
+    return np.stack([box_around(obj) for obj in objects])
 
 
 def jitter_boxes(
