@@ -13,8 +13,10 @@ from kdsam.data.registry import open_dataset
 from kdsam.errors import KdsamError
 from kdsam.eval.compare import comparison, dataset_label, to_markdown, write_comparison
 from kdsam.eval.evaluate import PredictionFolder, Segmenter, as_segmenter, check_writable, run_evaluation
+from kdsam.eval.interactive import parse_prompt
 from kdsam.models.loading import load_predictor
 from kdsam.models.spec import parse_model
+from kdsam.report.clicks import CLICKS_PLOT, dice_vs_clicks_plot
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -50,6 +52,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="one box per component (default) or one box around all of them (the paper's)",
     )
     p.add_argument("--min-area", type=int, default=100, help="components smaller than this get no box (pixels)")
+    p.add_argument(
+        "--prompt",
+        default="box",
+        help="box (default), point, clicks:N or box+clicks:N: simulated clicks, Dice per click and NoC@85/90",
+    )
     p.add_argument("--jitter-seed", type=int, help="jitter the boxes, seeded (default: exact boxes)")
     p.add_argument("--nsd-tolerance", type=float, default=2.0, help="NSD tolerance in pixels (default 2)")
     p.add_argument(
@@ -96,6 +103,7 @@ def _sources(args: argparse.Namespace) -> list[Source]:
 
 def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
+    protocol = parse_prompt(args.prompt)
     sources = _sources(args)
     split = None if args.split == "all" else args.split
     datasets = {s: open_dataset(s, split, seed=args.seed, split_file=args.split_file) for s in args.data}
@@ -124,6 +132,7 @@ def run(args: argparse.Namespace) -> int:
             box_mode=args.box_mode,
             min_area=args.min_area,
             jitter_seed=args.jitter_seed,
+            prompt=args.prompt,
             tolerance_px=args.nsd_tolerance,
             tolerance_mm=args.nsd_tolerance_mm,
             save_predictions=folder / "predictions" if args.save_predictions else None,
@@ -138,6 +147,8 @@ def run(args: argparse.Namespace) -> int:
     print(to_markdown(comparison(results)))
     if several:
         write_comparison(results, out)
+    if protocol.interactive:
+        print(f"Dice after each click: {dice_vs_clicks_plot(results, out / CLICKS_PLOT)}")
         print(f"comparison table: {out / 'comparison.md'} (also .html, .json)")
     print(f"per evaluation: metrics.json, per_image.csv, cases.png under {out}")
     return 0

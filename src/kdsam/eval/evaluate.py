@@ -23,10 +23,11 @@ from tqdm import tqdm
 
 from kdsam.data.dataset import Dataset
 from kdsam.data.imageio import BadFileError, read_mask, write_png
-from kdsam.data.prompts import boxes_from_mask, jitter_boxes
+from kdsam.data.prompts import MIN_AREA, boxes_from_mask, jitter_boxes
 from kdsam.data.sample import Sample
 from kdsam.errors import KdsamError
 from kdsam.eval import metrics
+from kdsam.eval.interactive import PromptProtocol, interactive_scores, parse_prompt
 from kdsam.models.loading import load_predictor
 from kdsam.models.sam import KDSam
 from kdsam.models.spec import is_model_folder
@@ -62,7 +63,7 @@ class Prompting:
     """
 
     box_mode: str = "components"
-    min_area: int = 100
+    min_area: int = MIN_AREA
     jitter_seed: int | None = None
 
     def boxes(self, sample: Sample) -> np.ndarray:
@@ -74,33 +75,50 @@ class Prompting:
 
 
 class Segmenter(Protocol):
-    """Anything that turns a sample and its box prompts into an HxW bool mask."""
+    """Anything that turns a sample and its box prompts into an HxW bool mask.
+
+    `extras`: scores of the last call beyond its mask (Dice after each click), added to its row.
+    """
 
     label: str
     prompted: bool
+    extras: dict[str, Any]
 
     def __call__(self, sample: Sample, boxes: np.ndarray) -> np.ndarray: ...
 
 
 class ModelSegmenter:
     """A kdsam model behind `KDSamPredictor` (or an export's `OnnxPredictor`, same API): one
-    embedding per image, the boxes' masks united."""
+    embedding per image, the objects' masks united.
+
+    With the default box protocol each object gets its box; an interactive protocol (points,
+    clicks) runs `kdsam.eval.interactive` on each object instead and records Dice per click.
+    """
 
     prompted = True
 
-    def __init__(self, predictor: KDSamPredictor | OnnxPredictor, label: str) -> None:
+    def __init__(
+        self, predictor: KDSamPredictor | OnnxPredictor, label: str, protocol: PromptProtocol | None = None
+    ) -> None:
         self.predictor = predictor
         self.label = label
+        self.protocol = protocol or parse_prompt("box")
+        self.min_area = MIN_AREA
+        self.extras: dict[str, Any] = {}
 
     def __call__(self, sample: Sample, boxes: np.ndarray) -> np.ndarray:
         self.predictor.set_image(sample.image)
-        return self.predictor.segment(boxes)
+        if not self.protocol.interactive:
+            return self.predictor.segment(boxes)
+        pred, self.extras = interactive_scores(self.predictor, sample.mask, self.protocol, self.min_area)
+        return pred
 
 
 class PredictionFolder:
     """Masks a model from elsewhere saved as <sample name>.png (any layout `read_mask` reads)."""
 
     prompted = False
+    extras: dict[str, Any] = {}  # noqa: RUF012 (never written)
 
     def __init__(self, folder: str | Path, label: str | None = None) -> None:
         self.folder = Path(folder)
@@ -161,7 +179,7 @@ def evaluate(
     model_or_predictions: Source,
     dataset: Dataset,
     box_mode: str = "components",
-    min_area: int = 100,
+    min_area: int = MIN_AREA,
     jitter_seed: int | None = None,
     *,
     tolerance_px: float = metrics.NSD_TOLERANCE_PX,
@@ -170,14 +188,21 @@ def evaluate(
     save_predictions: str | Path | None = None,
     settings: dict[str, Any] | None = None,
     progress: bool = True,
+    prompt: str = "box",
 ) -> dict[str, Any]:
     """Score every readable sample; return the metrics.json dict (see the module docstring).
 
-    Models get box prompts from the ground truth (`Prompting`) and predict at the original image
-    size. Samples with an empty ground truth, unreadable files and missing predictions are listed
-    in "skipped" with the reason. `save_predictions`: also write each predicted mask as NAME.png.
+    Models get box prompts from the ground truth (`Prompting`), or with `prompt` points and
+    simulated clicks (`kdsam.eval.interactive`), and predict at the original image size. Samples
+    with an empty ground truth, unreadable files and missing predictions are listed in "skipped"
+    with the reason. `save_predictions`: also write each predicted mask as NAME.png.
     """
     segmenter = as_segmenter(model_or_predictions, label)
+    protocol = parse_prompt(prompt)
+    if protocol.interactive:
+        if not isinstance(segmenter, ModelSegmenter):
+            raise KdsamError(f"--prompt {prompt} needs a model to prompt; saved predictions take no prompts")
+        segmenter.protocol, segmenter.min_area = protocol, min_area
     prompting = Prompting(box_mode, min_area, jitter_seed)
     known_problems = len(dataset.problems)
     per_image: list[dict[str, Any]] = []
@@ -204,6 +229,7 @@ def evaluate(
         row.update({k: sample.meta[k] for k in ROW_META if k in sample.meta})
         if segmenter.prompted:
             row["n_boxes"] = len(boxes)
+        row.update(segmenter.extras)
         per_image.append(row)
     skipped += [
         {"name": p["name"], "reason": p["error"], "kind": "unreadable"} for p in dataset.problems[known_problems:]
@@ -221,7 +247,7 @@ def evaluate(
         "skipped": skipped,
         "box_mode": box_mode if segmenter.prompted else None,
         "settings": {
-            "prompts": "boxes from the ground truth" if segmenter.prompted else "none (saved predictions)",
+            "prompts": "none (saved predictions)" if not segmenter.prompted else protocol.description,
             "min_area": min_area,
             "jitter_seed": jitter_seed,
             "resolution": "original image size",
@@ -301,7 +327,7 @@ def run_evaluation(
     overwrite: bool = False,
     label: str | None = None,
     box_mode: str = "components",
-    min_area: int = 100,
+    min_area: int = MIN_AREA,
     jitter_seed: int | None = None,
     figure: bool = True,
     **options: Any,

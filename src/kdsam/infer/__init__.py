@@ -1,0 +1,1 @@
+"""Inference workflows built on `KDSamPredictor`: whole images without prompts, volumes, folders."""
