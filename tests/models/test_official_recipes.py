@@ -16,7 +16,7 @@ from segment_anything.modeling import Sam
 
 from kdsam.models.sam import KDSam
 from kdsam.models.teachers import TEACHERS, build_architecture
-from kdsam.models.transforms import SquashResize
+from kdsam.models.transforms import LiteMedSAMResize, MedSAMResize, SquashResize
 from kdsam.predictor import KDSamPredictor
 
 from . import official_recipes as official
@@ -100,6 +100,18 @@ def test_medsam_squash_differs_from_a_student_squash() -> None:
     student_like = KDSam(tiny_sam(img_size=1024), name="s", normalization="minmax", resize_mode="squash")
     assert isinstance(student_like.transform(), SquashResize)
     assert not torch.equal(student_like.prepare(image)[0], official.medsam_input(image))
+
+
+@pytest.mark.parametrize("transform", [LiteMedSAMResize(256), MedSAMResize(128)], ids=["litemedsam", "medsam"])
+def test_torch_twins_of_the_official_transforms_agree(transform) -> None:
+    image = official.PHOTOS["chelsea"][0][::4, ::4]
+    batch = torch.as_tensor(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
+    want = torch.as_tensor(transform.apply_image(image)).permute(2, 0, 1)[None].float()
+    assert torch.equal(transform.apply_image_torch(batch), want)
+    boxes = official.PHOTOS["chelsea"][1] / 4
+    got = transform.apply_boxes_torch(torch.as_tensor(boxes), image.shape[:2])
+    want_boxes = transform.apply_boxes(boxes, image.shape[:2]).astype(np.float32)
+    assert got.dtype == torch.float32 and np.array_equal(got.numpy(), want_boxes)
 
 
 @pytest.mark.skipif(not SLOW, reason="TinyViT and ViT-B at 1024 px take tens of seconds; set KDSAM_SLOW_TESTS=1")
