@@ -16,7 +16,7 @@ from segment_anything.modeling import Sam
 
 from kdsam.models.sam import KDSam
 from kdsam.models.teachers import TEACHERS, build_architecture
-from kdsam.models.transforms import SquashResize
+from kdsam.models.transforms import LiteMedSAMResize, MedSAMResize, SquashResize
 from kdsam.predictor import KDSamPredictor
 
 from . import official_recipes as official
@@ -26,11 +26,17 @@ SLOW = os.environ.get("KDSAM_SLOW_TESTS") == "1"
 MIN_DICE = 0.995
 
 
-def kdsam_masks(model: KDSam, image: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, torch.Tensor]:
-    """kdsam's predictor: one mask per box, and the embedding it computed."""
-    predictor = KDSamPredictor(model)
-    predictor.set_image(image)
-    return predictor.predict_boxes(boxes)[0][:, 0], predictor.features
+def kdsam_masks(model: KDSam, image: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
+    """kdsam's predictor: one mask per box, the embedding it computed and the encoder input it was computed from."""
+    seen: list[torch.Tensor] = []
+    hook = model.image_encoder.register_forward_pre_hook(lambda _module, args: seen.append(args[0].detach().clone()))
+    try:
+        predictor = KDSamPredictor(model)
+        predictor.set_image(image)
+        masks = predictor.predict_boxes(boxes)[0][:, 0]
+    finally:
+        hook.remove()
+    return masks, predictor.features, seen[0]
 
 
 def assert_same_masks(ours: np.ndarray, want: list[np.ndarray]) -> None:
@@ -54,16 +60,17 @@ def plain(model: Sam) -> Sam:
 
 @pytest.mark.parametrize("photo", ["chelsea", "coins"])
 def test_litemedsam_equals_its_official_script(litemedsam: KDSam, photo: str) -> None:
-    """The encoder input is bit-identical to the script's, so the official masks are decoded from kdsam's
-    embedding (one 7 s TinyViT forward per photo on a busy 2-core machine, not two). All four photos:
-    `python tests/models/official_recipes.py`."""
+    """The predictor's encoder input is bit-identical to the script's, so the official masks are decoded
+    from kdsam's embedding (one 7 s TinyViT forward per photo on a busy 2-core machine, not two). All four
+    photos: `python tests/models/official_recipes.py`."""
     image, boxes = official.PHOTOS[photo]
     want_input, new_size = official.litemedsam_input(image)
     x, resized = litemedsam.prepare(official.three_channels(image))
     assert resized == new_size and torch.equal(x, want_input)
     frame = litemedsam.boxes_to_prompt_frame(torch.as_tensor(boxes), image.shape[:2]).numpy()
     assert np.array_equal(frame, [official.litemedsam_box(b, image.shape[:2]) for b in boxes])
-    ours, embedding = kdsam_masks(litemedsam, image, boxes)
+    ours, embedding, seen = kdsam_masks(litemedsam, image, boxes)
+    assert torch.equal(seen, want_input)
     assert_same_masks(ours, official.litemedsam_official(litemedsam, image, boxes, embedding))
 
 
@@ -72,11 +79,13 @@ def test_medsam_preprocessing_and_masks_equal_its_official_script() -> None:
     image, boxes = official.PHOTOS["coins"]
     boxes = boxes[:2]
     model = medsam_like(tiny_sam(seed=1, img_size=1024)).eval()
+    want_input = official.medsam_input(image)
     x, resized = model.prepare(official.three_channels(image))
-    assert resized == (1024, 1024) and torch.equal(x, official.medsam_input(image))
+    assert resized == (1024, 1024) and torch.equal(x, want_input)
     frame = model.boxes_to_prompt_frame(torch.as_tensor(boxes), image.shape[:2]).numpy()
     np.testing.assert_array_equal(frame, official.medsam_box(boxes, image.shape[:2]).astype(np.float32))
-    ours, embedding = kdsam_masks(model, image, boxes)
+    ours, embedding, seen = kdsam_masks(model, image, boxes)
+    assert torch.equal(seen, want_input)
     assert_same_masks(ours, official.medsam_official(model, image, boxes, embedding))
 
 
@@ -102,6 +111,18 @@ def test_medsam_squash_differs_from_a_student_squash() -> None:
     assert not torch.equal(student_like.prepare(image)[0], official.medsam_input(image))
 
 
+@pytest.mark.parametrize("transform", [LiteMedSAMResize(256), MedSAMResize(128)], ids=["litemedsam", "medsam"])
+def test_torch_twins_of_the_official_transforms_agree(transform) -> None:
+    image = official.PHOTOS["chelsea"][0][::4, ::4]
+    batch = torch.as_tensor(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
+    want = torch.as_tensor(transform.apply_image(image)).permute(2, 0, 1)[None].float()
+    assert torch.equal(transform.apply_image_torch(batch), want)
+    boxes = official.PHOTOS["chelsea"][1] / 4
+    got = transform.apply_boxes_torch(torch.as_tensor(boxes), image.shape[:2])
+    want_boxes = transform.apply_boxes(boxes, image.shape[:2]).astype(np.float32)
+    assert got.dtype == torch.float32 and np.array_equal(got.numpy(), want_boxes)
+
+
 @pytest.mark.skipif(not SLOW, reason="TinyViT and ViT-B at 1024 px take tens of seconds; set KDSAM_SLOW_TESTS=1")
 @pytest.mark.parametrize("name", ["mobilesam", "sam_vit_b", "medsam"])
 def test_full_architectures_equal_their_official_recipes(name: str) -> None:
@@ -109,7 +130,7 @@ def test_full_architectures_equal_their_official_recipes(name: str) -> None:
     torch.manual_seed(0)
     model = build_architecture(name).eval()
     image, boxes = official.PHOTOS["chelsea"]
-    ours, _ = kdsam_masks(model, image, boxes)
+    ours, _, _ = kdsam_masks(model, image, boxes)
     if name == "medsam":
         want = official.medsam_official(plain(model), image, boxes)
     else:

@@ -120,8 +120,9 @@ def test_unreadable_checkpoint_is_one_line(tmp_path: Path, make: Callable[[Path]
         lambda sd: {"state_dict": sd, "loss": 0.1},
         lambda sd: {f"module.{k}": v for k, v in sd.items()},
         lambda sd: {"model": {f"_orig_mod.{k}": v for k, v in sd.items()}},
+        lambda sd: {"model": sd, "best_loss": np.float64(0.1), "epoch": np.int64(3)},
     ],
-    ids=["state_dict", "ddp-bare", "compiled"],
+    ids=["state_dict", "ddp-bare", "compiled", "numpy-metrics"],
 )
 def test_training_checkpoint_wrappers_are_removed(tmp_path: Path, wrap) -> None:
     state = tiny_sam().state_dict()

@@ -7,6 +7,7 @@ import pickle
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -25,6 +26,13 @@ def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
 ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since PyTorch 1.6
 PICKLE_MAGIC = b"\x80"  # the legacy format: a pickle stream (protocol 2 or later)
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DistributedDataParallel/DataParallel, torch.compile
+# Training scripts store metrics as numpy scalars ("best_loss": np.float64): plain data, safe to read.
+_NUMPY_CORE = np._core if hasattr(np, "_core") else np.core
+NUMPY_SCALARS = [
+    _NUMPY_CORE.multiarray.scalar,
+    np.dtype,
+    *(type(np.dtype(t)) for t in (np.bool_, np.uint8, np.int32, np.int64, np.float16, np.float32, np.float64)),
+]
 
 
 def _load_error(path: Path, err: Exception) -> str:
@@ -49,6 +57,16 @@ def _load_error(path: Path, err: Exception) -> str:
     return "truncated or damaged (an interrupted download or save?)"
 
 
+def load_weights_only(path: Path, what: str) -> object:
+    """torch.load(weights_only=True) on CPU; a file it cannot read is one line: the file, what is wrong
+    with it, and what it was expected to be. Numpy scalars (training metrics) are read as data."""
+    try:
+        with torch.serialization.safe_globals(NUMPY_SCALARS):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError, ValueError, IndexError) as err:
+        raise KdsamError(f"{path}: not a readable checkpoint: {_load_error(path, err)} ({what})") from None
+
+
 def _unwrap(obj: object) -> object:
     """The state dict inside a training checkpoint: {"model": ...} or {"state_dict": ...} wrappers, and the
     key prefixes that multi-GPU (DDP) and compiled training add, removed."""
@@ -70,11 +88,7 @@ def read_state_dict(path: Path, what: str) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise KdsamError(f"{path}: checkpoint not found ({what})")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError, ValueError, IndexError) as err:
-        raise KdsamError(f"{path}: not a readable checkpoint: {_load_error(path, err)} ({what})") from None
-    obj = _unwrap(obj)
+    obj = _unwrap(load_weights_only(path, what))
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise KdsamError(f"{path}: holds no state dict of tensors; expected {what}")
     return obj

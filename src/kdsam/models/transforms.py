@@ -27,9 +27,17 @@ RecipeName = Literal["sam", "medsam", "litemedsam"]
 
 
 def _per_image(fn: Callable[[np.ndarray], np.ndarray], images: torch.Tensor) -> torch.Tensor:
-    """A numpy image function applied to each image of a BxCxHxW tensor (not differentiable)."""
-    out = [fn(np.ascontiguousarray(x.permute(1, 2, 0).cpu().numpy())) for x in images.detach()]
+    """A numpy image function applied to each image of a BxCxHxW tensor in [0, 255], as uint8 like the
+    official recipes read images (not differentiable)."""
+    pixels = images.detach().round().clamp(0, 255).to(torch.uint8)
+    out = [fn(np.ascontiguousarray(x.permute(1, 2, 0).cpu().numpy())) for x in pixels]
     return torch.stack([torch.as_tensor(np.asarray(o)).permute(2, 0, 1) for o in out]).to(images)
+
+
+def _numpy_coords(fn: Callable[..., np.ndarray], coords: torch.Tensor, original_size: tuple[int, ...]) -> torch.Tensor:
+    """Run a float64 numpy coordinate transform on a tensor; float32 out, like SAM's torch transforms."""
+    out = fn(coords.detach().cpu().double().numpy(), original_size)
+    return torch.as_tensor(out, dtype=torch.float, device=coords.device)
 
 
 class SquashResize(ResizeLongestSide):
@@ -44,7 +52,21 @@ class SquashResize(ResizeLongestSide):
         return F.interpolate(image, size, mode="bilinear", align_corners=False, antialias=True)
 
 
-class LiteMedSAMResize(ResizeLongestSide):
+class _TorchTwinsViaNumpy(ResizeLongestSide):
+    """The torch methods run the numpy ones, so an official recipe is written once (not differentiable:
+    teachers are frozen)."""
+
+    def apply_image_torch(self, image: torch.Tensor) -> torch.Tensor:
+        return _per_image(self.apply_image, image)
+
+    def apply_coords_torch(self, coords: torch.Tensor, original_size: tuple[int, ...]) -> torch.Tensor:
+        return _numpy_coords(self.apply_coords, coords, original_size)
+
+    def apply_boxes_torch(self, boxes: torch.Tensor, original_size: tuple[int, ...]) -> torch.Tensor:
+        return _numpy_coords(self.apply_boxes, boxes, original_size)
+
+
+class LiteMedSAMResize(_TorchTwinsViaNumpy):
     """LiteMedSAM's official resize: longest side to the target with OpenCV's area filter, sizes
     rounded like SAM's (int(side * scale + 0.5)); coordinates scaled by target / max(H, W), and box
     corners truncated to integers (`int(c * ratio)`), all in float64 as the script does."""
@@ -59,17 +81,8 @@ class LiteMedSAMResize(ResizeLongestSide):
     def apply_boxes(self, boxes: np.ndarray, original_size: tuple[int, ...]) -> np.ndarray:
         return np.trunc(self.apply_coords(boxes, original_size)).reshape(-1, 4)
 
-    def apply_image_torch(self, image: torch.Tensor) -> torch.Tensor:
-        return _per_image(self.apply_image, image)
 
-    def apply_coords_torch(self, coords: torch.Tensor, original_size: tuple[int, ...]) -> torch.Tensor:
-        return _numpy_coords(self.apply_coords, coords, original_size)
-
-    def apply_boxes_torch(self, boxes: torch.Tensor, original_size: tuple[int, ...]) -> torch.Tensor:
-        return _numpy_coords(self.apply_boxes, boxes, original_size)
-
-
-class MedSAMResize(SquashResize):
+class MedSAMResize(_TorchTwinsViaNumpy, SquashResize):
     """MedSAM's official resize: scikit-image's order-3 spline to a square with anti-aliasing and the
     input's range preserved, cast (truncated) back to uint8; coordinates divided by (W, H) then
     multiplied by the target, in float64, no rounding."""
@@ -81,21 +94,6 @@ class MedSAMResize(SquashResize):
     def apply_coords(self, coords: np.ndarray, original_size: tuple[int, ...]) -> np.ndarray:
         h, w = original_size[:2]
         return np.asarray(coords, dtype=np.float64) / np.array([w, h]) * self.target_length
-
-    def apply_image_torch(self, image: torch.Tensor) -> torch.Tensor:
-        return _per_image(self.apply_image, image)
-
-    def apply_coords_torch(self, coords: torch.Tensor, original_size: tuple[int, ...]) -> torch.Tensor:
-        return _numpy_coords(self.apply_coords, coords, original_size)
-
-    def apply_boxes_torch(self, boxes: torch.Tensor, original_size: tuple[int, ...]) -> torch.Tensor:
-        return _numpy_coords(self.apply_boxes, boxes, original_size)
-
-
-def _numpy_coords(fn: Callable[..., np.ndarray], coords: torch.Tensor, original_size: tuple[int, ...]) -> torch.Tensor:
-    """Run a float64 numpy coordinate transform on a tensor; float32 out, like SAM's torch transforms."""
-    out = fn(coords.detach().cpu().double().numpy(), original_size)
-    return torch.as_tensor(out, dtype=torch.float, device=coords.device)
 
 
 def resize_transform(resize_mode: ResizeMode, size: int, recipe: RecipeName = "sam") -> ResizeLongestSide:
