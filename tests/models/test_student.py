@@ -90,3 +90,15 @@ def test_backbone_weights_of_another_model_are_refused(tmp_path) -> None:
     torch.save({"something.weight": torch.zeros(3)}, path)
     with pytest.raises(KdsamError, match=r"not_resnet\.pth"):
         build_student(None, "resnet18", 128, weights=path)
+
+
+def test_truncated_model_file_is_one_line_without_torch_advice(tmp_path) -> None:
+    model = build_student(None, "resnet18", 64)
+    save_model(model, tmp_path / "model.pt")
+    data = (tmp_path / "model.pt").read_bytes()
+    (tmp_path / "model.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(KdsamError) as err:
+        load_model(str(tmp_path / "model.pt"))
+    message = str(err.value)
+    assert "model.pt" in message and "truncated" in message and "\n" not in message
+    assert "weights_only" not in message

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from kdsam.errors import KdsamError
-from kdsam.models.checkpoint import load_strict, read_state_dict
+from kdsam.models.checkpoint import load_strict, load_weights_only, read_state_dict
 from kdsam.models.sam import KDSam
 from kdsam.models.spec import KINDS, MODEL_FILE, Kind, ModelSpec, as_spec, require_kind
 from kdsam.models.student import build_student
@@ -28,10 +28,7 @@ def save_model(model: KDSam, path: str | Path) -> None:
 def _read_saved(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     if not path.is_file():
         raise KdsamError(f"{path}: no saved model here (a run folder holds {MODEL_FILE} once training has finished)")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types for a bad file
-        raise KdsamError(f"{path}: not a readable kdsam model file (truncated?): {err}") from err
+    obj = load_weights_only(path, "a kdsam model file")
     if not isinstance(obj, dict) or "spec" not in obj or "state_dict" not in obj:
         raise KdsamError(f"{path}: not a kdsam model file (expected keys 'spec' and 'state_dict')")
     return obj["spec"], obj["state_dict"]
