@@ -13,7 +13,7 @@ from kdsam.errors import KdsamError
 from kdsam.export.onnx import CONFIG_FILE
 from kdsam.models.loading import load_model, save_model
 from kdsam.models.sam import KDSam
-from kdsam.models.spec import ONNX_CONFIG_FILE, parse_model, parse_models
+from kdsam.models.spec import ONNX_CONFIG_FILE, label_of, parse_model, parse_models
 
 
 @pytest.fixture(scope="module")
@@ -116,3 +116,9 @@ def test_onnx_export_folder_is_a_model_everywhere(saved: Path, tmp_path: Path, c
     capsys.readouterr()
     assert main(["export", "--model", str(export), "--out", str(tmp_path / "again")]) == 2
     assert "kdsam export takes" in capsys.readouterr().err
+
+
+def test_results_name_one_model_one_way(saved: Path) -> None:
+    assert label_of("litemedsam") == label_of("teacher:litemedsam") == label_of("litemedsam=/w/x.pth")
+    assert label_of(str(saved)) == label_of(str(saved / "model.pt")) == saved.name
+    assert label_of("runs/moved-away/") == "runs/moved-away"  # no longer parses: kept as written

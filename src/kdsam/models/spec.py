@@ -121,6 +121,15 @@ def parse_model(text: str) -> ModelSpec:
     raise _unknown(text, "no such teacher, file or folder")
 
 
+def label_of(text: str) -> str:
+    """The short label of a MODEL string as results name it (`litemedsam` and `teacher:litemedsam`
+    are one model), or the string itself where it no longer parses (a moved run folder)."""
+    try:
+        return parse_model(text).label
+    except KdsamError:
+        return str(text).rstrip("/")
+
+
 def as_spec(model: str | ModelSpec) -> ModelSpec:
     return model if isinstance(model, ModelSpec) else parse_model(model)
 

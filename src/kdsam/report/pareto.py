@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from kdsam.models.spec import label_of
 from kdsam.report.overlays import agg_figure, save_figure
 from kdsam.report.tables import markdown_table
 
@@ -89,10 +90,12 @@ def pareto_plot(results: list[dict[str, Any]], path: str | Path, dice: dict[str,
     ok = [
         r
         for r in results
-        if r["status"] == "ok" and r.get("variant", "default") == "default" and (not dice or r["model"] in dice)
+        if r["status"] == "ok"
+        and r.get("variant", "default") == "default"
+        and (not dice or label_of(r["model"]) in dice)
     ]
     use_dice = bool(dice) and bool(ok)
-    ys = [dice[r["model"]] if use_dice else r["params_total"] / 1e6 for r in ok]
+    ys = [dice[label_of(r["model"])] if use_dice else r["params_total"] / 1e6 for r in ok]
     points = [(r["latency_ms_median"], y) for r, y in zip(ok, ys, strict=True)]
     fig = agg_figure((7, 4.5), dpi=120)
     ax = fig.subplots()
