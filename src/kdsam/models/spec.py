@@ -117,7 +117,11 @@ def parse_model(text: str) -> ModelSpec:
     if path.is_file() or (path.is_dir() and (path / MODEL_FILE).is_file()):
         return ModelSpec("saved", text, path=path)
     if path.is_dir():
-        raise _unknown(text, f"this folder holds neither {MODEL_FILE} (a finished run) nor {ONNX_CONFIG_FILE}")
+        raise _unknown(
+            text,
+            f"this folder holds neither {MODEL_FILE} (a finished run) nor {ONNX_CONFIG_FILE} (saved masks are "
+            "scored with evaluate --predictions)",
+        )
     raise _unknown(text, "no such teacher, file or folder")
 
 
