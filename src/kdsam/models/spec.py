@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from kdsam.errors import KdsamError
 
@@ -132,6 +132,12 @@ def label_of(text: str) -> str:
         return parse_model(text).label
     except KdsamError:
         return str(text).rstrip("/")
+
+
+def is_student(result: dict[str, Any]) -> bool:
+    """A benchmark row of a fresh (`student:`) or trained (run folder) student; rows written before
+    they carried "kind" are told by name."""
+    return result.get("kind", "student" if result["model"].startswith("student:") else "") in ("student", "saved")
 
 
 def as_spec(model: str | ModelSpec) -> ModelSpec:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from kdsam.models.spec import label_of
+from kdsam.models.spec import is_student, label_of
 from kdsam.report.overlays import agg_figure, save_figure
 from kdsam.report.tables import markdown_table
 
@@ -100,7 +100,7 @@ def pareto_plot(results: list[dict[str, Any]], path: str | Path, dice: dict[str,
     fig = agg_figure((7, 4.5), dpi=120)
     ax = fig.subplots()
     for i, (r, (x, y)) in enumerate(zip(ok, points, strict=True)):
-        ax.scatter(x, y, s=30, color="tab:orange" if r["model"].startswith("student:") else "tab:blue")
+        ax.scatter(x, y, s=30, color="tab:orange" if is_student(r) else "tab:blue")
         # alternate above/below: twins (SAM ViT-B and MedSAM) sit on the same point
         ax.annotate(r["model"], (x, y), textcoords="offset points", xytext=(4, 4 if i % 2 else -10), fontsize=7)
     front = sorted(points[i] for i in pareto_front(points, higher_is_better=use_dice))
