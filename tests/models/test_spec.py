@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -9,11 +10,12 @@ import pytest
 from PIL import Image
 
 from kdsam.cli import main
+from kdsam.data.synthetic import write_synthetic
 from kdsam.errors import KdsamError
 from kdsam.export.onnx import CONFIG_FILE
 from kdsam.models.loading import load_model, save_model
 from kdsam.models.sam import KDSam
-from kdsam.models.spec import ONNX_CONFIG_FILE, parse_model, parse_models
+from kdsam.models.spec import ONNX_CONFIG_FILE, label_of, parse_model, parse_models
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +96,7 @@ def test_commands_refuse_what_they_cannot_use(saved: Path, tmp_path: Path, capsy
 
 
 def test_onnx_export_folder_is_a_model_everywhere(saved: Path, tmp_path: Path, capsys) -> None:
-    """Export a run folder, then use the export folder as --model: predict, evaluate; export refuses it."""
+    """Export a run folder, then use the export folder as a MODEL: predict, evaluate; export refuses it."""
     export = tmp_path / "export"
     assert main(["export", "--model", str(saved), "--out", str(export)]) == 0
     predictor = load_model(str(export))
@@ -113,6 +115,17 @@ def test_onnx_export_folder_is_a_model_everywhere(saved: Path, tmp_path: Path, c
         str(tmp_path / "m.png"),
     ]
     assert main(argv) == 0 and (tmp_path / "m.png").is_file()
+    data = write_synthetic(tmp_path / "syn", 2)
+    argv = ["evaluate", "--model", str(export), "--data", f"folder:{data}", "--split", "all"]
+    argv += ["--out", str(tmp_path / "e")]
+    assert main(argv) == 0
+    assert json.loads((tmp_path / "e" / "metrics.json").read_text())["coverage"]["n_scored"] == 2
     capsys.readouterr()
     assert main(["export", "--model", str(export), "--out", str(tmp_path / "again")]) == 2
     assert "kdsam export takes" in capsys.readouterr().err
+
+
+def test_results_name_one_model_one_way(saved: Path) -> None:
+    assert label_of("litemedsam") == label_of("teacher:litemedsam") == label_of("litemedsam=/w/x.pth")
+    assert label_of(str(saved)) == label_of(str(saved / "model.pt")) == saved.name
+    assert label_of("runs/moved-away/") == "runs/moved-away"  # no longer parses: kept as written

@@ -95,7 +95,7 @@ def test_report_puts_everything_on_one_page(inputs: Path, tmp_path: Path) -> Non
     assert code == 0
     md = (out / "report.md").read_text()
     html = (out / "report.html").read_text()
-    assert "| litemedsam | 0.930 | 0.870 | 5.0 | 1200.0 |" in md  # Dice, IoU, encoder params and latency joined
+    assert "| teacher:litemedsam | 0.930 | 0.870 | 5.0 | 1200.0 |" in md  # bench "litemedsam" joined by the grammar
     assert "kvasir Dice" in md and "Test CPU" in md and "0.822" in md  # ours, benchmark, paper's BUSI KD SAM
     curves = list((out / "curves").glob("*.png"))
     overlays = list((out / "overlays").glob("*.png"))

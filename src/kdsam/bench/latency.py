@@ -27,7 +27,7 @@ from kdsam.errors import KdsamError
 from kdsam.models.fast import DEFAULT, VARIANTS, optimize_for_inference
 from kdsam.models.loading import load_model
 from kdsam.models.sam import KDSam
-from kdsam.models.spec import ModelSpec, as_spec, require_kind
+from kdsam.models.spec import ModelSpec, as_spec, is_student, require_kind
 from kdsam.models.student import count_parameters
 from kdsam.models.teachers import TEACHERS, build_architecture
 
@@ -159,6 +159,7 @@ def prepare(spec: ModelSpec, variant: str, device: torch.device, batch_size: int
     counted = count_forward(model.image_encoder, (1, 3, size, size))
     params_encoder = count_parameters(model.image_encoder)
     entry.result = {
+        "kind": spec.kind,
         "weights": weights,
         "input_size": size,
         "params_encoder": params_encoder,
@@ -258,7 +259,7 @@ def add_ratios(results: list[dict[str, Any]]) -> None:
     if not ok:
         return
     first = ok[0]["latency_ms_median"]
-    student = next((r for r in ok if r["model"].startswith("student:")), None)
+    student = next((r for r in ok if is_student(r)), None)
     for r in ok:
         r["vs_first"] = round(r["latency_ms_median"] / first, 3)
         if student:
@@ -373,7 +374,7 @@ def check_targets(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 }
             )
     for r in results:
-        if r["model"].startswith("student:") and r.get("flop_efficiency") is not None:
+        if is_student(r) and r.get("flop_efficiency") is not None:
             eff = r["flop_efficiency"]
             checks.append(
                 {

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from kdsam.errors import KdsamError
 from kdsam.models.fast import VARIANTS
+from kdsam.models.spec import label_of, parse_models
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -81,13 +82,12 @@ def read_eval_dice(specs: list[str]) -> dict[str, float]:
         except (OSError, ValueError, KeyError, TypeError) as err:
             raise KdsamError(f"{path}: not an evaluation metrics.json with mean.dice ({err})") from err
         name = label if sep else str(metrics.get("model", path))
-        dice[name.removeprefix("teacher:")] = value
+        dice[label_of(name)] = value
     return dice
 
 
 def run(args: argparse.Namespace) -> int:
     from kdsam.bench.latency import benchmark
-    from kdsam.models.spec import parse_models
     from kdsam.report.pareto import bench_markdown, pareto_plot
     from kdsam.utils.atomic import write_json, write_text
 

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from kdsam.data.registry import open_dataset
+from kdsam.data.registry import dataset_splits, open_dataset
 from kdsam.errors import KdsamError
 from kdsam.eval.compare import comparison, dataset_label, to_markdown, write_comparison
 from kdsam.eval.evaluate import PredictionFolder, Segmenter, as_segmenter, check_writable, run_evaluation
@@ -42,7 +42,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="SPEC",
         help="dataset KIND:PATH (kvasir, isic2017, hc18, busi, folder, synthetic); repeatable",
     )
-    p.add_argument("--split", default="test", choices=["train", "val", "test", "all"], help="default: test")
+    p.add_argument(
+        "--split",
+        choices=["train", "val", "test", "all"],
+        help="default: test when a --model is given, else (saved predictions only) every image that has one",
+    )
+    p.add_argument(
+        "--allow-missing",
+        action="store_true",
+        help="score saved predictions that cover only part of the images (refused by default: the mean "
+        "would not be comparable)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the train/val/test split (default 0)")
     p.add_argument("--split-file", help="JSON {train, val, test: [names]} overriding the seeded split")
     p.add_argument(
@@ -101,11 +111,25 @@ def _sources(args: argparse.Namespace) -> list[Source]:
     return sources
 
 
+def _scored_by_split(result: dict, spec: str, args: argparse.Namespace, most: int = 8) -> str:
+    """Which images were scored, grouped by the split each belongs to: `train 4 (a, b, ...), test 1 (c)`."""
+    splits = dataset_splits(spec, args.seed, args.split_file)
+    where = {name: s for s, names in splits.items() for name in names}
+    groups: dict[str, list[str]] = {}
+    for row in result["per_image"]:
+        groups.setdefault(where.get(row["name"], "no split"), []).append(row["name"])
+    return ", ".join(
+        f"{s} {len(names)} ({', '.join(names[:most])}{', ...' if len(names) > most else ''})"
+        for s, names in groups.items()
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     protocol = parse_prompt(args.prompt)
     sources = _sources(args)
-    split = None if args.split == "all" else args.split
+    chosen = args.split or ("test" if args.model else "all")
+    split = None if chosen == "all" else chosen
     datasets = {s: open_dataset(s, split, seed=args.seed, split_file=args.split_file) for s in args.data}
     pairs = [(source, spec) for source in sources for spec in args.data]
     several = len(pairs) > 1
@@ -129,6 +153,7 @@ def run(args: argparse.Namespace) -> int:
             datasets[spec],
             folder,
             overwrite=args.overwrite,
+            allow_missing=args.allow_missing,
             box_mode=args.box_mode,
             min_area=args.min_area,
             jitter_seed=args.jitter_seed,
@@ -143,6 +168,8 @@ def run(args: argparse.Namespace) -> int:
         reasons = ", ".join(f"{n} {kind.replace('_', ' ')}" for kind, n in sorted(kinds.items()))
         skipped = f"; skipped {result['n_skipped']} ({reasons}; reasons in metrics.json)" if kinds else ""
         print(f"{label} on {spec}: {result['n_images']} images scored{skipped} -> {folder}")
+        which = chosen if args.split else f"{chosen}, the default"
+        print(f"  scored ({which}): {_scored_by_split(result, spec, args)}")
     print()
     print(to_markdown(comparison(results)))
     if several:

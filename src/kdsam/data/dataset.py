@@ -12,6 +12,7 @@ from PIL import Image
 
 from kdsam.data.imageio import BadFileError, read_image, read_mask
 from kdsam.data.sample import Sample
+from kdsam.errors import KdsamError
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,20 @@ class Record:
     image: Path
     masks: tuple[Path, ...] = ()
     meta: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+
+
+def require_unique_names(records: Sequence[Record]) -> list[Record]:
+    """A sample is known by its name (splits, predictions, results): two files that would share one
+    (case9.png and case9.jpg) are refused in one line naming both, before any split is made."""
+    seen: dict[str, Path] = {}
+    for r in records:
+        if r.name in seen:
+            raise KdsamError(
+                f"{seen[r.name]} and {r.image} are both sample {r.name!r}: one would land in two splits; "
+                "rename or remove one of them"
+            )
+        seen[r.name] = r.image
+    return list(records)
 
 
 def union_of_masks(record: Record) -> np.ndarray:

@@ -22,7 +22,9 @@ def folder_records(root: Path) -> list[Record]:
         raise KdsamError(f"{root}: expected a folder with images/ and masks/ (files matched by stem)")
     by_stem: dict[str, Path] = {}
     for m in image_files(masks):
-        by_stem.setdefault(m.stem, m)
+        if m.stem in by_stem:
+            raise KdsamError(f"{by_stem[m.stem]} and {m} are both the mask of {m.stem!r}: remove one of them")
+        by_stem[m.stem] = m
     records = []
     for img in image_files(images):
         mask = by_stem.get(img.stem) or by_stem.get(f"{img.stem}_mask")

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from kdsam.data.busi import busi_records
-from kdsam.data.dataset import Dataset, Record, union_of_masks
+from kdsam.data.dataset import Dataset, Record, require_unique_names, union_of_masks
 from kdsam.data.folder import folder_records
 from kdsam.data.hc18 import filled_head, hc18_records
 from kdsam.data.isic2017 import isic2017_records
@@ -62,12 +62,16 @@ def parse_spec(spec: str) -> tuple[str, Path]:
     return kind, root
 
 
+def _records(kind: str, root: Path) -> list[Record]:
+    return require_unique_names(ADAPTERS[kind].records(root))
+
+
 def dataset_splits(spec: str, seed: int = 0, split_file: str | Path | None = None) -> dict[str, list[str]]:
     """train/val/test sample names: the official folders where a dataset has them, a split file
     when given, else a seeded split of the labelled images."""
     kind, root = parse_spec(spec)
     adapter = ADAPTERS[kind]
-    records = adapter.records(root)
+    records = _records(kind, root)
     if split_file is not None:
         return read_split_file(split_file)
     if adapter.official_splits:
@@ -87,7 +91,7 @@ def open_dataset(
     """The samples of `spec`, all labelled ones (split=None) or one of train/val/test."""
     kind, root = parse_spec(spec)
     adapter = ADAPTERS[kind]
-    records = adapter.records(root)
+    records = _records(kind, root)
     if split is None:
         chosen = records
     else:

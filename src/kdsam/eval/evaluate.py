@@ -4,8 +4,9 @@ The result is the metrics.json schema:
 {"model", "data", "split", "n_images", "mean": {metric: value}, "n_undefined": {metric: count},
  "per_image": [{"name", "dice", "iou", "hd95", "nsd", ...}], "n_skipped",
  "skipped": [{"name", "reason", "kind"}] (kind: empty_truth, unreadable, no_prediction or bad_prediction),
- "box_mode", "settings"}. Undefined values (hd95 where exactly one mask is empty) are null in it and
-means leave them out (`n_undefined` says how many).
+ "coverage": {"n_scored", "n_expected", "missing": [names without a usable prediction]}, "box_mode",
+ "settings"}. Undefined values (hd95 where exactly one mask is empty) are null in it and means leave
+them out (`n_undefined` says how many).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ CASES_FILE = "cases.png"
 ROW_META = ("class",)  # sample meta copied into per-image rows (BUSI's benign/malignant)
 NOT_AVERAGED = ("name", "n_boxes", "hc_mm", *ROW_META)  # descriptions, not scores
 EMPTY_TRUTH = "empty ground-truth mask (no lesion): a box prompt is undefined, left out of scoring"
+NOT_COVERED = ("no_prediction", "bad_prediction")  # the source's fault, not the dataset's
 
 
 class SkipSample(Exception):
@@ -235,6 +237,7 @@ def evaluate(
         {"name": p["name"], "reason": p["error"], "kind": "unreadable"} for p in dataset.problems[known_problems:]
     ]
     mean, undefined = _summary(per_image)
+    missing = [s["name"] for s in skipped if s["kind"] in NOT_COVERED]
     return {
         "model": segmenter.label,
         "data": dataset.spec,
@@ -245,6 +248,7 @@ def evaluate(
         "per_image": per_image,
         "n_skipped": len(skipped),
         "skipped": skipped,
+        "coverage": {"n_scored": len(per_image), "n_expected": len(per_image) + len(missing), "missing": missing},
         "box_mode": box_mode if segmenter.prompted else None,
         "settings": {
             "prompts": "none (saved predictions)" if not segmenter.prompted else protocol.description,
@@ -319,12 +323,30 @@ def check_writable(out_dir: str | Path, overwrite: bool) -> None:
         raise KdsamError(f"{target} exists: pass --overwrite to replace it, or choose another --out")
 
 
+def check_coverage(result: dict[str, Any], allow_missing: bool = False) -> None:
+    """Refuse a result that scored nothing, or (unless allowed) a mean over only the images a
+    source happened to cover: it would not be comparable with a mean over all of them."""
+    cov, where = result["coverage"], f"{result['data']} ({result['split'] or 'all splits'})"
+    missing = cov["missing"]
+    listed = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+    if cov["n_scored"] == 0:
+        expected = f"; expected <sample name>.png files, e.g. {missing[0]}.png" if missing else ""
+        raise KdsamError(f"{result['model']}: no image of {where} could be scored{expected}")
+    if missing and not allow_missing:
+        raise KdsamError(
+            f"{result['model']}: predictions for {cov['n_scored']} of {cov['n_expected']} images of {where} "
+            f"(missing or unusable: {listed}); a mean over a subset is refused: add them, choose --split, "
+            "or pass --allow-missing"
+        )
+
+
 def run_evaluation(
     source: Source,
     dataset: Dataset,
     out_dir: str | Path,
     *,
     overwrite: bool = False,
+    allow_missing: bool = False,
     label: str | None = None,
     box_mode: str = "components",
     min_area: int = MIN_AREA,
@@ -332,12 +354,14 @@ def run_evaluation(
     figure: bool = True,
     **options: Any,
 ) -> dict[str, Any]:
-    """evaluate() and write OUT/metrics.json (atomic), OUT/per_image.csv and OUT/cases.png.
-    `options` are evaluate()'s other keyword arguments (tolerances, settings, progress, ...)."""
+    """evaluate() and write OUT/metrics.json (atomic), OUT/per_image.csv and OUT/cases.png; nothing
+    is written for a result `check_coverage` refuses. `options` are evaluate()'s other keyword
+    arguments (tolerances, settings, progress, ...)."""
     out_dir = Path(out_dir)
     check_writable(out_dir, overwrite)
     segmenter = as_segmenter(source, label)
     result = evaluate(segmenter, dataset, box_mode, min_area, jitter_seed, **options)
+    check_coverage(result, allow_missing)
     write_json(out_dir / METRICS_FILE, result)
     write_text(out_dir / PER_IMAGE_FILE, per_image_csv(result))
     if figure:

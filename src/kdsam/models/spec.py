@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from kdsam.errors import KdsamError
 
@@ -117,8 +117,27 @@ def parse_model(text: str) -> ModelSpec:
     if path.is_file() or (path.is_dir() and (path / MODEL_FILE).is_file()):
         return ModelSpec("saved", text, path=path)
     if path.is_dir():
-        raise _unknown(text, f"this folder holds neither {MODEL_FILE} (a finished run) nor {ONNX_CONFIG_FILE}")
+        raise _unknown(
+            text,
+            f"this folder holds neither {MODEL_FILE} (a finished run) nor {ONNX_CONFIG_FILE} (saved masks are "
+            "scored with evaluate --predictions)",
+        )
     raise _unknown(text, "no such teacher, file or folder")
+
+
+def label_of(text: str) -> str:
+    """The short label of a MODEL string as results name it (`litemedsam` and `teacher:litemedsam`
+    are one model), or the string itself where it no longer parses (a moved run folder)."""
+    try:
+        return parse_model(text).label
+    except KdsamError:
+        return str(text).rstrip("/")
+
+
+def is_student(result: dict[str, Any]) -> bool:
+    """A benchmark row of a fresh (`student:`) or trained (run folder) student; rows written before
+    they carried "kind" are told by name."""
+    return result.get("kind", "student" if result["model"].startswith("student:") else "") in ("student", "saved")
 
 
 def as_spec(model: str | ModelSpec) -> ModelSpec:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from kdsam.errors import KdsamError
+from kdsam.models.spec import label_of
 from kdsam.report import paper
 from kdsam.report.overlays import agg_figure, save_figure
 from kdsam.report.pareto import machine_line, table_rows, targets_rows
@@ -113,10 +114,6 @@ def collect(paths: list[str | Path], out: Path) -> Inputs:
     return found
 
 
-def _model_key(name: str) -> str:
-    return name.removeprefix("teacher:").rstrip("/")
-
-
 def _dataset(ev: dict[str, Any]) -> str:
     data = str(ev.get("data", "?"))
     return Path(data).name or data if "/" in data else data
@@ -133,10 +130,10 @@ def accuracy_table(evals: list[dict[str, Any]], benches: list[dict[str, Any]]) -
     else from the evaluation itself (the demo reports them).
     """
     datasets = sorted({_dataset(e) for e in evals})
-    timing = {_model_key(r["model"]): r for b in benches for r in b["results"] if r.get("status") == "ok"}
+    timing = {label_of(r["model"]): r for b in benches for r in b["results"] if r.get("status") == "ok"}
     models: dict[str, dict[str, Any]] = {}
     for ev in evals:
-        row = models.setdefault(_model_key(str(ev["model"])), {"params": None, "latency": None})
+        row = models.setdefault(label_of(str(ev["model"])), {"params": None, "latency": None})
         row[_dataset(ev)] = ev["mean"]
         row["params"] = ev.get("params") or row["params"]
         row["latency"] = ev.get("latency_ms") or row["latency"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from kdsam.models.spec import is_student, label_of
 from kdsam.report.overlays import agg_figure, save_figure
 from kdsam.report.tables import markdown_table
 
@@ -89,15 +90,17 @@ def pareto_plot(results: list[dict[str, Any]], path: str | Path, dice: dict[str,
     ok = [
         r
         for r in results
-        if r["status"] == "ok" and r.get("variant", "default") == "default" and (not dice or r["model"] in dice)
+        if r["status"] == "ok"
+        and r.get("variant", "default") == "default"
+        and (not dice or label_of(r["model"]) in dice)
     ]
     use_dice = bool(dice) and bool(ok)
-    ys = [dice[r["model"]] if use_dice else r["params_total"] / 1e6 for r in ok]
+    ys = [dice[label_of(r["model"])] if use_dice else r["params_total"] / 1e6 for r in ok]
     points = [(r["latency_ms_median"], y) for r, y in zip(ok, ys, strict=True)]
     fig = agg_figure((7, 4.5), dpi=120)
     ax = fig.subplots()
     for i, (r, (x, y)) in enumerate(zip(ok, points, strict=True)):
-        ax.scatter(x, y, s=30, color="tab:orange" if r["model"].startswith("student:") else "tab:blue")
+        ax.scatter(x, y, s=30, color="tab:orange" if is_student(r) else "tab:blue")
         # alternate above/below: twins (SAM ViT-B and MedSAM) sit on the same point
         ax.annotate(r["model"], (x, y), textcoords="offset points", xytext=(4, 4 if i % 2 else -10), fontsize=7)
     front = sorted(points[i] for i in pareto_front(points, higher_is_better=use_dice))
