@@ -13,6 +13,8 @@ from kdsam.models.sam import KDSam
 def as_rgb_uint8(image: np.ndarray) -> np.ndarray:
     """Greyscale (HxW or HxWx1), RGBA and 16-bit arrays -> HxWx3 uint8, as SAM's predictor expects."""
     image = np.asarray(image)
+    if image.size == 0:
+        raise ValueError(f"the image is empty (shape {image.shape}); expected an HxW or HxWxC array with pixels")
     if image.ndim == 2:
         image = image[..., None]
     if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
@@ -27,6 +29,7 @@ class KDSamPredictor(SamPredictor):
     Same methods, shapes and dtypes (set_image, set_torch_image, predict, predict_torch,
     get_image_embedding, reset_image); the only difference is that images are resized the way the
     model was trained (e.g. MedSAM squashes to a square). Adds `predict_boxes` for many boxes at once.
+    Masks come out as the model's own inference code makes them (MedSAM: sigmoid, then one upsample).
     """
 
     def __init__(self, model: KDSam) -> None:
@@ -42,10 +45,21 @@ class KDSamPredictor(SamPredictor):
         self, boxes: np.ndarray, multimask_output: bool = False, return_logits: bool = False
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Nx4 XYXY boxes in original pixels -> masks NxCxHxW, scores NxC, low-res logits NxCx256x256,
-        C = 3 with multimask_output else 1. SAM's `predict` takes a single box; this takes many."""
+        C = 3 with multimask_output else 1. SAM's `predict` takes a single box; this takes many.
+        No boxes (a 0x4 array) give empty arrays of those shapes with N = 0, not an error."""
         if not self.is_image_set:
             raise RuntimeError("An image must be set with .set_image(...) before mask prediction.")
-        boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+        boxes = np.asarray(boxes, dtype=np.float64)
+        if boxes.size == 0:
+            boxes = boxes.reshape(0, 4)
+        elif boxes.shape == (4,):
+            boxes = boxes[None]
+        if boxes.ndim != 2 or boxes.shape[1] != 4:
+            raise ValueError(f"boxes must be an Nx4 array of XYXY corners, got shape {boxes.shape}")
+        if not len(boxes):
+            c = 3 if multimask_output else 1
+            masks = np.zeros((0, c, *self.original_size), dtype=np.float32 if return_logits else bool)
+            return masks, np.zeros((0, c), np.float32), np.zeros((0, c, 256, 256), np.float32)
         box_t = self.transform.apply_boxes(boxes, self.original_size)
         box_t = torch.as_tensor(box_t, dtype=torch.float, device=self.device)
         masks, scores, low_res = self.predict_torch(

