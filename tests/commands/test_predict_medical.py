@@ -10,6 +10,7 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
+from PIL import Image
 from pydicom.data import get_testdata_file
 
 from kdsam.cli import main
@@ -122,3 +123,25 @@ def test_out_folder_gets_the_mask_inside(tiny_model: str, tmp_path: Path) -> Non
     image = Path(get_testdata_file("CT_small.dcm"))
     assert predict(tiny_model, "--image", str(image), "--box", "20,20,100,100", "--out", str(tmp_path)) == 0
     assert (tmp_path / "CT_small.png").is_file() and (tmp_path / "CT_small.json").is_file()
+
+
+def test_folder_of_volumes_and_images_takes_boxes_from_json_and_skips_bad_files(
+    tiny_model: str, nifti: Path, tmp_path: Path, capsys
+) -> None:
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    inputs.mkdir()
+    nifti.rename(inputs / "ct.nii.gz")
+    Image.fromarray(np.full((40, 50), 90, np.uint8)).save(inputs / "photo.png")
+    np.savez(inputs / "broken.npz", imgs=np.zeros((8, 8, 3), np.uint8))  # no boxes
+    boxes = tmp_path / "boxes.json"
+    boxes.write_text(json.dumps({"ct.nii.gz": [[10, 7, 2, 30, 23, 6], [0, 0, 0, 5, 5, 1]], "photo": [[5, 5, 30, 30]]}))
+    argv = ["--input", str(inputs), "--out", str(out), "--boxes", str(boxes)]
+    assert predict(tiny_model, *argv) == 1  # one case failed
+    captured = capsys.readouterr()
+    assert "broken.npz: a challenge npz needs 'imgs' and 'boxes'" in captured.err
+    assert "2 segmented, 0 already done, 1 failed" in captured.out
+    labels = np.asarray(nib.load(out / "ct.nii.gz").dataobj)
+    assert labels.shape == (40, 32, 9) and set(np.unique(labels)) <= {0, 1, 2}
+    assert (out / "photo.png").is_file() and not (out / "broken.npz").exists()
+    assert predict(tiny_model, *argv) == 1
+    assert "0 segmented, 2 already done, 1 failed" in capsys.readouterr().out

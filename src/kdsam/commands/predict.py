@@ -285,7 +285,8 @@ def run_folder(args: argparse.Namespace) -> int:
             continue
         times[path.name] = record["seconds"]
         write_efficiency(efficiency, times)
-    mean = f"; {np.mean([times[p.name] for p, _ in todo if p.name in times]):.2f} s per case" if times else ""
+    timed = [times[p.name] for p, _ in todo if p.name in times]
+    mean = f"; {np.mean(timed):.2f} s per case" if timed else ""
     print(
         f"{args.out}: {len(todo) - len(failed)} segmented, {done_before} already done, {len(failed)} failed"
         f"{mean} (seconds per case: {efficiency})"
