@@ -142,6 +142,7 @@ def run_file(
         record.update(
             boxes3d=prompts.boxes3d,
             shape=list(labels.shape),
+            foreground=int((labels > 0).sum()),
             spacing=list(volume.spacing),
             intensity=intensity,
             affine=volume.affine,
