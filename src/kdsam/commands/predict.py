@@ -15,10 +15,15 @@ import os
 import re
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from kdsam.errors import KdsamError
+
+if TYPE_CHECKING:
+    from kdsam.infer.files import Prompts
+    from kdsam.models.sam import KDSam
 
 EFFICIENCY_FILE = "efficiency.csv"  # the official script's name and columns (case, time)
 # argparse takes "-5,0,10,10" for an option; this lets negative coordinates through as values.
@@ -116,7 +121,7 @@ def refuse_existing(paths: list[Path], overwrite: bool) -> None:
             raise KdsamError(f"{path} exists: pass --overwrite to replace it, or choose another path")
 
 
-def _prompts(args: argparse.Namespace):  # -> Prompts
+def _prompts(args: argparse.Namespace) -> Prompts:
     from kdsam.infer.files import Prompts
 
     boxes = np.array([parse_box(t) for t in args.box], dtype=np.float32).reshape(-1, 4)
@@ -137,7 +142,7 @@ def read_box_file(path: Path) -> dict[str, list[list[float]]]:
         ) from err
 
 
-def _file_prompts(path: Path, table: dict[str, list[list[float]]] | None, default):
+def _file_prompts(path: Path, table: dict[str, list[list[float]]] | None, default: Prompts) -> Prompts:
     """A file's boxes from the --boxes table (by file name, then stem), else the command-line ones."""
     from kdsam.infer.files import Prompts, stem
 
@@ -153,7 +158,7 @@ def _file_prompts(path: Path, table: dict[str, list[list[float]]] | None, defaul
     return Prompts(np.array(b2, np.float32).reshape(-1, 4), np.array(b3, np.float32).reshape(-1, 6))
 
 
-def _load(args: argparse.Namespace):  # -> KDSam
+def _load(args: argparse.Namespace) -> KDSam:
     import torch
 
     from kdsam.models.fast import optimize_for_inference

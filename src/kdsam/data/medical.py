@@ -12,10 +12,14 @@ from __future__ import annotations
 import gzip
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from kdsam.data.imageio import BadFileError
+
+if TYPE_CHECKING:
+    from pydicom import Dataset
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
@@ -109,7 +113,7 @@ def read_nifti(path: Path) -> Volume:
     return Volume(path, data, np.asarray(img.affine, dtype=np.float64), header=img.header)
 
 
-def _dataset(path: Path):  # -> pydicom.Dataset
+def _dataset(path: Path) -> Dataset:
     import pydicom
 
     try:
@@ -121,7 +125,7 @@ def _dataset(path: Path):  # -> pydicom.Dataset
     return ds
 
 
-def _pixels(path: Path, ds) -> np.ndarray:
+def _pixels(path: Path, ds: Dataset) -> np.ndarray:
     """Rows x columns in the modality's units (RescaleSlope/Intercept applied: HU for CT)."""
     from pydicom.pixels import apply_modality_lut
 
@@ -139,7 +143,7 @@ def _pixels(path: Path, ds) -> np.ndarray:
     return np.asarray(apply_modality_lut(arr, ds), dtype=np.float32)
 
 
-def _window(ds) -> tuple[float, float] | None:
+def _window(ds: Dataset) -> tuple[float, float] | None:
     """The file's own display window (the first, when several are given)."""
     centre, width = ds.get("WindowCenter"), ds.get("WindowWidth")
     if centre is None or width is None:
@@ -148,7 +152,7 @@ def _window(ds) -> tuple[float, float] | None:
     return (first[0], first[1]) if first[1] > 0 else None
 
 
-def _frame(ds) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _frame(ds: Dataset) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(row direction, column direction, position) in LPS mm; identity-like when the file omits them."""
     orient = np.asarray(ds.get("ImageOrientationPatient", [1, 0, 0, 0, 1, 0]), dtype=np.float64)
     position = np.asarray(ds.get("ImagePositionPatient", [0, 0, 0]), dtype=np.float64)
@@ -197,7 +201,7 @@ def read_dicom_series(files: Path | list[Path], name: Path | None = None) -> Vol
     )
 
 
-def _slice_step(name: Path, positions: list[float], first) -> float:
+def _slice_step(name: Path, positions: list[float], first: Dataset) -> float:
     """The gap between slices: from the positions of a series (which must be evenly spaced), or the
     file's SpacingBetweenSlices / SliceThickness for a single slice."""
     if len(positions) == 1:
