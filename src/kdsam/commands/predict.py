@@ -164,7 +164,8 @@ def _load(args: argparse.Namespace) -> KDSam:
     from kdsam.models.fast import optimize_for_inference
     from kdsam.models.loading import load_model
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    gpu = f"cuda:{os.environ.get('LOCAL_RANK', 0)}"  # under torchrun, each rank its own GPU
+    device = args.device or (gpu if torch.cuda.is_available() else "cpu")
     return optimize_for_inference(load_model(args.model), device)
 
 
