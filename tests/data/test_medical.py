@@ -163,3 +163,17 @@ def test_a_png_claiming_60000x60000_is_refused_by_name_not_a_traceback(tmp_path:
     Image.fromarray(np.zeros((4, 4), np.uint8)).save(mask)
     dataset = Dataset("folder:x", [Record("bomb", bomb, (mask,))])
     assert list(dataset.samples()) == [] and dataset.problems[0]["file"] == str(bomb)
+
+
+def test_folder_datasets_read_dicom_images(tmp_path: Path) -> None:
+    from kdsam.data import open_dataset
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "ct.dcm").write_bytes(CT.read_bytes())
+    mask = np.zeros((128, 128), bool)
+    mask[40:80, 30:90] = True
+    (tmp_path / "masks").mkdir()
+    Image.fromarray(mask.astype(np.uint8) * 255).save(tmp_path / "masks" / "ct.png")
+    (sample,) = list(open_dataset(f"folder:{tmp_path}").samples())
+    assert sample.image.shape == (128, 128, 3) and sample.mask.sum() == 40 * 60
+    np.testing.assert_array_equal(sample.image, read_image(CT))

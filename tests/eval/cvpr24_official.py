@@ -44,15 +44,22 @@ def bbox256(mask_256: np.ndarray, shift: int = 3) -> np.ndarray:
 
 
 @torch.no_grad()
-def slice_mask(model, image: np.ndarray, box_256: np.ndarray) -> np.ndarray:
+def slice_mask(
+    model, image: np.ndarray, box_256: np.ndarray, embeddings: dict[int, torch.Tensor], z: int
+) -> np.ndarray:
+    """The script re-embeds a slice for every box; the encoder is deterministic, so each slice's
+    embedding is computed once here (`embeddings`, by slice index) to keep the test fast."""
     x, new_size = litemedsam_input(image)
-    logits = _decode(model, model.image_encoder(x), box_256)[..., : new_size[0], : new_size[1]]
+    if z not in embeddings:
+        embeddings[z] = model.image_encoder(x)
+    logits = _decode(model, embeddings[z], box_256)[..., : new_size[0], : new_size[1]]
     logits = F.interpolate(logits, size=image.shape[:2], mode="bilinear", align_corners=False)
     return torch.sigmoid(logits).squeeze().numpy() > 0.5
 
 
 def official_3d(model, imgs: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     segs = np.zeros_like(imgs, dtype=np.uint8)
+    embeddings: dict[int, torch.Tensor] = {}
     for idx, (x_min, y_min, z_min, x_max, y_max, z_max) in enumerate(boxes, start=1):
         temp = np.zeros_like(imgs, dtype=np.uint8)
         box_2d = litemedsam_box(np.array([x_min, y_min, x_max, y_max]), imgs.shape[1:])
@@ -65,6 +72,6 @@ def official_3d(model, imgs: np.ndarray, boxes: np.ndarray) -> np.ndarray:
                 previous = resize_mask(temp[z - 1 if z > z_middle else z + 1])
                 if previous.max() > 0:
                     box = bbox256(previous)
-            temp[z, slice_mask(model, imgs[z], box)] = idx
+            temp[z, slice_mask(model, imgs[z], box, embeddings, z)] = idx
         segs[temp > 0] = idx
     return segs

@@ -20,7 +20,7 @@ def blob_stack(d: int = 5, h: int = 90, w: int = 120) -> tuple[np.ndarray, np.nd
     """(DxHxW uint8 image, labels): an ellipsoid (1) and a smaller bright box (2), on noise."""
     z, y, x = np.mgrid[:d, :h, :w]
     ball = ((x - 50) / 30) ** 2 + ((y - 45) / 22) ** 2 + ((z - d // 2) / (d / 2 + 0.5)) ** 2 < 1
-    cube = (abs(x - 95) < 12) & (abs(y - 30) < 10) & (z >= 1) & (z <= d - 2)
+    cube = (abs(x - 95) < 12) & (abs(y - 30) < 10) & (z >= 1)
     rng = np.random.default_rng(1)
     img = (40 + 140 * ball + 200 * cube + rng.integers(0, 25, (d, h, w))).clip(0, 255).astype(np.uint8)
     return img, np.where(cube, 2, np.where(ball, 1, 0)).astype(np.uint8)
