@@ -260,6 +260,8 @@ def run_folder(args: argparse.Namespace) -> int:
         raise KdsamError(f"--input {args.input}: not a folder")
     if args.out.exists() and not args.out.is_dir():
         raise KdsamError(f"--out {args.out}: with --input, --out is a folder")
+    if args.out.resolve() == args.input.resolve():
+        raise KdsamError(f"--out {args.out}: give another folder than --input (answers keep the cases' names)")
     if args.overlay:
         raise KdsamError("--overlay draws one case; leave it out with --input")
     window = parse_window(args.window)
