@@ -9,7 +9,7 @@ from pathlib import Path
 
 from kdsam.errors import KdsamError
 from kdsam.models.fast import VARIANTS
-from kdsam.models.spec import label_of, parse_models
+from kdsam.models.spec import ModelSpec, label_of, parse_models
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,6 +52,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SPEC",
         help="also time a stage-1 epoch (cached teacher) against the student's own fwd+bwd on this data",
     )
+    parser.add_argument(
+        "--cvpr24",
+        action="store_true",
+        help="instead, time whole CVPR24 challenge cases through kdsam predict's path: seconds per 2D case "
+        "(512x512) and per 3D case (--cvpr24-slices slices of 512x512), JSON",
+    )
+    parser.add_argument("--cvpr24-slices", type=int, default=100, help="slices of the 3D case (default 100)")
+    parser.add_argument("--cvpr24-repeats", type=int, default=5, help="timed 2D cases (median reported; default 5)")
+    parser.add_argument("--cvpr24-side", type=int, default=512, help="image side of both cases (default 512)")
+    parser.add_argument("--slice-batch", type=int, default=8, help="slices per encoder batch in the 3D case")
     parser.add_argument("--json", type=Path, default=None, help="write the JSON report here")
     parser.add_argument(
         "--out",
@@ -93,6 +103,8 @@ def run(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="kdsam bench: %(message)s")  # progress: a run can take minutes
     models = parse_models(args.models)  # an unknown model stops here, before minutes of timing
+    if args.cvpr24:
+        return _run_cvpr24(args, models)
     dice = read_eval_dice(args.eval)
     report = benchmark(
         models,
@@ -130,3 +142,29 @@ def run(args: argparse.Namespace) -> int:
 def _exit_code(report: dict) -> int:
     """1 when no model could be timed at all; failures of some models are reported, not fatal."""
     return 0 if any(r["status"] == "ok" for r in report["results"]) else 1
+
+
+def _run_cvpr24(args: argparse.Namespace, models: list[ModelSpec]) -> int:
+    """Seconds per challenge case for each model, printed and written as JSON."""
+    from kdsam.bench.challenge import time_cases
+    from kdsam.utils.atomic import write_json
+
+    report = {
+        "cvpr24_cases": [
+            time_cases(
+                m,
+                args.device,
+                args.threads,
+                repeats_2d=args.cvpr24_repeats,
+                slices=args.cvpr24_slices,
+                side=args.cvpr24_side,
+                batch_size=args.slice_batch,
+            )
+            for m in models
+        ]
+    }
+    print(json.dumps(report, indent=2))
+    path = args.json or (args.out / "cvpr24.json" if args.out else None)
+    if path:
+        write_json(path, report)
+    return 0

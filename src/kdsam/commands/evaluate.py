@@ -36,9 +36,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="folder of saved masks named <sample name>.png (a model from elsewhere); repeatable",
     )
     p.add_argument(
+        "--gts",
+        type=Path,
+        metavar="DIR",
+        help="score --predictions against this folder of CVPR24 npz cases (gts) or NIfTI label volumes, in 3D",
+    )
+    p.add_argument(
         "--data",
         action="append",
-        required=True,
+        default=[],
         metavar="SPEC",
         help="dataset KIND:PATH (kvasir, isic2017, hc18, busi, folder, synthetic); repeatable",
     )
@@ -127,6 +133,10 @@ def _scored_by_split(result: dict, spec: str, args: argparse.Namespace, most: in
 def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     protocol = parse_prompt(args.prompt)
+    if args.gts is not None:
+        return _run_cases(args, out)
+    if not args.data:
+        raise KdsamError("give --data SPEC (or --predictions DIR with --gts DIR for volumes and npz cases)")
     sources = _sources(args)
     chosen = args.split or ("test" if args.model else "all")
     split = None if chosen == "all" else chosen
@@ -178,4 +188,17 @@ def run(args: argparse.Namespace) -> int:
         print(f"Dice after each click: {dice_vs_clicks_plot(results, out / CLICKS_PLOT)}")
         print(f"comparison table: {out / 'comparison.md'} (also .html, .json)")
     print(f"per evaluation: metrics.json, per_image.csv, cases.png under {out}")
+    return 0
+
+
+def _run_cases(args: argparse.Namespace, out: Path) -> int:
+    """Volumes and challenge cases: one predictions folder against one truth folder."""
+    from kdsam.eval.cases import evaluate_cases
+
+    if len(args.predictions) != 1 or args.model or args.data:
+        raise KdsamError("--gts scores exactly one --predictions DIR (make it with kdsam predict --input)")
+    result = evaluate_cases(Path(args.predictions[0]), args.gts, out, args.overwrite, args.nsd_tolerance_mm)
+    means = ", ".join(f"{k} {v:.4f}" for k, v in result["mean"].items() if v is not None)
+    skipped = f"; skipped {result['n_skipped']} (reasons in metrics.json)" if result["n_skipped"] else ""
+    print(f"{result['n_cases']} cases scored ({result['kind']}): {means}{skipped} -> {out}")
     return 0

@@ -1,45 +1,112 @@
-"""`kdsam predict`: segment one image from box prompts; the union of the per-box masks as a 0/255 PNG."""
+"""`kdsam predict`: segment an image, a volume or a challenge npz case from box prompts, or a folder of them.
+
+2D images give a 0/255 PNG (the union of the per-box masks); volumes (NIfTI, DICOM series folders)
+give a NIfTI label map on the input's grid (box i -> label i + 1) from 3D boxes; CVPR24 npz cases
+give an npz of `segs`. Every output gets a JSON sidecar (kdsam.infer.files).
+"""
 
 from __future__ import annotations
 
 import argparse
+import csv
+import io
+import json
+import os
+import re
+import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from kdsam.errors import KdsamError
 
+if TYPE_CHECKING:
+    from kdsam.infer.files import Prompts
+    from kdsam.models.sam import KDSam
+
+EFFICIENCY_FILE = "efficiency.csv"  # the official script's name and columns (case, time)
+# argparse takes "-5,0,10,10" for an option; this lets negative coordinates through as values.
+NEGATIVE_VALUES = re.compile(r"^-[\d.][\d.,eE+-]*$")
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    p._negative_number_matcher = NEGATIVE_VALUES  # argparse has no public hook for this
     p.add_argument(
         "--model",
         required=True,
         help="a MODEL (docs/models.md): teacher NAME[=CHECKPOINT], run folder, model.pt or ONNX export folder",
     )
-    p.add_argument("--image", required=True, type=Path, help="image file (any greyscale, RGB, RGBA or 16-bit kind)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument(
+        "--image",
+        type=Path,
+        help="one image (PNG/JPEG/TIFF, 8/16-bit; a DICOM slice), volume (.nii/.nii.gz, a DICOM series "
+        "folder) or CVPR24 challenge .npz case",
+    )
+    src.add_argument("--input", type=Path, help="a folder of such files: each is segmented into --out (a folder)")
     p.add_argument(
         "--box",
         action="append",
-        required=True,
+        default=[],
         metavar="X0,Y0,X1,Y1",
-        help="box prompt in pixels of the original image (exclusive max); repeat for several objects",
+        help="2D box prompt in pixels of the original image (exclusive max); repeat for several objects",
     )
-    p.add_argument("--out", required=True, type=Path, help="mask PNG to write (0 background, 255 object)")
-    p.add_argument("--overlay", type=Path, help="also write the image with the mask tinted and the boxes drawn")
+    p.add_argument(
+        "--box3d",
+        action="append",
+        default=[],
+        metavar="X0,Y0,Z0,X1,Y1,Z1",
+        help="3D box for a volume: voxel indices along the file's first, second, third array axes (NIfTI i, j, k; "
+        "DICOM column, row, slice), inclusive; repeat for several objects (box i -> label i + 1)",
+    )
+    p.add_argument(
+        "--boxes",
+        type=Path,
+        help='JSON {"<file name or stem>": [[4 or 6 numbers], ...]} giving each file of --input its boxes',
+    )
+    p.add_argument(
+        "--out",
+        required=True,
+        type=Path,
+        help="output file (PNG for an image, .nii.gz for a volume, .npz for a case) or an existing folder to "
+        "write <name>.png/.nii.gz/.npz into; with --input, the output folder",
+    )
+    p.add_argument(
+        "--window",
+        default="auto",
+        help="intensities to 8 bits: auto (the DICOM's own window; CT soft tissue; else 0.5-99.5 percentiles), "
+        "percentile, minmax, a CT preset (soft-tissue, lung, bone, brain) or LEVEL,WIDTH",
+    )
+    p.add_argument("--batch-size", type=int, default=8, help="slices per image-encoder batch for volumes")
+    p.add_argument("--overlay", type=Path, help="also write a picture: the mask tinted (a few slices of a volume)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
 
 
+def parse_numbers(text: str, flag: str, n: int, names: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) != n or not all(np.isfinite(values)):
+        raise KdsamError(f"{flag} {text!r}: expected {'four' if n == 4 else 'six'} numbers {names}")
+    return values
+
+
 def parse_box(text: str) -> list[float]:
     """'X0,Y0,X1,Y1' -> four floats with X0 < X1 and Y0 < Y1, or one line saying what is wrong."""
-    try:
-        box = [float(v) for v in text.split(",")]
-    except ValueError:
-        box = []
-    if len(box) != 4 or not all(np.isfinite(box)):
-        raise KdsamError(f"--box {text!r}: expected four numbers X0,Y0,X1,Y1")
+    box = parse_numbers(text, "--box", 4, "X0,Y0,X1,Y1")
     if box[0] >= box[2] or box[1] >= box[3]:
         raise KdsamError(f"--box {text!r}: X0 must be less than X1 and Y0 less than Y1")
+    return box
+
+
+def parse_box3d(text: str) -> list[float]:
+    """'X0,Y0,Z0,X1,Y1,Z1' -> six floats, each minimum at most its maximum."""
+    box = parse_numbers(text, "--box3d", 6, "X0,Y0,Z0,X1,Y1,Z1")
+    if any(box[i] > box[i + 3] for i in range(3)):
+        raise KdsamError(f"--box3d {text!r}: each of X0, Y0, Z0 must be at most X1, Y1, Z1 (inclusive indices)")
     return box
 
 
@@ -58,21 +125,186 @@ def refuse_existing(paths: list[Path], overwrite: bool) -> None:
             raise KdsamError(f"{path} exists: pass --overwrite to replace it, or choose another path")
 
 
-def run(args: argparse.Namespace) -> int:
-    from kdsam.data.imageio import read_image, write_png
-    from kdsam.models.loading import load_predictor
-    from kdsam.report.overlays import draw_boxes, overlay
+def _prompts(args: argparse.Namespace) -> Prompts:
+    from kdsam.infer.files import Prompts
 
-    outputs = [args.out] + ([args.overlay] if args.overlay else [])
-    refuse_existing(outputs, args.overwrite)
-    boxes = np.array([parse_box(t) for t in args.box], dtype=np.float32)
-    image = read_image(args.image)
-    check_inside(boxes, args.box, image.shape[:2])
-    predictor = load_predictor(args.model, args.device)
-    predictor.set_image(image)
-    mask = predictor.segment(boxes)
-    write_png(args.out, mask)
-    if args.overlay:
-        write_png(args.overlay, draw_boxes(overlay(image, mask), boxes))
-    print(f"{args.out}: {int(mask.sum())} object pixels ({mask.mean():.1%}) from {len(boxes)} box(es)")
+    boxes = np.array([parse_box(t) for t in args.box], dtype=np.float32).reshape(-1, 4)
+    boxes3d = np.array([parse_box3d(t) for t in args.box3d], dtype=np.float32).reshape(-1, 6)
+    return Prompts(boxes, boxes3d)
+
+
+def read_box_file(path: Path) -> dict[str, list[list[float]]]:
+    """The --boxes JSON: {name: [[...], ...]}; one line naming the file when it is not that."""
+    try:
+        data = json.loads(path.read_text())
+        if not isinstance(data, dict):
+            raise ValueError("the top level must be an object {name: [[...], ...]}")
+        return {str(k): [[float(x) for x in box] for box in v] for k, v in data.items()}
+    except (OSError, ValueError, TypeError) as err:
+        raise KdsamError(
+            f'{path}: not a boxes JSON ({err}); write {{"case.nii.gz": [[x0, y0, z0, x1, y1, z1]]}}'
+        ) from err
+
+
+def _file_prompts(path: Path, table: dict[str, list[list[float]]] | None, default: Prompts) -> Prompts:
+    """A file's boxes from the --boxes table (by file name, then stem), else the command-line ones."""
+    from kdsam.infer.files import Prompts, stem
+
+    if table is None:
+        return default
+    boxes = table.get(path.name, table.get(stem(path)))
+    if boxes is None:
+        return Prompts()
+    b2 = [b for b in boxes if len(b) == 4]
+    b3 = [b for b in boxes if len(b) == 6]
+    if len(b2) + len(b3) != len(boxes):
+        raise KdsamError(f"{path.name}: its --boxes entries must have 4 (2D) or 6 (3D) numbers each")
+    return Prompts(np.array(b2, np.float32).reshape(-1, 4), np.array(b3, np.float32).reshape(-1, 6))
+
+
+def _load(args: argparse.Namespace) -> KDSam:
+    import torch
+
+    from kdsam.models.fast import optimize_for_inference
+    from kdsam.models.loading import load_model
+
+    gpu = f"cuda:{os.environ.get('LOCAL_RANK', 0)}"  # under torchrun, each rank its own GPU
+    device = args.device or (gpu if torch.cuda.is_available() else "cpu")
+    return optimize_for_inference(load_model(args.model), device)
+
+
+def _single_output(args: argparse.Namespace, kind: str) -> Path:
+    """--out as given, or inside it when it is an existing folder; checked against the input's kind."""
+    from kdsam.infer.files import output_name
+
+    out = args.out
+    if out.is_dir():
+        return out / output_name(args.image, kind)
+    name = out.name.lower()
+    if kind == "volume" and not name.endswith((".nii", ".nii.gz")):
+        raise KdsamError(f"--out {out}: a volume's mask is a NIfTI file; name it .nii.gz (or give a folder)")
+    if kind == "npz" and not name.endswith(".npz"):
+        raise KdsamError(f"--out {out}: a challenge case's answer is an .npz file (or give a folder)")
+    if kind == "image" and name.endswith((".nii", ".nii.gz", ".npz")):
+        raise KdsamError(f"--out {out}: a 2D image's mask is a PNG")
+    return out
+
+
+def run_one(args: argparse.Namespace) -> int:
+    from kdsam.data.imageio import image_size
+    from kdsam.infer.files import kind_of, run_file, sidecar
+
+    kind = kind_of(args.image)
+    if kind is None:
+        raise KdsamError(f"{args.image}: not found, or not an image, volume or challenge npz kdsam reads")
+    out = _single_output(args, kind)
+    refuse_existing([out, sidecar(out)] + ([args.overlay] if args.overlay else []), args.overwrite)
+    prompts = _prompts(args)
+    if kind == "image":
+        if prompts.boxes3d.size:
+            raise KdsamError(f"{args.image}: a 2D image takes --box, not --box3d")
+        if not prompts.boxes.size:
+            raise KdsamError(f"{args.image}: give at least one --box X0,Y0,X1,Y1")
+        check_inside(prompts.boxes, args.box, image_size(args.image))
+    if kind == "volume" and prompts.boxes.size:
+        raise KdsamError(f"{args.image}: a volume takes --box3d X0,Y0,Z0,X1,Y1,Z1 (voxel indices), not --box")
+    from kdsam.data.intensity import parse_window
+
+    window = parse_window(args.window)
+    record = run_file(_load(args), args.image, out, prompts, window, args.batch_size, args.overlay)
+    share = record["foreground"] / max(1, int(np.prod(record["shape"])))
+    unit = "voxels" if record["kind"] == "volume" else "pixels"
+    print(
+        f"{out}: {record['foreground']} object {unit} ({share:.1%}) in {record['seconds']:.2f} s "
+        f"(metadata: {sidecar(out)})"
+    )
     return 0
+
+
+def _rank_world() -> tuple[int, int]:
+    """This process's share under torchrun (RANK, WORLD_SIZE); (0, 1) when run alone."""
+    try:
+        rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    except ValueError as err:
+        raise KdsamError(f"RANK/WORLD_SIZE must be integers ({err})") from err
+    if not 0 <= rank < world:
+        raise KdsamError(f"RANK={rank} is not in 0..WORLD_SIZE-1 ({world})")
+    return rank, world
+
+
+def _efficiency_path(out: Path, rank: int, world: int) -> Path:
+    return out / (EFFICIENCY_FILE if world == 1 else f"efficiency_rank{rank}.csv")
+
+
+def read_efficiency(path: Path) -> dict[str, float]:
+    """{case: seconds} from an efficiency CSV ({} when absent)."""
+    if not path.is_file():
+        return {}
+    with path.open(newline="") as f:
+        return {row["case"]: float(row["time"]) for row in csv.DictReader(f)}
+
+
+def write_efficiency(path: Path, times: dict[str, float]) -> None:
+    from kdsam.utils.atomic import write_text
+
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["case", "time"])
+    writer.writerows([name, f"{t:.4f}"] for name, t in sorted(times.items()))
+    write_text(path, buf.getvalue())
+
+
+def run_folder(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from kdsam.data.intensity import parse_window
+    from kdsam.infer.files import kind_of, output_name, run_file
+
+    if not args.input.is_dir():
+        raise KdsamError(f"--input {args.input}: not a folder")
+    if args.out.exists() and not args.out.is_dir():
+        raise KdsamError(f"--out {args.out}: with --input, --out is a folder")
+    if args.out.resolve() == args.input.resolve():
+        raise KdsamError(f"--out {args.out}: give another folder than --input (answers keep the cases' names)")
+    if args.overlay:
+        raise KdsamError("--overlay draws one case; leave it out with --input")
+    window = parse_window(args.window)
+    table = read_box_file(args.boxes) if args.boxes else None
+    default = _prompts(args)
+    inputs = [(p, kind) for p in sorted(args.input.iterdir()) if (kind := kind_of(p)) is not None]
+    if not inputs:
+        raise KdsamError(f"{args.input}: no images, volumes or npz cases found")
+    rank, world = _rank_world()
+    mine = inputs[rank::world]
+    efficiency = _efficiency_path(args.out, rank, world)
+    times = read_efficiency(efficiency)
+    todo = [(p, k) for p, k in mine if args.overwrite or not (args.out / output_name(p, k)).exists()]
+    done_before, failed = len(mine) - len(todo), []
+    model = _load(args) if todo else None
+    for path, kind in tqdm(todo, desc=f"predict (rank {rank}/{world})" if world > 1 else "predict", unit="case"):
+        try:
+            record = run_file(
+                model,
+                path,
+                args.out / output_name(path, kind),
+                _file_prompts(path, table, default),
+                window,
+                args.batch_size,
+            )
+        except KdsamError as err:
+            print(f"kdsam predict: skipped {err}", file=sys.stderr)
+            failed.append(path.name)
+            continue
+        times[path.name] = record["seconds"]
+        write_efficiency(efficiency, times)
+    timed = [times[p.name] for p, _ in todo if p.name in times]
+    mean = f"; {np.mean(timed):.2f} s per case" if timed else ""
+    print(
+        f"{args.out}: {len(todo) - len(failed)} segmented, {done_before} already done, {len(failed)} failed"
+        f"{mean} (seconds per case: {efficiency})"
+    )
+    return 1 if failed else 0
+
+
+def run(args: argparse.Namespace) -> int:
+    return run_folder(args) if args.input is not None else run_one(args)

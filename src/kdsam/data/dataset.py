@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from kdsam.data.imageio import BadFileError, read_image, read_mask
+from kdsam.data.imageio import BadFileError, image_size, read_image, read_mask
 from kdsam.data.sample import Sample
 from kdsam.errors import KdsamError
 
@@ -47,16 +47,6 @@ def union_of_masks(record: Record) -> np.ndarray:
     return np.logical_or.reduce(masks)
 
 
-def _image_size(path: Path) -> tuple[int, int]:
-    try:
-        with Image.open(path) as img:
-            return img.height, img.width
-    except FileNotFoundError as err:
-        raise BadFileError(f"{path}: file not found") from err
-    except OSError as err:
-        raise BadFileError(f"{path}: unreadable image ({err})") from err
-
-
 def load_record(
     record: Record, read_target: Callable[[Record], np.ndarray] = union_of_masks, max_side: int | None = None
 ) -> Sample:
@@ -67,7 +57,7 @@ def load_record(
     """
     if not record.masks:
         raise BadFileError(f"{record.image}: no mask found for image {record.name!r}")
-    original = _image_size(record.image)
+    original = image_size(record.image)
     mask = read_target(record)
     if mask.shape != original:
         raise BadFileError(

@@ -7,7 +7,7 @@ from pathlib import Path
 from kdsam.data.dataset import Record
 from kdsam.errors import KdsamError
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".dcm"}
 
 
 def image_files(folder: Path) -> list[Path]:

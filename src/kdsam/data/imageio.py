@@ -1,4 +1,9 @@
-"""Reading the image and mask files found in practice into uint8 RGB images and bool masks."""
+"""Reading the image and mask files found in practice into uint8 RGB images and bool masks.
+
+The one loading layer: PNG/JPEG/TIFF of any depth and channel layout through Pillow, and single
+DICOM slices through pydicom (kdsam.data.medical, which also reads NIfTI and DICOM series as volumes),
+brought to 8 bits by kdsam.data.intensity.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,8 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from kdsam.errors import KdsamError
+
+IMAGE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 Image.MAX_IMAGE_PIXELS = 200_000_000  # ISIC images reach ~30 MP; refuse only absurd files
 
@@ -27,7 +34,7 @@ def _open(path: Path, max_side: int | None = None) -> Image.Image:
         img.load()
     except FileNotFoundError as err:
         raise BadFileError(f"{path}: file not found") from err
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+    except IMAGE_ERRORS as err:
         if img is not None:
             img.close()  # a truncated file would otherwise stay open until garbage collection
         raise BadFileError(f"{path}: unreadable or truncated image ({err})") from err
@@ -57,21 +64,63 @@ def to_uint8(arr: np.ndarray) -> np.ndarray:
     return np.clip((arr - lo) / (hi - lo) * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
 
-def read_image(path: str | Path, max_side: int | None = None) -> np.ndarray:
-    """Any greyscale, RGB, RGBA (alpha dropped), palette or 16-bit image -> HxWx3 uint8 RGB.
+def read_image(path: str | Path, max_side: int | None = None, window: str | tuple[float, float] = "auto") -> np.ndarray:
+    """Any greyscale, RGB, RGBA (alpha dropped), palette or 16-bit image, or a DICOM slice -> HxWx3
+    uint8 RGB. See `read_image_with_intensity` for `window`.
 
     max_side: downscale on decode (JPEG draft mode, then a resize) so huge images never sit in
     memory at full size.
     """
-    img = _open(Path(path), max_side)
-    if _is_wide(img):
-        rgb = np.repeat(to_uint8(np.asarray(img))[..., None], 3, axis=2)
+    return read_image_with_intensity(path, max_side, window)[0]
+
+
+def read_image_with_intensity(
+    path: str | Path, max_side: int | None = None, window: str | tuple[float, float] = "auto"
+) -> tuple[np.ndarray, dict[str, object]]:
+    """(HxWx3 uint8 RGB, how its intensities were brought to 8 bits). window: see
+    kdsam.data.intensity; under "auto" a 16-bit image is min-max scaled and an 8-bit one is kept."""
+    from kdsam.data import intensity, medical
+
+    path = Path(path)
+    if medical.is_dicom(path) or medical.is_nifti(path):
+        volume = medical.read_volume(path)
+        if volume.array.shape[2] != 1:
+            raise BadFileError(f"{path}: a volume of {volume.array.shape[2]} slices; segment it with --box3d")
+        grey, record = intensity.to_uint8(volume.slices()[0], window, volume.modality, volume.window)
+        rgb = np.repeat(grey[..., None], 3, axis=2)
     else:
-        rgb = np.asarray(img.convert("RGB"))
+        img = _open(path, max_side)
+        if _is_wide(img):
+            raw = np.asarray(img)
+            grey, record = intensity.to_uint8(raw, "minmax" if window == "auto" else window)
+            rgb = np.repeat(grey[..., None], 3, axis=2)
+        else:
+            rgb = np.asarray(img.convert("RGB"))
+            record = {"method": "none", "source": "8-bit data used as stored"}
+            if window != "auto":
+                rgb, record = intensity.to_uint8(rgb.astype(np.float32), window)
     if max_side and max(rgb.shape[:2]) > max_side:
         size = _fit((rgb.shape[1], rgb.shape[0]), max_side)
         rgb = np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BILINEAR))
-    return np.ascontiguousarray(rgb)
+    return np.ascontiguousarray(rgb), record
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(height, width) from the header alone; a file Pillow cannot open, or one claiming absurd
+    dimensions (a decompression bomb), is a BadFileError naming it."""
+    path = Path(path)
+    from kdsam.data import medical
+
+    if medical.is_dicom(path) or medical.is_nifti(path):
+        shape = medical.read_volume(path).array.shape
+        return shape[1], shape[0]
+    try:
+        with Image.open(path) as img:
+            return img.height, img.width
+    except FileNotFoundError as err:
+        raise BadFileError(f"{path}: file not found") from err
+    except IMAGE_ERRORS as err:
+        raise BadFileError(f"{path}: unreadable image ({err})") from err
 
 
 def read_mask(path: str | Path, threshold: int = 128) -> np.ndarray:

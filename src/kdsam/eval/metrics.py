@@ -1,4 +1,4 @@
-"""Segmentation metrics: small pure functions over HxW bool masks, with stated empty-mask conventions.
+"""Segmentation metrics: small pure functions over HxW (or DxHxW) bool masks, with stated empty-mask conventions.
 
 Conventions (the same for every function, so a mean over a test set never depends on accidents):
 
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 
 import numpy as np
@@ -31,8 +31,8 @@ NSD_TOLERANCE_MM = 2.0
 
 def _check(pred: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     pred, truth = np.asarray(pred, dtype=bool), np.asarray(truth, dtype=bool)
-    if pred.shape != truth.shape or pred.ndim != 2:
-        raise ValueError(f"expected two HxW masks of one shape, got {pred.shape} and {truth.shape}")
+    if pred.shape != truth.shape or pred.ndim not in (2, 3):
+        raise ValueError(f"expected two HxW (or DxHxW) masks of one shape, got {pred.shape} and {truth.shape}")
     return pred, truth
 
 
@@ -60,7 +60,7 @@ def _empty_case(pred: np.ndarray, truth: np.ndarray, both: float, one: float) ->
 
 
 def _as_tensor(mask: np.ndarray) -> torch.Tensor:
-    """HxW bool -> 1x1xHxW, the one-hot batch layout MONAI reads (one foreground channel)."""
+    """HxW (DxHxW) bool -> 1x1xHxW (1x1xDxHxW), the one-hot batch layout MONAI reads (one foreground channel)."""
     return torch.from_numpy(np.ascontiguousarray(mask))[None, None]
 
 
@@ -73,9 +73,12 @@ def _quiet_monai() -> Iterator[None]:
         yield
 
 
-def hd95(pred: np.ndarray, truth: np.ndarray, spacing: float | None = None) -> float:
+Spacing = float | Sequence[float] | None
+
+
+def hd95(pred: np.ndarray, truth: np.ndarray, spacing: Spacing = None) -> float:
     """Symmetric 95th-percentile Hausdorff distance between the mask edges (MONAI), in pixels or,
-    with `spacing` (mm per pixel), in mm. 0 when both are empty, NaN when exactly one is."""
+    with `spacing` (mm per pixel, or per axis), in mm. 0 when both are empty, NaN when exactly one is."""
     pred, truth = _check(pred, truth)
     special = _empty_case(pred, truth, both=0.0, one=math.nan)
     if special is not None:
@@ -88,17 +91,28 @@ def hd95(pred: np.ndarray, truth: np.ndarray, spacing: float | None = None) -> f
 
 
 def nsd(
-    pred: np.ndarray, truth: np.ndarray, tolerance: float = NSD_TOLERANCE_PX, spacing: float | None = None
+    pred: np.ndarray,
+    truth: np.ndarray,
+    tolerance: float = NSD_TOLERANCE_PX,
+    spacing: Spacing = None,
+    surfels: bool = False,
 ) -> float:
     """Normalised surface Dice (MONAI): the share of both boundaries lying within `tolerance` of the
-    other (pixels, or mm with `spacing`). 1 when both are empty, 0 when exactly one is."""
+    other (pixels, or mm with `spacing`). 1 when both are empty, 0 when exactly one is.
+    surfels: weigh boundary elements by their area (MONAI's use_subvoxels), as DeepMind's
+    surface-distance code does, which the CVPR24 challenge and MedSAM score with."""
     pred, truth = _check(pred, truth)
     special = _empty_case(pred, truth, both=1.0, one=0.0)
     if special is not None:
         return special
     with _quiet_monai():
         value = compute_surface_dice(
-            _as_tensor(pred), _as_tensor(truth), [float(tolerance)], include_background=True, spacing=spacing
+            _as_tensor(pred),
+            _as_tensor(truth),
+            [float(tolerance)],
+            include_background=True,
+            spacing=spacing,
+            use_subvoxels=surfels,
         )
     return float(value.item())
 

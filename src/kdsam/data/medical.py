@@ -1,0 +1,239 @@
+"""Volumes as clinicians store them: DICOM files and series, NIfTI; read with pydicom and nibabel.
+
+Every volume is held the NIfTI way: `array[i, j, k]` in the file's own units (Hounsfield units for
+CT, after the DICOM rescale), with the 4x4 affine that maps voxel indices to RAS+ millimetres. For a
+DICOM series i is the column, j the row and k the slice in position order, so a DICOM series written
+out as NIfTI lands where the scanner put it. `slices()` gives the (k, j, i) stack that 2D models
+read: one row-major image per slice.
+"""
+
+from __future__ import annotations
+
+import gzip
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from kdsam.data.imageio import BadFileError
+
+if TYPE_CHECKING:
+    from pydicom import Dataset
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
+POSITION_TOLERANCE = 0.05  # relative deviation of a slice gap before a series counts as having holes
+
+
+@dataclass
+class Volume:
+    """A 3D image: voxel data in the file's units, its affine, and what the file says about display.
+
+    array: float32, shape (I, J, K) as stored. affine: voxel index -> RAS+ mm. modality: DICOM's
+    Modality ("CT", "MR", ...) or None. window: the file's own (level, width), DICOM only.
+    header: the NIfTI header to copy into outputs, None for DICOM.
+    """
+
+    path: Path
+    array: np.ndarray
+    affine: np.ndarray
+    modality: str | None = None
+    window: tuple[float, float] | None = None
+    header: object | None = None
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        """mm between voxel centres along i, j, k (the affine's column lengths)."""
+        return tuple(float(v) for v in np.linalg.norm(self.affine[:3, :3], axis=0))  # type: ignore[return-value]
+
+    def slices(self, array: np.ndarray | None = None) -> np.ndarray:
+        """(K, J, I): one HxW image per slice, rows along j, columns along i."""
+        return np.ascontiguousarray((self.array if array is None else array).transpose(2, 1, 0))
+
+
+def is_nifti(path: Path) -> bool:
+    return path.name.lower().endswith(NIFTI_SUFFIXES)
+
+
+def is_dicom(path: Path) -> bool:
+    """A DICOM file by suffix or by its 'DICM' marker at byte 128 (many exports have no suffix)."""
+    if not path.is_file():
+        return False
+    if path.suffix.lower() in DICOM_SUFFIXES:
+        return True
+    try:
+        with path.open("rb") as f:
+            f.seek(128)
+            return f.read(4) == b"DICM"
+    except OSError:
+        return False
+
+
+def is_volume(path: Path) -> bool:
+    """Does `path` hold a 3D image (a NIfTI file, or a folder of DICOM slices)?"""
+    return is_nifti(path) or (path.is_dir() and any(is_dicom(p) for p in path.iterdir()))
+
+
+def read_volume(path: str | Path) -> Volume:
+    """A NIfTI file, a DICOM series folder, or a single DICOM file (a one-slice volume)."""
+    path = Path(path)
+    if not path.exists():
+        raise BadFileError(f"{path}: file not found")
+    if path.is_dir():
+        return read_dicom_series(path)
+    if is_nifti(path):
+        return read_nifti(path)
+    if path.suffix.lower() in (".mha", ".mhd", ".nrrd", ".nhdr"):
+        raise BadFileError(f"{path}: MHA/NRRD is not read by kdsam; convert it to NIfTI (e.g. SimpleITK.WriteImage)")
+    if is_dicom(path):
+        return read_dicom_series([path], path)
+    raise BadFileError(f"{path}: not a volume kdsam reads (NIfTI .nii/.nii.gz, a DICOM file or a DICOM series folder)")
+
+
+def read_nifti(path: Path) -> Volume:
+    """A 3D NIfTI (a 2D one gains a slice axis; a 4D one is refused: which volume is meant?)."""
+    import nibabel as nib
+
+    try:
+        img = nib.load(str(path))
+        shape = img.shape
+        data = np.asarray(img.get_fdata(dtype=np.float32))
+    except (OSError, ValueError, EOFError, nib.filebasedimages.ImageFileError) as err:
+        raise BadFileError(f"{path}: unreadable NIfTI ({err})") from err
+    while data.ndim > 3 and data.shape[-1] == 1:
+        data = data[..., 0]
+    if data.ndim == 2:
+        data = data[..., None]
+    if data.ndim != 3:
+        raise BadFileError(
+            f"{path}: a {len(shape)}D NIfTI of shape {tuple(shape)}; give one 3D volume "
+            "(e.g. one time point: nibabel's img.slicer[..., 0], or fslroi)"
+        )
+    return Volume(path, data, np.asarray(img.affine, dtype=np.float64), header=img.header)
+
+
+def _dataset(path: Path) -> Dataset:
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(str(path))
+    except (OSError, pydicom.errors.InvalidDicomError, ValueError, EOFError) as err:
+        raise BadFileError(f"{path}: unreadable DICOM ({err})") from err
+    if "PixelData" not in ds:
+        raise BadFileError(f"{path}: DICOM without pixel data (a report or structure set, not an image)")
+    return ds
+
+
+def _pixels(path: Path, ds: Dataset) -> np.ndarray:
+    """Rows x columns in the modality's units (RescaleSlope/Intercept applied: HU for CT)."""
+    from pydicom.pixels import apply_modality_lut
+
+    try:
+        arr = ds.pixel_array
+    except (RuntimeError, ValueError, NotImplementedError, AttributeError) as err:
+        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+        name = getattr(syntax, "name", syntax)
+        raise BadFileError(
+            f"{path}: cannot decode its pixel data ({name}); install a pydicom plugin for it "
+            f"(pylibjpeg, pylibjpeg-openjpeg or gdcm) ({err})"
+        ) from err
+    if arr.ndim != 2:
+        raise BadFileError(f"{path}: pixel data of shape {arr.shape}; kdsam reads single-frame greyscale DICOM")
+    return np.asarray(apply_modality_lut(arr, ds), dtype=np.float32)
+
+
+def _window(ds: Dataset) -> tuple[float, float] | None:
+    """The file's own display window (the first, when several are given)."""
+    centre, width = ds.get("WindowCenter"), ds.get("WindowWidth")
+    if centre is None or width is None:
+        return None
+    first = [float(v[0]) if hasattr(v, "__len__") and not isinstance(v, str) else float(v) for v in (centre, width)]
+    return (first[0], first[1]) if first[1] > 0 else None
+
+
+def _frame(ds: Dataset) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(row direction, column direction, position) in LPS mm; identity-like when the file omits them."""
+    orient = np.asarray(ds.get("ImageOrientationPatient", [1, 0, 0, 0, 1, 0]), dtype=np.float64)
+    position = np.asarray(ds.get("ImagePositionPatient", [0, 0, 0]), dtype=np.float64)
+    return orient[:3], orient[3:], position
+
+
+def read_dicom_series(files: Path | list[Path], name: Path | None = None) -> Volume:
+    """Slices of one series (a folder, or a list of files) sorted along the slice normal by
+    ImagePositionPatient, rescaled to the modality's units. Refused: mixed sizes, several series,
+    missing or duplicated slices."""
+    if isinstance(files, Path):
+        folder = files
+        files = sorted(p for p in folder.iterdir() if is_dicom(p))
+        if not files:
+            raise BadFileError(f"{folder}: no DICOM files in this folder")
+    name = name or files[0].parent
+    datasets = [(p, _dataset(p)) for p in files]
+    first = datasets[0][1]
+    sizes = {(int(ds.Rows), int(ds.Columns)) for _, ds in datasets}
+    if len(sizes) > 1:
+        raise BadFileError(f"{name}: slices of different sizes {sorted(sizes)}; give one series per folder")
+    series = {ds.get("SeriesInstanceUID") for _, ds in datasets}
+    if len(series) > 1:
+        raise BadFileError(f"{name}: {len(series)} series mixed in one folder; give one series per folder")
+    row_dir, col_dir, _ = _frame(first)
+    normal = np.cross(row_dir, col_dir)
+    positions = [float(_frame(ds)[2] @ normal) for _, ds in datasets]
+    order = np.argsort(positions, kind="stable")
+    datasets = [datasets[i] for i in order]
+    positions = [positions[i] for i in order]
+    step = _slice_step(name, positions, first)
+    pixels = np.stack([_pixels(p, ds) for p, ds in datasets], axis=-1)  # rows, cols, slices
+    dr, dc = (float(v) for v in first.get("PixelSpacing", [1.0, 1.0]))
+    lps = np.eye(4)
+    lps[:3, 0] = row_dir * dc  # along i (columns): the row direction, column spacing
+    lps[:3, 1] = col_dir * dr  # along j (rows)
+    lps[:3, 2] = normal * step
+    lps[:3, 3] = _frame(datasets[0][1])[2]
+    affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps  # LPS (DICOM) -> RAS (NIfTI)
+    return Volume(
+        Path(name),
+        np.ascontiguousarray(pixels.transpose(1, 0, 2)),
+        affine,
+        modality=str(first.get("Modality", "")) or None,
+        window=_window(first),
+    )
+
+
+def _slice_step(name: Path, positions: list[float], first: Dataset) -> float:
+    """The gap between slices: from the positions of a series (which must be evenly spaced), or the
+    file's SpacingBetweenSlices / SliceThickness for a single slice."""
+    if len(positions) == 1:
+        return float(first.get("SpacingBetweenSlices") or first.get("SliceThickness") or 1.0)
+    gaps = np.diff(positions)
+    step = float(np.median(gaps))
+    if step <= 0 or np.any(gaps <= step * POSITION_TOLERANCE):
+        raise BadFileError(f"{name}: two slices share a position; is one slice duplicated, or two series mixed?")
+    if np.any(np.abs(gaps - step) > step * POSITION_TOLERANCE):
+        where = int(np.argmax(np.abs(gaps - step)))
+        raise BadFileError(
+            f"{name}: slices are not evenly spaced (gap of {gaps[where]:.2f} mm after slice {where + 1}, "
+            f"usually {step:.2f} mm): missing slices; give the complete series"
+        )
+    return step
+
+
+def write_nifti(path: str | Path, labels: np.ndarray, reference: Volume) -> None:
+    """Labels (I, J, K) as a uint8 NIfTI on the reference's grid (its affine, and its header where it
+    had one); atomic, gzipped when the name ends in .gz."""
+    import nibabel as nib
+
+    from kdsam.utils.atomic import atomic_path
+
+    if labels.shape != reference.array.shape:
+        raise ValueError(f"labels of shape {labels.shape} do not match the volume's {reference.array.shape}")
+    header = reference.header.copy() if reference.header is not None else None
+    img = nib.Nifti1Image(labels.astype(np.uint8), reference.affine, header)
+    img.set_data_dtype(np.uint8)
+    img.header.set_slope_inter(1.0, 0.0)
+    img.set_qform(reference.affine, code=1)
+    img.set_sform(reference.affine, code=1)
+    data = img.to_bytes()
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(gzip.compress(data, compresslevel=6) if str(path).endswith(".gz") else data)

@@ -1,0 +1,85 @@
+"""`kdsam evaluate --predictions DIR --gts DIR`: score a folder of 3D or challenge predictions.
+
+Truth files decide what is scored: challenge npz cases (`gts`) with the CVPR24 scores
+(kdsam.eval.challenge), or NIfTI label volumes with per-label Dice, NSD and HD95 in mm
+(kdsam.eval.volumes). Writes metrics.json (means, per case, skipped with reasons, seconds per case
+when the predictions folder has kdsam predict's efficiency CSV) and per_case.csv.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from kdsam.data.imageio import BadFileError
+from kdsam.data.medical import is_nifti
+from kdsam.errors import KdsamError
+from kdsam.eval import challenge, metrics, volumes
+from kdsam.eval.evaluate import METRICS_FILE, check_writable
+from kdsam.utils.atomic import write_json, write_text
+
+PER_CASE_FILE = "per_case.csv"
+
+
+def _defined(value: Any) -> Any:
+    """NaN -> None all through a row, so metrics.json stays valid JSON (null = undefined)."""
+    if isinstance(value, dict):
+        return {k: _defined(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_defined(v) for v in value]
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
+def evaluate_cases(
+    pred_dir: Path, truth_dir: Path, out: Path, overwrite: bool = False, tolerance_mm: float = volumes.NSD_TOLERANCE_MM
+) -> dict[str, Any]:
+    """Score every truth file that has a prediction of the same name; the metrics.json dict."""
+    for folder, flag in ((pred_dir, "--predictions"), (truth_dir, "--gts")):
+        if not folder.is_dir():
+            raise KdsamError(f"{flag} {folder}: not a folder")
+    check_writable(out, overwrite)
+    npz = sorted(truth_dir.glob("*.npz"))
+    nifti = sorted(p for p in truth_dir.iterdir() if is_nifti(p))
+    if not npz and not nifti:
+        raise KdsamError(f"--gts {truth_dir}: no challenge .npz cases or NIfTI label volumes found")
+    kind = "cvpr24" if npz else "volumes"
+    times = challenge.read_times(pred_dir)
+    rows, skipped = [], []
+    for truth in tqdm(npz or nifti, desc="evaluate", unit="case"):
+        pred = pred_dir / truth.name
+        if not pred.is_file():
+            skipped.append({"name": truth.name, "reason": f"no prediction {pred}", "kind": "no_prediction"})
+            continue
+        try:
+            row = challenge.score_case(pred, truth) if npz else volumes.score_pair(pred, truth, tolerance_mm)
+        except BadFileError as err:
+            skipped.append({"name": truth.name, "reason": str(err), "kind": "bad_prediction"})
+            continue
+        if truth.name in times:
+            row["seconds"] = times[truth.name]
+        rows.append(_defined(row))
+    keys = ("dsc", "nsd", "seconds") if npz else ("dice", "nsd", "hd95_mm", "seconds")
+    means = {k: metrics.nanmean(r.get(k) for r in rows)[0] for k in keys}
+    result = {
+        "kind": kind,
+        "predictions": str(pred_dir),
+        "gts": str(truth_dir),
+        "n_cases": len(rows),
+        "mean": means,
+        "per_case": rows,
+        "n_skipped": len(skipped),
+        "skipped": skipped,
+        "settings": {"nsd_tolerance": challenge.TOLERANCE if npz else tolerance_mm},
+    }
+    write_json(out / METRICS_FILE, result)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, ["name", *keys], extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(out / PER_CASE_FILE, buf.getvalue())
+    return result

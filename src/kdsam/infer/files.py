@@ -1,0 +1,178 @@
+"""One input file -> its segmentation file: 2D images, volumes and challenge npz cases alike.
+
+Used by `kdsam predict` for one file and for folders. Every output gets a JSON sidecar beside it
+(`<output stem>.json`) saying what was read, how its intensities were mapped to 8 bits, the boxes,
+the model and the seconds taken, so a mask file never loses how it was made.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kdsam.data import medical
+from kdsam.data.folder import IMAGE_SUFFIXES
+from kdsam.data.imageio import BadFileError, read_image_with_intensity, write_png
+from kdsam.errors import KdsamError
+from kdsam.infer import challenge
+from kdsam.infer.volume import segment_stack
+from kdsam.models.sam import KDSam
+from kdsam.utils.atomic import write_json
+
+VOLUME_SUFFIX = ".nii.gz"
+
+
+@dataclass
+class Prompts:
+    """Boxes for files that carry none: 2D boxes (Nx4, exclusive max) and 3D boxes (Nx6, inclusive)."""
+
+    boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
+    boxes3d: np.ndarray = field(default_factory=lambda: np.zeros((0, 6), np.float32))
+
+
+def kind_of(path: Path) -> str | None:
+    """'npz' (a challenge case), 'volume' (NIfTI or a DICOM series folder), 'image', or None."""
+    name = path.name.lower()
+    if path.is_file() and name.endswith(".npz"):
+        return "npz"
+    if medical.is_volume(path):
+        return "volume"
+    if path.is_file() and (path.suffix.lower() in IMAGE_SUFFIXES or medical.is_dicom(path)):
+        return "image"
+    return None
+
+
+def stem(path: Path) -> str:
+    """File name without its image/volume suffix (case.nii.gz -> case)."""
+    name = path.name
+    for suffix in (".nii.gz", ".nii", ".npz", *IMAGE_SUFFIXES):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def output_name(path: Path, kind: str) -> str:
+    """Where a folder run writes the answer to `path`: the same name for npz cases (the challenge's
+    rule), <stem>.nii.gz for volumes (DICOM in, NIfTI out), <stem>.png for images."""
+    if kind == "npz":
+        return path.name
+    return stem(path) + (VOLUME_SUFFIX if kind == "volume" else ".png")
+
+
+def sidecar(output: Path) -> Path:
+    return output.with_name(stem(output) + ".json")
+
+
+def _model_label(model: KDSam) -> str:
+    return str(getattr(model, "name", type(model).__name__))
+
+
+def _check_boxes2d(path: Path, boxes: np.ndarray, shape: tuple[int, int]) -> None:
+    h, w = shape
+    for x0, y0, x1, y1 in boxes:
+        if x0 < 0 or y0 < 0 or x1 > w or y1 > h or x0 >= x1 or y0 >= y1:
+            raise KdsamError(
+                f"{path}: box {[float(v) for v in (x0, y0, x1, y1)]} is not inside the {w}x{h} image "
+                f"(X in 0..{w}, Y in 0..{h}, X0 < X1, Y0 < Y1)"
+            )
+
+
+def segment_image(model: KDSam, path: Path, boxes: np.ndarray, window: Any) -> tuple[np.ndarray, np.ndarray, dict]:
+    """(HxW bool union of the box masks, the 8-bit RGB image, its intensity record)."""
+    from kdsam.predictor import KDSamPredictor
+
+    if len(boxes) == 0:
+        raise KdsamError(f"{path}: no box for this image; give --box X0,Y0,X1,Y1 or a --boxes JSON entry")
+    image, intensity = read_image_with_intensity(path, window=window)
+    _check_boxes2d(path, boxes, image.shape[:2])
+    predictor = KDSamPredictor(model)
+    predictor.set_image(image)
+    return predictor.segment(boxes), image, intensity
+
+
+def segment_volume(
+    model: KDSam, volume: medical.Volume, boxes3d: np.ndarray, window: Any, batch_size: int = 8
+) -> tuple[np.ndarray, np.ndarray, dict]:
+    """((I, J, K) uint8 labels, the (K, J, I) 8-bit stack the model saw, its intensity record)."""
+    from kdsam.data import intensity
+
+    if len(boxes3d) == 0:
+        raise KdsamError(f"{volume.path}: no 3D box for this volume; give --box3d X0,Y0,Z0,X1,Y1,Z1")
+    stack, record = intensity.to_uint8(volume.slices(), window, volume.modality, volume.window)
+    try:
+        labels = segment_stack(model, stack, boxes3d, batch_size, where="--box3d")
+    except ValueError as err:
+        raise KdsamError(f"{volume.path}: {err}") from err
+    return np.ascontiguousarray(labels.transpose(2, 1, 0)), stack, record
+
+
+def run_file(
+    model: KDSam,
+    path: Path,
+    output: Path,
+    prompts: Prompts,
+    window: Any = "auto",
+    batch_size: int = 8,
+    overlay: Path | None = None,
+) -> dict[str, Any]:
+    """Segment one input into `output` (+ its JSON sidecar, + an overlay PNG if asked); the record."""
+    kind = kind_of(path)
+    start = time.perf_counter()
+    record: dict[str, Any] = {"input": str(path), "output": str(output), "kind": kind, "model": _model_label(model)}
+    if kind == "npz":
+        case = challenge.read_case(path)
+        segs = challenge.segment_case(model, case, batch_size)
+        challenge.write_segs(output, segs)
+        record.update(
+            boxes=case.boxes,
+            shape=list(segs.shape),
+            foreground=int((segs > 0).sum()),
+            intensity={"method": "none", "source": "npz uint8"},
+        )
+        if overlay:
+            _volume_overlay(overlay, case.imgs if case.is_3d else case.imgs[None], segs if case.is_3d else segs[None])
+    elif kind == "volume":
+        volume = medical.read_volume(path)
+        labels, stack, intensity = segment_volume(model, volume, prompts.boxes3d, window, batch_size)
+        medical.write_nifti(output, labels, volume)
+        record.update(
+            boxes3d=prompts.boxes3d,
+            shape=list(labels.shape),
+            foreground=int((labels > 0).sum()),
+            spacing=list(volume.spacing),
+            intensity=intensity,
+            affine=volume.affine,
+            axes="x, y, z = the file's first, second, third array axes (voxel indices)",
+        )
+        if overlay:
+            _volume_overlay(overlay, stack, volume.slices(labels))
+    elif kind == "image":
+        mask, image, intensity = segment_image(model, path, prompts.boxes, window)
+        write_png(output, mask)
+        record.update(boxes=prompts.boxes, shape=list(mask.shape), foreground=int(mask.sum()), intensity=intensity)
+        if overlay:
+            from kdsam.report.overlays import draw_boxes
+            from kdsam.report.overlays import overlay as tint
+
+            write_png(overlay, draw_boxes(tint(image, mask), prompts.boxes))
+    else:
+        raise BadFileError(f"{path}: not an image, volume or challenge npz kdsam reads")
+    record["seconds"] = time.perf_counter() - start
+    write_json(sidecar(output), {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in record.items()})
+    return record
+
+
+def _volume_overlay(path: Path, stack: np.ndarray, labels: np.ndarray, n: int = 4) -> None:
+    """A few slices through the labelled range, each with its labels tinted (docs, quick checks)."""
+    from kdsam.report.overlays import grid, overlay
+
+    zs = np.nonzero(labels.reshape(labels.shape[0], -1).any(axis=1))[0]
+    if len(zs) == 0:
+        zs = np.arange(labels.shape[0])
+    picks = np.unique(np.linspace(zs[0], zs[-1], min(n, len(zs))).round().astype(int))
+    pictures = [overlay(stack[z], labels[z] > 0) for z in picks]
+    grid([pictures], path, col_titles=[f"slice z={z}" for z in picks])
