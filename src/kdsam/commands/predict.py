@@ -53,6 +53,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="2D box prompt in pixels of the original image (exclusive max); repeat for several objects",
     )
     p.add_argument(
+        "--point",
+        action="append",
+        default=[],
+        metavar="X,Y[,LABEL]",
+        help="click prompt in pixels of the original image, LABEL 1 (positive, default) or 0 (negative); repeat "
+        "for several clicks on one object, alone or with one --box",
+    )
+    p.add_argument(
+        "--everything",
+        action="store_true",
+        help="no prompt: SAM's automatic mask generator on the whole 2D image; writes a 16-bit label map PNG",
+    )
+    p.add_argument(
+        "--points-per-side",
+        type=int,
+        default=32,
+        help="--everything's point grid (default 32, SAM's: 1024 prompts; fewer is faster on a CPU)",
+    )
+    p.add_argument(
         "--box3d",
         action="append",
         default=[],
@@ -90,7 +109,7 @@ def parse_numbers(text: str, flag: str, n: int, names: str) -> list[float]:
     except ValueError:
         values = []
     if len(values) != n or not all(np.isfinite(values)):
-        raise KdsamError(f"{flag} {text!r}: expected {'four' if n == 4 else 'six'} numbers {names}")
+        raise KdsamError(f"{flag} {text!r}: expected {n} numbers {names}")
     return values
 
 
@@ -100,6 +119,15 @@ def parse_box(text: str) -> list[float]:
     if box[0] >= box[2] or box[1] >= box[3]:
         raise KdsamError(f"--box {text!r}: X0 must be less than X1 and Y0 less than Y1")
     return box
+
+
+def parse_point(text: str) -> list[float]:
+    """'X,Y' or 'X,Y,LABEL' -> [x, y, label], label 1 (positive) unless given as 0."""
+    parts = text.split(",")
+    values = parse_numbers(",".join([*parts, "1"] if len(parts) == 2 else parts), "--point", 3, "X,Y[,LABEL]")
+    if values[2] not in (0, 1):
+        raise KdsamError(f"--point {text!r}: LABEL is 1 (positive) or 0 (negative)")
+    return values
 
 
 def parse_box3d(text: str) -> list[float]:
@@ -130,7 +158,12 @@ def _prompts(args: argparse.Namespace) -> Prompts:
 
     boxes = np.array([parse_box(t) for t in args.box], dtype=np.float32).reshape(-1, 4)
     boxes3d = np.array([parse_box3d(t) for t in args.box3d], dtype=np.float32).reshape(-1, 6)
-    return Prompts(boxes, boxes3d)
+    points = np.array([parse_point(t) for t in args.point], dtype=np.float32).reshape(-1, 3)
+    if args.everything and (len(boxes) or len(points) or len(boxes3d)):
+        raise KdsamError("--everything takes no prompt: leave out --box, --point and --box3d")
+    if args.points_per_side < 1:
+        raise KdsamError("--points-per-side must be at least 1")
+    return Prompts(boxes, boxes3d, points, args.points_per_side if args.everything else 0)
 
 
 def read_box_file(path: Path) -> dict[str, list[list[float]]]:
@@ -203,9 +236,11 @@ def run_one(args: argparse.Namespace) -> int:
     if kind == "image":
         if prompts.boxes3d.size:
             raise KdsamError(f"{args.image}: a 2D image takes --box, not --box3d")
-        if not prompts.boxes.size:
-            raise KdsamError(f"{args.image}: give at least one --box X0,Y0,X1,Y1")
+        if not (prompts.boxes.size or prompts.points.size or prompts.everything):
+            raise KdsamError(f"{args.image}: give --box X0,Y0,X1,Y1, --point X,Y[,LABEL] or --everything")
         check_inside(prompts.boxes, args.box, image_size(args.image))
+    if kind != "image" and (prompts.points.size or prompts.everything):
+        raise KdsamError(f"{args.image}: --point and --everything are for 2D images")
     if kind == "volume" and prompts.boxes.size:
         raise KdsamError(f"{args.image}: a volume takes --box3d X0,Y0,Z0,X1,Y1,Z1 (voxel indices), not --box")
     from kdsam.data.intensity import parse_window

@@ -28,10 +28,15 @@ VOLUME_SUFFIX = ".nii.gz"
 
 @dataclass
 class Prompts:
-    """Boxes for files that carry none: 2D boxes (Nx4, exclusive max) and 3D boxes (Nx6, inclusive)."""
+    """Prompts for files that carry none: 2D boxes (Nx4, exclusive max), 3D boxes (Nx6, inclusive),
+    2D points (Nx3: x, y, label 1 positive / 0 negative; one object, with at most one box), or
+    `everything` > 0: no prompt at all, SAM's automatic mask generator with that many points per
+    side (2D images; a label map out)."""
 
     boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
     boxes3d: np.ndarray = field(default_factory=lambda: np.zeros((0, 6), np.float32))
+    points: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), np.float32))
+    everything: int = 0
 
 
 def kind_of(path: Path) -> str | None:
@@ -81,17 +86,53 @@ def _check_boxes2d(path: Path, boxes: np.ndarray, shape: tuple[int, int]) -> Non
             )
 
 
-def segment_image(model: KDSam, path: Path, boxes: np.ndarray, window: Any) -> tuple[np.ndarray, np.ndarray, dict]:
-    """(HxW bool union of the box masks, the 8-bit RGB image, its intensity record)."""
+def _check_points(path: Path, points: np.ndarray, shape: tuple[int, int]) -> None:
+    h, w = shape
+    for x, y, label in points:
+        if not (0 <= x < w and 0 <= y < h) or label not in (0, 1):
+            raise KdsamError(
+                f"{path}: point {[float(x), float(y), int(label)]} is not inside the {w}x{h} image with label 1 "
+                "(positive) or 0 (negative)"
+            )
+
+
+def _point_mask(predictor: Any, path: Path, prompts: Prompts) -> np.ndarray:
+    """One object from points (and at most one box); a lone point is ambiguous, so SAM's best of three."""
+    if len(prompts.boxes) > 1:
+        raise KdsamError(f"{path}: points describe one object: give them with at most one --box")
+    box = prompts.boxes[0] if len(prompts.boxes) else None
+    lone_point = box is None and len(prompts.points) == 1
+    masks, scores, _ = predictor.predict(
+        point_coords=prompts.points[:, :2],
+        point_labels=prompts.points[:, 2].astype(int),
+        box=box,
+        multimask_output=lone_point,
+    )
+    return masks[int(np.argmax(scores))]
+
+
+def segment_image(model: KDSam, path: Path, prompts: Prompts, window: Any) -> tuple[np.ndarray, np.ndarray, dict]:
+    """(HxW bool mask, or a uint16 label map in everything mode; the 8-bit RGB image; its intensity
+    record). Boxes alone give the union of their masks; points give one object."""
     from kdsam.predictor import KDSamPredictor
 
-    if len(boxes) == 0:
-        raise KdsamError(f"{path}: no box for this image; give --box X0,Y0,X1,Y1 or a --boxes JSON entry")
+    if not (len(prompts.boxes) or len(prompts.points) or prompts.everything):
+        raise KdsamError(
+            f"{path}: no prompt for this image; give --box X0,Y0,X1,Y1, --point X,Y[,LABEL], --everything "
+            "or a --boxes JSON entry"
+        )
     image, intensity = read_image_with_intensity(path, window=window)
-    _check_boxes2d(path, boxes, image.shape[:2])
+    if prompts.everything:
+        from kdsam.infer.everything import segment_everything
+
+        return segment_everything(model, image, prompts.everything).label_map, image, intensity
+    _check_boxes2d(path, prompts.boxes, image.shape[:2])
+    _check_points(path, prompts.points, image.shape[:2])
     predictor = KDSamPredictor(model)
     predictor.set_image(image)
-    return predictor.segment(boxes), image, intensity
+    if len(prompts.points):
+        return _point_mask(predictor, path, prompts), image, intensity
+    return predictor.segment(prompts.boxes), image, intensity
 
 
 def segment_volume(
@@ -151,19 +192,38 @@ def run_file(
         if overlay:
             _volume_overlay(overlay, stack, volume.slices(labels))
     elif kind == "image":
-        mask, image, intensity = segment_image(model, path, prompts.boxes, window)
+        mask, image, intensity = segment_image(model, path, prompts, window)
         write_png(output, mask)
-        record.update(boxes=prompts.boxes, shape=list(mask.shape), foreground=int(mask.sum()), intensity=intensity)
+        record.update(
+            boxes=prompts.boxes, shape=list(mask.shape), foreground=int((mask > 0).sum()), intensity=intensity
+        )
+        if len(prompts.points):
+            record["points"] = prompts.points
+        if prompts.everything:
+            record.update(
+                prompts=f"everything (SamAutomaticMaskGenerator, {prompts.everything} points per side)",
+                objects=int(mask.max()),
+            )
         if overlay:
-            from kdsam.report.overlays import draw_boxes
-            from kdsam.report.overlays import overlay as tint
-
-            write_png(overlay, draw_boxes(tint(image, mask), prompts.boxes))
+            write_png(overlay, _image_overlay(image, mask, prompts))
     else:
         raise BadFileError(f"{path}: not an image, volume or challenge npz kdsam reads")
     record["seconds"] = time.perf_counter() - start
     write_json(sidecar(output), {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in record.items()})
     return record
+
+
+def _image_overlay(image: np.ndarray, mask: np.ndarray, prompts: Prompts) -> np.ndarray:
+    """The mask tinted with its prompts drawn (boxes in yellow, points green/red), or every label
+    of an everything-mode label map in its own colour."""
+    from kdsam.report.overlays import draw_boxes, draw_points
+    from kdsam.report.overlays import overlay as tint
+
+    if prompts.everything:
+        from kdsam.infer.everything import label_overlay
+
+        return label_overlay(image, mask)
+    return draw_points(draw_boxes(tint(image, mask), prompts.boxes), prompts.points)
 
 
 def _volume_overlay(path: Path, stack: np.ndarray, labels: np.ndarray, n: int = 4) -> None:

@@ -50,6 +50,19 @@ def draw_boxes(image: np.ndarray, boxes: np.ndarray, color: Color = BOX_COLOR) -
     return out
 
 
+def draw_points(image: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """A copy of the image with Nx3 (x, y, label) click prompts drawn as squares: positive ones in
+    the truth colour, negative ones in the prediction colour."""
+    out = as_rgb_uint8(image).copy()
+    h, w = out.shape[:2]
+    r = max(2, round(max(h, w) / 150))
+    for x, y, label in np.round(np.asarray(points, dtype=np.float64).reshape(-1, 3)).astype(int):
+        out[max(y - r, 0) : min(y + r + 1, h), max(x - r, 0) : min(x + r + 1, w)] = (
+            TRUTH_COLOR if label == 1 else PRED_COLOR
+        )
+    return out
+
+
 def _thumbnail(image: np.ndarray, max_side: int) -> np.ndarray:
     """Shrink large images before plotting: a grid of 30-MP ISIC images would need gigabytes."""
     h, w = image.shape[:2]
