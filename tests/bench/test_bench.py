@@ -168,3 +168,13 @@ def test_predictor_runs_on_the_fast_path() -> None:
         predictor.set_image(image)
         outputs.append(predictor.predict_boxes(box, return_logits=True)[0])
     np.testing.assert_allclose(outputs[0], outputs[1], rtol=1e-3, atol=1e-3)
+
+
+def test_everything_mode_is_timed_for_teacher_and_student(tmp_path):
+    out = tmp_path / "everything.json"
+    argv = ["bench", "--models", "litemedsam,student:resnet18@64", "--everything", "--points-per-side", "2"]
+    assert main([*argv, "--threads", "1", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["everything"]
+    assert [r["model"] for r in rows] == ["teacher:litemedsam", "student:resnet18@64"]
+    assert all(r["seconds_per_image"] > 0 and r["points_per_side"] == 2 for r in rows)
+    assert rows[1]["weights"] == RANDOM_WEIGHTS

@@ -62,6 +62,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cvpr24-repeats", type=int, default=5, help="timed 2D cases (median reported; default 5)")
     parser.add_argument("--cvpr24-side", type=int, default=512, help="image side of both cases (default 512)")
     parser.add_argument("--slice-batch", type=int, default=8, help="slices per encoder batch in the 3D case")
+    parser.add_argument(
+        "--everything",
+        action="store_true",
+        help="instead, time everything mode (SAM's automatic mask generator) on a 512x512 image per model, JSON",
+    )
+    parser.add_argument("--points-per-side", type=int, default=32, help="--everything's grid (default 32)")
     parser.add_argument("--json", type=Path, default=None, help="write the JSON report here")
     parser.add_argument(
         "--out",
@@ -105,6 +111,8 @@ def run(args: argparse.Namespace) -> int:
     models = parse_models(args.models)  # an unknown model stops here, before minutes of timing
     if args.cvpr24:
         return _run_cvpr24(args, models)
+    if args.everything:
+        return _run_everything(args, models)
     dice = read_eval_dice(args.eval)
     report = benchmark(
         models,
@@ -144,10 +152,28 @@ def _exit_code(report: dict) -> int:
     return 0 if any(r["status"] == "ok" for r in report["results"]) else 1
 
 
+def _write_report(args: argparse.Namespace, report: dict, name: str) -> int:
+    """Print a side benchmark's JSON and write it to --json (or OUT/NAME)."""
+    from kdsam.utils.atomic import write_json
+
+    print(json.dumps(report, indent=2))
+    path = args.json or (args.out / name if args.out else None)
+    if path:
+        write_json(path, report)
+    return 0
+
+
+def _run_everything(args: argparse.Namespace, models: list[ModelSpec]) -> int:
+    """Seconds of everything mode per image for each model."""
+    from kdsam.bench.everything import time_everything
+
+    rows = [time_everything(m, args.device, args.threads, args.points_per_side) for m in models]
+    return _write_report(args, {"everything": rows}, "everything.json")
+
+
 def _run_cvpr24(args: argparse.Namespace, models: list[ModelSpec]) -> int:
     """Seconds per challenge case for each model, printed and written as JSON."""
     from kdsam.bench.challenge import time_cases
-    from kdsam.utils.atomic import write_json
 
     report = {
         "cvpr24_cases": [
@@ -163,8 +189,4 @@ def _run_cvpr24(args: argparse.Namespace, models: list[ModelSpec]) -> int:
             for m in models
         ]
     }
-    print(json.dumps(report, indent=2))
-    path = args.json or (args.out / "cvpr24.json" if args.out else None)
-    if path:
-        write_json(path, report)
-    return 0
+    return _write_report(args, report, "cvpr24.json")
