@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from kdsam.distill.cache import TeacherCache
+from kdsam.distill.cache import EmbeddingCache
 from kdsam.distill.stage1 import distill
 from tests.distill.tiny import FAST, STUDENT, make_tiny_teacher
 
@@ -13,9 +13,9 @@ from tests.distill.tiny import FAST, STUDENT, make_tiny_teacher
 def test_each_image_embedded_once_across_instances(tmp_path, tiny_teacher):
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 255, (40, 50, 3), dtype=np.uint8) for _ in range(3)]
-    first = TeacherCache(tiny_teacher, tmp_path)
+    first = EmbeddingCache(tiny_teacher, tmp_path)
     embs = [first.get(im) for im in images]
-    again = TeacherCache(tiny_teacher, tmp_path)  # a later run
+    again = EmbeddingCache(tiny_teacher, tmp_path)  # a later run
     assert all(torch.equal(a, again.get(im)) for a, im in zip(embs, images, strict=True))
     assert tiny_teacher.image_encoder.calls == 3
     assert (first.n_computed, again.n_computed, again.n_reused) == (3, 0, 3)
@@ -24,17 +24,17 @@ def test_each_image_embedded_once_across_instances(tmp_path, tiny_teacher):
 
 def test_key_changes_with_image_and_weights(tmp_path, tiny_teacher):
     image = np.zeros((32, 32, 3), np.uint8)
-    cache = TeacherCache(tiny_teacher, tmp_path)
+    cache = EmbeddingCache(tiny_teacher, tmp_path)
     changed = image.copy()
     changed[0, 0, 0] = 1
     assert cache.path(image) != cache.path(changed)
-    other = TeacherCache(make_tiny_teacher(seed=1), tmp_path)
+    other = EmbeddingCache(make_tiny_teacher(seed=1), tmp_path)
     assert other.dir != cache.dir
 
 
 def test_torn_cache_file_is_recomputed(tmp_path, tiny_teacher):
     image = np.full((32, 32, 3), 7, np.uint8)
-    cache = TeacherCache(tiny_teacher, tmp_path)
+    cache = EmbeddingCache(tiny_teacher, tmp_path)
     cache.get(image)
     cache.path(image).write_bytes(b"torn")
     cache.get(image)

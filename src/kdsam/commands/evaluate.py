@@ -8,6 +8,7 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+from kdsam.commands.options import add_device_argument, resolve_device
 from kdsam.data.registry import open_dataset
 from kdsam.errors import KdsamError
 from kdsam.eval.compare import comparison, dataset_label, to_markdown, write_comparison
@@ -54,7 +55,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=2.0,
         help="NSD tolerance in mm, where the pixel size is known (default 2)",
     )
-    p.add_argument("--device", default=None, help="torch device for models (default: cuda if available, else cpu)")
+    add_device_argument(p)
     p.add_argument("--save-predictions", action="store_true", help="also write each predicted mask to OUT/predictions")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--overwrite", action="store_true", help="replace an existing metrics.json")
@@ -84,12 +85,10 @@ def _sources(args: argparse.Namespace) -> list[tuple[str, Callable[[], Segmenter
 
     def model_loader(spec: str) -> Callable[[], Segmenter]:
         def load() -> Segmenter:
-            import torch
-
             from kdsam.models.fast import optimize_for_inference
             from kdsam.models.loading import load_model
 
-            target = device or ("cuda" if torch.cuda.is_available() else "cpu")
+            target = resolve_device(device)
             model = optimize_for_inference(load_model(spec), target)
             return as_segmenter(model, spec)
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kdsam.commands.options import add_device_argument, resolve_device
 from kdsam.errors import KdsamError
 
 
@@ -23,7 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, type=Path, help="mask PNG to write (0 background, 255 object)")
     p.add_argument("--overlay", type=Path, help="also write the image with the mask tinted and the boxes drawn")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
-    p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    add_device_argument(p)
 
 
 def parse_box(text: str) -> list[float]:
@@ -55,7 +56,6 @@ def refuse_existing(paths: list[Path], overwrite: bool) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
 
     from kdsam.data.imageio import read_image, write_png
     from kdsam.models.fast import optimize_for_inference
@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     boxes = np.array([parse_box(t) for t in args.box], dtype=np.float32)
     image = read_image(args.image)
     check_inside(boxes, args.box, image.shape[:2])
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(args.device)
     predictor = KDSamPredictor(optimize_for_inference(load_model(args.model), device))
     predictor.set_image(image)
     mask = predictor.segment(boxes)
