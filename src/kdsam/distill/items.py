@@ -94,7 +94,7 @@ def index_dataset(
     computed = reused = 0
     mine = rt.shard(range(len(dataset)))
     desc = f"indexing {dataset.split or 'data'}" + (" + teacher cache" if cache is not None else "")
-    for i in tqdm(mine, desc=desc, disable=not rt.is_main):
+    for i in tqdm(mine, desc=desc, unit="image", disable=not rt.is_main):
         name = dataset.records[i].name
         try:
             sample = dataset[i]

@@ -89,12 +89,13 @@ class Runtime:
             with collective("barrier"):
                 dist.barrier()
 
-    def all_reduce(self, values: dict[str, float]) -> dict[str, float]:
-        """Sum each value over the ranks (same keys on every rank, in any order)."""
-        if not self.distributed or not values:
+    def all_reduce(self, values: dict[str, float], same_keys: bool = True) -> dict[str, float]:
+        """Sum each value over the ranks. same_keys=False: a rank may lack some (a rank whose share
+        of the validation set is empty has no validation sums); they count as 0."""
+        if not self.distributed:
             return dict(values)
-        keys = sorted(values)
-        t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=self._comm_device)
+        keys = sorted(set().union(*self.gather(sorted(values)))) if not same_keys else sorted(values)
+        t = torch.tensor([float(values.get(k, 0.0)) for k in keys], dtype=torch.float64, device=self._comm_device)
         with collective("all_reduce"):
             dist.all_reduce(t)
         return dict(zip(keys, t.tolist(), strict=True))

@@ -183,7 +183,7 @@ def fit(
                 for k, v in val_step(to_device(batch, rt)).items():
                     val_sums[k] = val_sums.get(k, 0.0) + v
         totals = rt.all_reduce({**{f"train_{k}": v for k, v in sums.items()}, "n_train": seen,
-                                **{f"val:{k}": v for k, v in val_sums.items()}})  # fmt: skip
+                                **{f"val:{k}": v for k, v in val_sums.items()}}, same_keys=False)  # fmt: skip
         n_train = totals.pop("n_train")
         row = {
             "stage": stage,
