@@ -63,7 +63,7 @@ def test_stage2_updates_the_decoder_only(tmp_path, tiny_teacher, splits):
     args = {"cache_dir": tmp_path, "cfg": FAST, "perceptual": "none", **STUDENT}
     distill(tiny_teacher, splits["train"], splits["val"], run, **args)
     before = load_saved_student(run)
-    after = finetune(run, splits["train"], splits["val"], cfg=FAST)
+    after = finetune(run, splits["train"], splits["val"], cfg=FAST, cache_dir=tmp_path)
     assert _changed(_snapshot(before.mask_decoder), after.mask_decoder)
     assert not _changed(_snapshot(before.image_encoder), after.image_encoder)
     stages = [row["stage"] for row in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())]

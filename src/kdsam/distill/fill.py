@@ -50,7 +50,9 @@ def fill_teacher_cache(
         "seconds": round(seconds, 3),
         "computed_images_per_s": round(totals["computed"] / seconds, 3) if totals["computed"] else None,
         "teacher": teacher.name,
-        "weights": teacher.spec.get("sha256") or "RANDOM (timing only: these are not a pretrained teacher)",
+        "weights": "RANDOM (timing only: not a pretrained teacher)"
+        if teacher.spec.get("weights") == "random"
+        else teacher.spec.get("sha256", "unknown"),
         "device": str(rt.device),
         "world_size": rt.world_size,
         "batch_size": batch_size,
