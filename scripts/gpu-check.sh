@@ -5,7 +5,7 @@
 #
 #   scripts/gpu-check.sh                      # on a GPU machine
 #   DEVICE=cpu SMALL=1 scripts/gpu-check.sh /tmp/smoke   # smoke test of the script itself on a CPU
-set -euo pipefail
+set -uo pipefail  # no -e: a failing step is reported and the others still run
 OUT=${1:-docs/bench/gpu}
 DEVICE=${DEVICE:-cuda}
 SMALL=${SMALL:-0}
@@ -66,4 +66,4 @@ done
 
 step "kdsam bench --device $DEVICE"
 kdsam bench --device "${DEVICE%%:*}" --models "$BENCH" --repeats 5 --budget-s 30 --json "$OUT/bench.json"
-step "done: $OUT"
+step "done: $OUT"; ls -l "$OUT"
