@@ -56,6 +56,12 @@ def _run(cmd: list[str], env: dict[str, str] | None = None, timeout: float = 360
     return proc.stdout
 
 
+def _fill_cache(spec: str, cache: Path, teacher: str, device: str) -> None:
+    """Teacher entries computed beforehand, so the measurement that follows is of training alone."""
+    _run([sys.executable, "-m", "kdsam", "cache", "--teacher", teacher, "--data", spec, "--cache-dir", str(cache),
+          "--max-side", "512", "--device", device])  # fmt: skip
+
+
 def _distill_args(spec: str, out: Path, cache: Path, student: str, input_size: int, batch: int, epochs: int,
                   teacher: str, device: str) -> list[str]:  # fmt: skip
     return [
@@ -82,8 +88,7 @@ def peak_rss(
     cache = root / "cache"
     for n in sizes:
         spec = synthetic_data(root, n)
-        _run([sys.executable, "-m", "kdsam", "cache", "--teacher", teacher, "--data", spec, "--cache-dir", str(cache),
-              "--max-side", "512", "--device", device])  # fmt: skip
+        _fill_cache(spec, cache, teacher, device)
         out = root / f"rss-run-{n}-{time.time_ns()}"
         args = _distill_args(spec, out, cache, student, input_size, batch_size, epochs, teacher, device)
         stdout = _run([sys.executable, "-c", _RSS_CHILD, *args])
@@ -120,8 +125,7 @@ def stage1_scaling(
     share of the cores."""
     spec = synthetic_data(root, n_train)
     cache = root / "cache"
-    _run([sys.executable, "-m", "kdsam", "cache", "--teacher", teacher, "--data", spec, "--cache-dir", str(cache),
-          "--max-side", "512", "--device", device])  # fmt: skip
+    _fill_cache(spec, cache, teacher, device)
     cores = os.cpu_count() or 1
     rows = []
     for n in processes:

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from kdsam.distill.runtime import Runtime
 from kdsam.errors import KdsamError
 from kdsam.models.sam import KDSam
 from kdsam.utils.atomic import save_torch
@@ -158,6 +159,17 @@ class EmbeddingCache:
         emb = self.compute([image])[0]
         self.save(key, emb)
         return emb
+
+
+def open_cache(model: KDSam, root: str | Path | None, rt: Runtime) -> EmbeddingCache:
+    """`model`'s cache, checked writable and rid of dead writers' temporaries by rank 0 before any
+    rank uses it."""
+    cache = EmbeddingCache(model, root)
+    if rt.is_main:
+        cache.ensure_writable()
+        cache.clean_stale()
+    rt.barrier()
+    return cache
 
 
 def _mtime(path: Path) -> float:

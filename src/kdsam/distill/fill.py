@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from kdsam.data.dataset import Dataset
-from kdsam.distill.cache import EmbeddingCache
+from kdsam.distill.cache import open_cache
 from kdsam.distill.items import index_dataset
 from kdsam.distill.runtime import Runtime
 from kdsam.models.sam import KDSam
@@ -29,11 +29,7 @@ def fill_teacher_cache(
     image of `datasets`; each rank takes a disjoint share, finished entries are never recomputed.
     Returns the counts over all ranks: images, computed, reused, skipped, seconds."""
     teacher.to(rt.device)
-    cache = EmbeddingCache(teacher, cache_dir)
-    if rt.is_main:
-        cache.ensure_writable()
-        cache.clean_stale()
-    rt.barrier()
+    cache = open_cache(teacher, cache_dir, rt)
     start = time.perf_counter()
     totals = {"images": 0, "computed": 0, "reused": 0, "skipped": 0}
     for data in datasets:

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from kdsam.data.dataset import Dataset
-from kdsam.distill.cache import EmbeddingCache
+from kdsam.distill.cache import EmbeddingCache, open_cache
 from kdsam.distill.items import Index, TrainingSet, index_dataset
 from kdsam.distill.losses import DecoderPerceptualLoss, embedding_mse
 from kdsam.distill.run import RunDir
@@ -122,11 +122,7 @@ def distill(
     seed_everything(cfg.seed)
     student = build_student(teacher, backbone, input_size, backbone_weights, teacher_name=teacher.name)
     teacher.to(rt.device)
-    cache = EmbeddingCache(teacher, cache_dir)
-    if rt.is_main:
-        cache.ensure_writable()
-        cache.clean_stale()
-    rt.barrier()
+    cache = open_cache(teacher, cache_dir, rt)
     logits = perceptual == "decoder"
     train_index = index_dataset(train, rt, cache, logits=logits, batch_size=cache_batch_size)
     val_index = index_dataset(val, rt, cache, batch_size=cache_batch_size)

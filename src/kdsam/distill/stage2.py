@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from kdsam.data.dataset import Dataset
-from kdsam.distill.cache import EmbeddingCache
+from kdsam.distill.cache import open_cache
 from kdsam.distill.items import AUGMENTATIONS, TrainingSet, index_dataset
 from kdsam.distill.losses import dice_loss_per_item
 from kdsam.distill.run import RunDir
@@ -62,11 +62,7 @@ def finetune(
     student.to(rt.device)
     student.requires_grad_(False)
     student.image_encoder.eval()
-    frozen = None if train_encoder else EmbeddingCache(student, cache_dir)
-    if frozen is not None and rt.is_main:
-        frozen.ensure_writable()
-        frozen.clean_stale()
-    rt.barrier()
+    frozen = None if train_encoder else open_cache(student, cache_dir, rt)
     train_index = index_dataset(train, rt, None if augmentations else frozen)
     val_index = index_dataset(val, rt, frozen)
     if not val_index.entries:
