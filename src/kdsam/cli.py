@@ -16,17 +16,19 @@ COMMANDS = {
     "demo": "distil the bundled LiteMedSAM teacher on synthetic data and report, end to end",
     "distill": "stage 1: train a student encoder toward a teacher's embeddings",
     "finetune": "stage 2: fine-tune the student's mask decoder on ground-truth masks",
+    "cache": "compute a teacher's embeddings of a dataset ahead of distill (resumable, shardable)",
     "evaluate": "score a model (or saved predictions) on a dataset",
     "predict": "segment one image from box prompts",
     "data": "inspect a dataset folder",
     "bench": "time and size models side by side",
+    "bench-training": "time training at scale: ranks, teacher cache, peak memory against dataset size",
     "report": "one HTML/markdown page from runs, evaluations and benchmarks",
     "export": "export a model to ONNX",
 }
 
 
 def _module(name: str):
-    return importlib.import_module(f"kdsam.commands.{name}")
+    return importlib.import_module(f"kdsam.commands.{name.replace('-', '_')}")
 
 
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:

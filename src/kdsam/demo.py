@@ -142,7 +142,7 @@ def run_demo(out: str | Path, cfg: DemoConfig | None = None) -> dict[str, Any]:
     if not run_dir.is_done("finetune"):
         resume = run_dir.checkpoint("finetune").is_file()
         ft_cfg = FitConfig(epochs=cfg.finetune_epochs, lr=1e-4, **common)
-        finetune(run, train, val, cfg=ft_cfg, resume=resume, splits=splits)
+        finetune(run, train, val, cfg=ft_cfg, resume=resume, splits=splits, cache_dir=out / "cache")
     student = load_saved_student(run)
     results = {
         who: run_evaluation(model, test, out / "eval" / who, overwrite=True, label=label)

@@ -8,8 +8,9 @@ from dataclasses import replace
 import pytest
 import torch
 
-from kdsam.distill.cache import TeacherCache
-from kdsam.distill.items import make_items
+from kdsam.distill.cache import EmbeddingCache
+from kdsam.distill.items import TrainingSet, index_dataset
+from kdsam.distill.runtime import Runtime
 from kdsam.distill.stage1 import distill, embedding_distance
 from kdsam.distill.stage2 import finetune
 from kdsam.errors import KdsamError
@@ -29,7 +30,9 @@ def _changed(before: dict[str, torch.Tensor], module: torch.nn.Module) -> bool:
 def test_stage1_lowers_embedding_distance_on_held_out_images(tmp_path, tiny_teacher, splits):
     torch.manual_seed(0)
     untrained = build_student(tiny_teacher, **STUDENT)
-    test_items = make_items(splits["test"], untrained, cache=TeacherCache(tiny_teacher, tmp_path))
+    cache = EmbeddingCache(tiny_teacher, tmp_path)
+    index = index_dataset(splits["test"], Runtime(torch.device("cpu")), cache)
+    test_items = TrainingSet(splits["test"], index, untrained, teacher=tiny_teacher, teacher_cache=cache.dir)
     before = embedding_distance(untrained.eval(), test_items)
     student = distill(
         tiny_teacher, splits["train"], splits["val"], tmp_path / "run", cache_dir=tmp_path,
@@ -60,7 +63,7 @@ def test_stage2_updates_the_decoder_only(tmp_path, tiny_teacher, splits):
     args = {"cache_dir": tmp_path, "cfg": FAST, "perceptual": "none", **STUDENT}
     distill(tiny_teacher, splits["train"], splits["val"], run, **args)
     before = load_saved_student(run)
-    after = finetune(run, splits["train"], splits["val"], cfg=FAST)
+    after = finetune(run, splits["train"], splits["val"], cfg=FAST, cache_dir=tmp_path)
     assert _changed(_snapshot(before.mask_decoder), after.mask_decoder)
     assert not _changed(_snapshot(before.image_encoder), after.image_encoder)
     stages = [row["stage"] for row in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())]

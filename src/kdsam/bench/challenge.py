@@ -16,10 +16,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from kdsam.bench.latency import build_for_timing, device_name, resolve_device
+from kdsam.bench.latency import build_for_timing, device_name
 from kdsam.infer.files import Prompts, run_file
 from kdsam.models.fast import optimize_for_inference
 from kdsam.models.spec import ModelSpec
+from kdsam.utils.device import resolve_device
 
 TARGETS_S = {"2d": 0.5, "3d": 5.0}
 

@@ -14,10 +14,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from kdsam.bench.latency import build_for_timing, device_name, resolve_device
+from kdsam.bench.latency import build_for_timing, device_name
 from kdsam.infer.everything import segment_everything
 from kdsam.models.fast import optimize_for_inference
 from kdsam.models.spec import ModelSpec
+from kdsam.utils.device import resolve_device
 
 
 def blob_image(side: int = 512, seed: int = 0) -> np.ndarray:

@@ -30,6 +30,7 @@ from kdsam.models.sam import KDSam
 from kdsam.models.spec import ModelSpec, as_spec, is_student, require_kind
 from kdsam.models.student import count_parameters
 from kdsam.models.teachers import TEACHERS, build_architecture
+from kdsam.utils.device import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -277,12 +278,6 @@ def device_name(device: torch.device) -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise KdsamError("--device cuda: no CUDA GPU visible to torch here; use --device cpu")
-    return torch.device(name)
 
 
 def benchmark(

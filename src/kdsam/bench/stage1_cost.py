@@ -14,10 +14,11 @@ from typing import Any
 import torch
 
 from kdsam.data import open_dataset
-from kdsam.distill.items import make_items
+from kdsam.distill.items import TrainingSet, index_dataset
 from kdsam.distill.run import RunDir
+from kdsam.distill.runtime import Runtime
 from kdsam.distill.stage1 import distill
-from kdsam.distill.trainer import FitConfig
+from kdsam.distill.trainer import FitConfig, loader
 from kdsam.models.student import build_student
 from kdsam.models.teachers import load_teacher
 
@@ -25,12 +26,14 @@ from kdsam.models.teachers import load_teacher
 def _fwd_bwd_seconds(spec: str, teacher, backbone: str, input_size: int, batch_size: int) -> float:
     """One pass over the training images: student forward + backward of an MSE, nothing else."""
     student = build_student(teacher, backbone, input_size)
-    items = make_items(open_dataset(spec, "train", max_side=1024), student)
+    rt = Runtime(torch.device("cpu"))
+    data = open_dataset(spec, "train", max_side=1024)
+    items = TrainingSet(data, index_dataset(data, rt), student)
     encoder = student.image_encoder.train()
     target = torch.zeros(1, 256, 64, 64)
+    inputs = [batch["x"] for batch in loader(items, FitConfig(batch_size=batch_size), rt)]  # decoded untimed
     start = time.perf_counter()
-    for i in range(0, len(items), batch_size):
-        x = torch.stack([it.student_input for it in items[i : i + batch_size]]).float()
+    for x in inputs:
         torch.nn.functional.mse_loss(encoder(x), target.expand(len(x), -1, -1, -1)).backward()
     return time.perf_counter() - start
 

@@ -9,6 +9,7 @@ from kdsam.commands.options import (
     add_fit_arguments,
     fit_config,
     log_to_stderr,
+    runtime_of,
     splits_of,
     train_val,
 )
@@ -31,12 +32,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--vgg-weights", metavar="PATH", help="torchvision vgg16-397923af.pth for --perceptual vgg16")
     parser.add_argument("--cache-dir", help="teacher embedding cache (default $KDSAM_CACHE or ~/.cache/kdsam)")
+    parser.add_argument("--cache-batch-size", type=int, default=8, help="images per teacher forward when filling it")
     add_fit_arguments(parser, FitConfig())
 
 
 def run(args: argparse.Namespace) -> int:
     log_to_stderr()
-    cfg = fit_config(args)
+    rt = runtime_of(args)
+    cfg = fit_config(args, rt)
     teacher = load_model(args.teacher, ("teacher",), "--teacher")
     train, val = train_val(args)
     distill(
@@ -56,6 +59,10 @@ def run(args: argparse.Namespace) -> int:
         resume=args.resume,
         splits=splits_of(args),
         extra_config={"split_seed": args.seed, "split_file": args.split_file},
+        runtime=rt,
+        cache_batch_size=args.cache_batch_size,
     )
+    if not rt.is_main:
+        return 0
     print(f"student written to {args.out}/model.pt; next: kdsam finetune --run {args.out} --data {args.data}")
     return 0

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from kdsam.commands.options import add_device_argument
 from kdsam.data.registry import dataset_splits, open_dataset
 from kdsam.errors import KdsamError
 from kdsam.eval.compare import comparison, dataset_label, to_markdown, write_comparison
@@ -81,7 +82,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=2.0,
         help="NSD tolerance in mm, where the pixel size is known (default 2)",
     )
-    p.add_argument("--device", default=None, help="torch device for models (default: cuda if available, else cpu)")
+    add_device_argument(p)
     p.add_argument("--save-predictions", action="store_true", help="also write each predicted mask to OUT/predictions")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--overwrite", action="store_true", help="replace an existing metrics.json")

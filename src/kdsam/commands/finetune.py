@@ -9,9 +9,11 @@ from kdsam.commands.options import (
     add_fit_arguments,
     fit_config,
     log_to_stderr,
+    runtime_of,
     splits_of,
     train_val,
 )
+from kdsam.distill.items import AUGMENTATIONS
 from kdsam.distill.stage2 import finetune
 from kdsam.distill.trainer import FitConfig
 
@@ -21,17 +23,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_data_arguments(parser)
     parser.add_argument("--bce-weight", type=float, default=0.0, help="add BCE to the Dice loss")
     parser.add_argument("--train-encoder", action="store_true", help="also update the encoder (default frozen)")
+    parser.add_argument(
+        "--augment",
+        default="",
+        metavar="KINDS",
+        help=f"comma-separated, from {','.join(AUGMENTATIONS)} (default none); box and mask move together",
+    )
+    parser.add_argument("--cache-dir", help="frozen-encoder embedding cache (default $KDSAM_CACHE or ~/.cache/kdsam)")
     add_fit_arguments(parser, FitConfig(epochs=10, lr=1e-4))
 
 
 def run(args: argparse.Namespace) -> int:
     log_to_stderr()
-    cfg = fit_config(args)
+    rt = runtime_of(args)
+    cfg = fit_config(args, rt)
     train, val = train_val(args)
     finetune(
         args.run, train, val, bce_weight=args.bce_weight, train_encoder=args.train_encoder, cfg=cfg,
-        resume=args.resume,
-        splits=splits_of(args),
+        resume=args.resume, splits=splits_of(args), runtime=rt, cache_dir=args.cache_dir,
+        augmentations=[a.strip() for a in args.augment.split(",") if a.strip()],
     )  # fmt: skip
+    if not rt.is_main:
+        return 0
     print(f"fine-tuned student written to {args.run}/model.pt")
     return 0

@@ -10,7 +10,9 @@ import torch
 
 from kdsam.data import dataset_splits, open_dataset
 from kdsam.data.dataset import Dataset
+from kdsam.distill.runtime import DEFAULT_TIMEOUT_S, Runtime, init_runtime
 from kdsam.distill.trainer import FitConfig
+from kdsam.utils.device import resolve_device as resolve_device  # shared with evaluate and predict
 
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,12 +40,35 @@ def add_fit_arguments(parser: argparse.ArgumentParser, defaults: FitConfig) -> N
     g.add_argument("--batch-size", type=int, default=defaults.batch_size)
     g.add_argument("--patience", type=int, default=defaults.patience, help="early stopping, in epochs")
     g.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's choice)")
+    g.add_argument(
+        "--workers", type=int, default=None, help="data loader processes per rank (default: 4 on CUDA, 0 on CPU)"
+    )
     g.add_argument("--resume", action="store_true", help="continue the run from its last checkpoint")
+    add_device_argument(parser)
+    parser.add_argument(
+        "--dist-timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT_S,
+        metavar="S",
+        help="under torchrun: seconds a rank waits for the others before all stop (default 1800)",
+    )
 
 
-def fit_config(args: argparse.Namespace) -> FitConfig:
+def add_device_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--device", default="auto", metavar="DEVICE", help="auto (CUDA when present), cpu, cuda or cuda:N"
+    )
+
+
+def runtime_of(args: argparse.Namespace) -> Runtime:
+    """This process's device and, under torchrun, its place in the process group."""
+    return init_runtime(args.device, args.dist_timeout)
+
+
+def fit_config(args: argparse.Namespace, rt: Runtime) -> FitConfig:
     if args.threads:
         torch.set_num_threads(args.threads)
+    workers = args.workers if args.workers is not None else (4 if rt.device.type == "cuda" else 0)
     return FitConfig(
         epochs=args.epochs,
         lr=args.lr,
@@ -51,6 +76,7 @@ def fit_config(args: argparse.Namespace) -> FitConfig:
         batch_size=args.batch_size,
         patience=args.patience,
         seed=args.seed,
+        workers=workers,
     )
 
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from kdsam.commands.options import add_device_argument, resolve_device
 from kdsam.errors import KdsamError
 
 if TYPE_CHECKING:
@@ -100,7 +101,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=8, help="slices per image-encoder batch for volumes")
     p.add_argument("--overlay", type=Path, help="also write a picture: the mask tinted (a few slices of a volume)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
-    p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    add_device_argument(p)
 
 
 def parse_numbers(text: str, flag: str, n: int, names: str) -> list[float]:
@@ -201,8 +202,9 @@ def _load(args: argparse.Namespace) -> KDSam:
     from kdsam.models.fast import optimize_for_inference
     from kdsam.models.loading import load_model
 
-    gpu = f"cuda:{os.environ.get('LOCAL_RANK', 0)}"  # under torchrun, each rank its own GPU
-    device = args.device or (gpu if torch.cuda.is_available() else "cpu")
+    device = resolve_device(args.device)
+    if args.device == "auto" and device.type == "cuda":  # under torchrun, each rank its own GPU
+        device = torch.device(f"cuda:{os.environ.get('LOCAL_RANK', 0)}")
     return optimize_for_inference(load_model(args.model), device)
 
 

@@ -1,39 +1,58 @@
-"""Training items: each image decoded and preprocessed once, then reused every epoch."""
+"""Training items, streamed: an index of the usable images, then a torch Dataset that decodes and
+preprocesses each image when a batch asks for it and reads its teacher targets from the disk cache.
+
+Nothing grows with the dataset but the index (a name, a key and a few boxes per image), so a
+million-image corpus trains in the memory of one batch and the loader's prefetch.
+"""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
+from segment_anything.modeling import Sam
 from tqdm import tqdm
 
 from kdsam.data.dataset import Dataset
+from kdsam.data.imageio import BadFileError
 from kdsam.data.prompts import box_around, components, jitter_boxes
-from kdsam.distill.cache import TeacherCache
+from kdsam.distill.cache import LOW_RES, EmbeddingCache, _load_checked, boxes_key, image_key
+from kdsam.distill.runtime import Runtime
 from kdsam.models.sam import KDSam
 
-LOW_RES = 256  # side of SAM's low-resolution mask logits
+log = logging.getLogger("kdsam")
+
+AUGMENTATIONS = ("flip", "scale", "intensity")
 
 
-@dataclass
-class Part:
-    """One box prompt and the mask it should produce (one connected component)."""
+@dataclass(frozen=True)
+class Entry:
+    """One usable training image: where it is in the dataset, its content key and its box prompts."""
 
-    box: np.ndarray  # 4, XYXY in original pixels
-    target: torch.Tensor  # 1x256x256 float, the component in the low-res frame of the student
-    teacher_logits: torch.Tensor | None = None  # 1x256x256 fp16, the teacher's answer to this box
-
-
-@dataclass
-class Item:
+    index: int
     name: str
-    original_size: tuple[int, int]
-    student_input: torch.Tensor  # 3xSxS fp16, preprocessed and padded
-    parts: list[Part]
-    teacher_emb: torch.Tensor | None = None  # 256x64x64 fp16, stage 1 only
+    key: str
+    boxes: np.ndarray  # Kx4 XYXY in decoded pixels, one per connected component
+
+
+@dataclass
+class Index:
+    """The usable images of a split (all ranks' shares, in dataset order) and the skipped ones."""
+
+    entries: list[Entry]
+    skipped: list[dict[str, str]]  # {"name", "reason"}
+    computed: int = 0  # images whose cache entries this call computed
+    reused: int = 0
+
+    def summary(self) -> dict[str, Any]:
+        return {"n": len(self.entries), "skipped": len(self.skipped), "skipped_files": self.skipped}
 
 
 def low_res_target(model: KDSam, mask: np.ndarray) -> torch.Tensor:
@@ -46,37 +65,215 @@ def low_res_target(model: KDSam, mask: np.ndarray) -> torch.Tensor:
     return F.interpolate(t, size=(LOW_RES, LOW_RES), mode="area")[0]
 
 
-def make_items(dataset: Dataset, student: KDSam, min_area: int = 100, cache: TeacherCache | None = None) -> list[Item]:
-    """Decode every readable sample once; empty masks are skipped (no box prompt is defined).
-
-    With a teacher cache, each item also gets its teacher embedding while its pixels are at hand,
-    so no more than one decoded image is ever held in memory.
-    """
-    items = []
-    for sample in tqdm(dataset.samples(), total=len(dataset), desc=f"preparing {dataset.split or 'data'}"):
+def index_dataset(
+    dataset: Dataset,
+    rt: Runtime,
+    cache: EmbeddingCache | None = None,
+    *,
+    logits: bool = False,
+    batch_size: int = 8,
+    min_area: int = 100,
+) -> Index:
+    """Decode this rank's share of the images once: note the usable ones (readable, with a non-empty
+    mask) and fill the cache with what it lacks (embeddings, batched; teacher mask logits for each
+    box when `logits`). Every rank gets the whole index back."""
+    entries: list[Entry] = []
+    skipped: list[dict[str, str]] = []
+    pending: list[tuple[Entry, np.ndarray]] = []
+    computed = reused = 0
+    mine = rt.shard(range(len(dataset)))
+    desc = f"indexing {dataset.split or 'data'}" + (" + teacher cache" if cache is not None else "")
+    for i in tqdm(mine, desc=desc, unit="image", disable=not rt.is_main):
+        name = dataset.records[i].name
+        try:
+            sample = dataset[i]
+        except BadFileError as err:
+            skipped.append({"name": name, "reason": str(err)})
+            continue
         comps = components(sample.mask, min_area)
         if not comps:
+            skipped.append({"name": name, "reason": "empty mask: no box prompt is defined"})
             continue
-        x, _ = student.prepare(sample.image)
-        parts = [Part(box_around(c), low_res_target(student, c)) for c in comps]
-        emb = cache.get(sample.image) if cache is not None else None
-        items.append(Item(sample.name, sample.mask.shape, x[0].to(torch.float16), parts, emb))
-    return items
+        entry = Entry(i, name, image_key(sample.image), np.stack([box_around(c) for c in comps]))
+        entries.append(entry)
+        if cache is None:
+            continue
+        if cache.has(entry.key, entry.boxes if logits else None):
+            reused += 1
+            continue
+        pending.append((entry, sample.image))
+        if len(pending) >= batch_size:
+            computed += _fill(cache, pending, logits)
+    if cache is not None and pending:
+        computed += _fill(cache, pending, logits)
+    shares = rt.gather((entries, skipped, computed, reused))
+    return Index(
+        sorted((e for s in shares for e in s[0]), key=lambda e: e.index),
+        [k for s in shares for k in s[1]],
+        sum(s[2] for s in shares),
+        sum(s[3] for s in shares),
+    )
 
 
-def pick_parts(items: Sequence[Item], rng: np.random.Generator) -> list[Part]:
-    """One random part (box prompt and its mask) per item."""
-    return [item.parts[int(rng.integers(len(item.parts)))] for item in items]
+def _fill(cache: EmbeddingCache, pending: list[tuple[Entry, np.ndarray]], logits: bool) -> int:
+    """Compute and store the missing entries of a batch of images; empties `pending`."""
+    embs = {e.key: cache.load(e.key) for e, _ in pending}
+    todo = [(e, im) for e, im in pending if embs[e.key] is None]
+    if todo:
+        for (entry, _), emb in zip(todo, cache.compute([im for _, im in todo]), strict=True):
+            cache.save(entry.key, emb)
+            embs[entry.key] = emb
+    if logits:
+        for entry, image in pending:
+            if cache.load_logits(entry.key, entry.boxes) is None:
+                out = cache.compute_logits(embs[entry.key], entry.boxes, image.shape[:2])
+                cache.save_logits(entry.key, entry.boxes, out)
+    n = len(pending)
+    pending.clear()
+    return n
 
 
-def prompt_boxes(
-    items: Sequence[Item], parts: Sequence[Part], model: KDSam, rng: np.random.Generator | None = None
-) -> torch.Tensor:
-    """Bx4 boxes of `parts` in `model`'s prompt frame, jittered when an rng is given (training)."""
-    boxes = []
-    for item, part in zip(items, parts, strict=True):
-        box = part.box[None]
-        if rng is not None:
-            box = jitter_boxes(box, item.original_size, rng)
-        boxes.append(model.boxes_to_prompt_frame(torch.from_numpy(box), item.original_size))
-    return torch.cat(boxes)
+class _Frame(torch.nn.Module):
+    """Stands in for an image encoder where only its input side is needed."""
+
+    def __init__(self, img_size: int) -> None:
+        super().__init__()
+        self.img_size = img_size
+
+
+def preprocessor(model: KDSam) -> KDSam:
+    """A CPU copy of `model` without its networks: everything `prepare` and the box transform need,
+    and cheap to send to each loader worker."""
+    sam = Sam(
+        image_encoder=_Frame(model.img_size),
+        prompt_encoder=torch.nn.Module(),
+        mask_decoder=torch.nn.Module(),
+        pixel_mean=model.pixel_mean.flatten().tolist(),
+        pixel_std=model.pixel_std.flatten().tolist(),
+    )
+    return KDSam(sam, name=model.name, normalization=model.normalization, resize_mode=model.resize_mode)
+
+
+def augment(image: np.ndarray, mask: np.ndarray, kinds: Sequence[str], rng: np.random.Generator):
+    """Flip, zoom (crop or pad) and intensity changes, applied to image and mask together; box prompts
+    are derived afterwards, so they move with the mask."""
+    if "flip" in kinds:
+        if rng.random() < 0.5:
+            image, mask = image[:, ::-1], mask[:, ::-1]
+        if rng.random() < 0.5:
+            image, mask = image[::-1], mask[::-1]
+    if "scale" in kinds:
+        image, mask = _zoom(image, mask, float(rng.uniform(0.8, 1.25)), rng)
+    if "intensity" in kinds:
+        gain, bias, gamma = rng.uniform(0.8, 1.2), rng.uniform(-20, 20), rng.uniform(0.8, 1.25)
+        x = np.clip(image.astype(np.float32) * gain + bias, 0, 255) / 255.0
+        image = (np.power(x, gamma) * 255).round().astype(np.uint8)
+    return np.ascontiguousarray(image), np.ascontiguousarray(mask)
+
+
+def _zoom(image: np.ndarray, mask: np.ndarray, s: float, rng: np.random.Generator):
+    """s > 1: a random window 1/s of the size, resized back up (zoom in); s < 1: the image placed at
+    a random spot of a larger black canvas (zoom out). A window that loses the object is not used."""
+    h, w = mask.shape
+    if s >= 1:
+        ch, cw = max(int(h / s), 1), max(int(w / s), 1)
+        y, x = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+        if not mask[y : y + ch, x : x + cw].any():
+            return image, mask
+        image = np.asarray(Image.fromarray(image[y : y + ch, x : x + cw]).resize((w, h), Image.Resampling.BILINEAR))
+        m = Image.fromarray(mask[y : y + ch, x : x + cw].astype(np.uint8)).resize((w, h), Image.Resampling.NEAREST)
+        return image, np.asarray(m).astype(bool)
+    H, W = int(h / s), int(w / s)
+    y, x = int(rng.integers(0, H - h + 1)), int(rng.integers(0, W - w + 1))
+    big_image = np.zeros((H, W, 3), np.uint8)
+    big_mask = np.zeros((H, W), bool)
+    big_image[y : y + h, x : x + w], big_mask[y : y + h, x : x + w] = image, mask
+    return big_image, big_mask
+
+
+class TrainingSet(torch.utils.data.Dataset):
+    """Items of one split for either stage, decoded on access. Each item is a dict of tensors:
+
+    x (3xSxS student input) or emb (256x64x64 frozen student embedding, stage 2 with a frozen
+    encoder), box (4, student prompt frame) and target (1x256x256) of one component chosen at
+    random, and for stage 1 teacher_emb (256x64x64 fp16), teacher_box and teacher_logits.
+
+    The choice of component, the box jitter and the augmentations draw from a generator seeded by
+    (seed, epoch, item), so an item is the same whichever worker or rank loads it: results do not
+    depend on the number of workers or processes.
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        index: Index,
+        student: KDSam,
+        *,
+        seed: int = 0,
+        teacher: KDSam | None = None,
+        teacher_cache: Path | None = None,
+        logits: bool = False,
+        frozen_cache: Path | None = None,
+        jitter: bool = False,
+        augmentations: Sequence[str] = (),
+        min_area: int = 100,
+    ) -> None:
+        self.dataset = dataset
+        self.entries = index.entries
+        self.student = preprocessor(student)
+        self.teacher = preprocessor(teacher) if teacher is not None else None
+        self.teacher_cache = teacher_cache
+        self.logits = logits
+        self.frozen_cache = frozen_cache
+        self.jitter = jitter
+        self.augmentations = tuple(augmentations)
+        self.min_area = min_area
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        entry = self.entries[i]
+        rng = np.random.default_rng([self.seed, self.epoch, entry.index])
+        sample = self.dataset[entry.index]
+        image, mask = sample.image, sample.mask
+        comps = None
+        if self.augmentations:
+            aug_image, aug_mask = augment(image, mask, self.augmentations, rng)
+            comps = components(aug_mask, self.min_area) or None
+            if comps is not None:
+                image, mask = aug_image, aug_mask
+        comps = comps or components(mask, self.min_area)
+        k = int(rng.integers(len(comps)))
+        box = box_around(comps[k])[None]
+        if self.jitter:
+            box = jitter_boxes(box, mask.shape, rng)
+        item = {
+            "index": torch.tensor(entry.index),
+            "box": self.student.boxes_to_prompt_frame(torch.from_numpy(box), mask.shape)[0],
+            "target": low_res_target(self.student, comps[k]),
+        }
+        if self.frozen_cache is not None and not self.augmentations:
+            item["emb"] = _required(self.frozen_cache / f"{entry.key}.pt", (256, 64, 64))
+        else:
+            item["x"] = self.student.prepare(image)[0][0]
+        if self.teacher_cache is not None:
+            item["teacher_emb"] = _required(self.teacher_cache / f"{entry.key}.pt", (256, 64, 64))
+            tbox = torch.from_numpy(entry.boxes[k : k + 1])
+            item["teacher_box"] = self.teacher.boxes_to_prompt_frame(tbox, mask.shape)[0]
+            if self.logits:
+                path = self.teacher_cache / f"{entry.key}-logits-{boxes_key(entry.boxes)}.pt"
+                item["teacher_logits"] = _required(path, (len(entry.boxes), 1, LOW_RES, LOW_RES))[k]
+        return item
+
+
+def _required(path: Path, shape: tuple[int, ...]) -> torch.Tensor:
+    t = _load_checked(path, shape)
+    if t is None:
+        raise BadFileError(f"{path}: cache entry missing or damaged during training; rerun to recompute it")
+    return t

@@ -8,12 +8,11 @@ import torch.nn.functional as F
 from kdsam.models.sam import KDSam
 
 
-def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
-    """1 - soft Dice per sample, averaged; logits and target Bx1xHxW."""
-    p = torch.sigmoid(logits).flatten(1)
+def dice_loss_per_item(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
+    """1 - soft Dice of each sample (B values); logits and target Bx1xHxW."""
+    p = torch.sigmoid(logits.float()).flatten(1)
     t = target.flatten(1)
-    dice = (2 * (p * t).sum(1) + eps) / (p.sum(1) + t.sum(1) + eps)
-    return (1 - dice).mean()
+    return 1 - (2 * (p * t).sum(1) + eps) / (p.sum(1) + t.sum(1) + eps)
 
 
 def embedding_mse(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
@@ -23,19 +22,15 @@ def embedding_mse(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
 class DecoderPerceptualLoss(torch.nn.Module):
     """Offline perceptual loss from pretrained parts we have: the teacher's frozen prompt encoder and
     mask decoder read the student's and the teacher's embeddings with the same box, and the student's
-    mask logits are pulled toward the teacher's probabilities (BCE). It measures the embedding
-    difference that matters for segmentation, through a network with real pretrained weights."""
+    mask logits are pulled toward the teacher's probabilities (BCE; the teacher's logits are cached
+    per image and box). It measures the embedding difference that matters for segmentation, through
+    a network with real pretrained weights."""
 
     name = "decoder"
 
     def __init__(self, teacher: KDSam) -> None:
         super().__init__()
         self.teacher = teacher
-
-    @torch.no_grad()
-    def teacher_logits(self, teacher_emb: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
-        """The teacher's own answer; fixed per (image, box), so stage 1 computes it once."""
-        return self.teacher.decode(teacher_emb, boxes)[0]
 
     def forward(
         self, student_emb: torch.Tensor, teacher_emb: torch.Tensor, boxes: torch.Tensor, teacher_logits: torch.Tensor

@@ -30,9 +30,10 @@ class RunDir:
     def metrics(self) -> Path:
         return self.path / "metrics.jsonl"
 
-    def start(self, stage: str, resume: bool) -> None:
+    def start(self, stage: str, resume: bool, writer: bool = True) -> None:
         """Create the folder; refuse to redo a finished stage, or to restart an interrupted one
-        unless resuming it. Logs of this stage go to RUN/log.txt as well."""
+        unless resuming it. The writer (rank 0) also removes temporary files a killed save left
+        behind and sends this stage's log lines to RUN/log.txt."""
         ckpt = self.checkpoint(stage)
         if self.is_done(stage):
             raise KdsamError(f"{self.path}: its {stage} stage has finished; choose another folder to train again")
@@ -42,11 +43,18 @@ class RunDir:
             raise KdsamError(
                 f"{self.path}: holds an unfinished {stage} run; pass --resume to continue it or choose another folder"
             )
-        self.path.mkdir(parents=True, exist_ok=True)
+        if not writer:
+            return
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            for stale in self.path.glob(".*.tmp"):  # only the writer saves here: any left are a killed save's
+                stale.unlink()
+            handler = logging.FileHandler(self.path / "log.txt")
+        except OSError as err:
+            raise KdsamError(f"{self.path}: run folder not writable ({err.strerror}); choose another --out") from err
         for old in [h for h in log.handlers if isinstance(h, logging.FileHandler)]:
             log.removeHandler(old)
             old.close()
-        handler = logging.FileHandler(self.path / "log.txt")
         handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
         log.addHandler(handler)
         log.setLevel(logging.INFO)
@@ -94,3 +102,19 @@ class RunDir:
         if not self.metrics.is_file():
             return []
         return [json.loads(line) for line in self.metrics.read_text().splitlines() if line.strip()]
+
+    def check_resume(self, stage: str, options: dict[str, Any]) -> None:
+        """A resumed stage must train the same model the same way: refuse, naming the first option
+        that differs from the one the run started with (its checkpoint would not fit, or would
+        silently mean something else)."""
+        before = self._read("config.json").get(stage, {}).get("options")
+        if before is None:
+            return
+        for name, value in options.items():
+            old = before.get(name)
+            if name in before and json.dumps(old, default=str) != json.dumps(value, default=str):
+                flag = "--" + name.replace("_", "-")
+                raise KdsamError(
+                    f"{self.path}: cannot resume {stage} with {flag} {value} (the run started with {old}); "
+                    "resume with the same options or choose another folder"
+                )

@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 import torch
-from tqdm import tqdm
 
 from kdsam.data.dataset import Dataset
-from kdsam.distill.cache import TeacherCache
-from kdsam.distill.items import Item, make_items, pick_parts, prompt_boxes
+from kdsam.distill.cache import EmbeddingCache, open_cache
+from kdsam.distill.items import Index, TrainingSet, index_dataset
 from kdsam.distill.losses import DecoderPerceptualLoss, embedding_mse
 from kdsam.distill.run import RunDir
-from kdsam.distill.trainer import FitConfig, fit, seed_everything
+from kdsam.distill.runtime import Runtime
+from kdsam.distill.trainer import Batch, FitConfig, fit, loader, seed_everything, to_device
 from kdsam.distill.vgg import VGGPerceptualLoss
 from kdsam.errors import KdsamError
 from kdsam.models.loading import save_model
@@ -28,38 +26,48 @@ log = logging.getLogger("kdsam")
 PERCEPTUAL = ("decoder", "vgg16", "none")
 
 
-def attach_teacher_logits(items: Sequence[Item], loss: DecoderPerceptualLoss, teacher: KDSam) -> None:
-    """The teacher's mask logits for every training box, computed once (they never change)."""
-    for item in tqdm(items, desc="teacher mask logits"):
-        for part in item.parts:
-            box = prompt_boxes([item], [part], teacher)
-            part.teacher_logits = loss.teacher_logits(item.teacher_emb[None].float(), box)[0].to(torch.float16)
-
-
-def teacher_embeddings(items: Sequence[Item]) -> torch.Tensor:
-    """Bx256x64x64 float32 teacher embeddings of a batch of items."""
-    return torch.stack([it.teacher_emb for it in items]).float()
-
-
-def make_perceptual(kind: str, teacher: KDSam, train_items: Sequence[Item], vgg_weights: str | None):
+def make_perceptual(kind: str, teacher: KDSam, cache: EmbeddingCache, index: Index, vgg_weights: str | None):
     if kind == "decoder":
         return DecoderPerceptualLoss(teacher)
-    if kind == "vgg16":
-        return VGGPerceptualLoss(vgg_weights, teacher_embeddings(train_items[:64]))  # PCA needs a sample
+    if kind == "vgg16":  # its PCA projection needs a sample of teacher embeddings
+        sample = torch.stack([cache.load(e.key) for e in index.entries[:64]]).float()
+        return VGGPerceptualLoss(vgg_weights, sample).to(teacher.device)
     if kind == "none":
         return None
     raise KdsamError(f"unknown perceptual loss {kind!r}; choose one of {', '.join(PERCEPTUAL)}")
 
 
+def per_item_mse(student: KDSam, batch: Batch) -> torch.Tensor:
+    """Mean squared embedding distance of each item of a batch to its teacher embedding."""
+    emb = student.image_encoder(batch["x"]).float()
+    return ((emb - batch["teacher_emb"].float()) ** 2).flatten(1).mean(1)
+
+
 @torch.no_grad()
-def embedding_distance(student: KDSam, items: Sequence[Item], batch: int = 8) -> float:
-    """Mean squared distance between student and teacher embeddings over `items`."""
-    total = 0.0
-    for i in range(0, len(items), batch):
-        chunk = items[i : i + batch]
-        x = torch.stack([it.student_input for it in chunk]).float()
-        total += float(embedding_mse(student.image_encoder(x), teacher_embeddings(chunk))) * len(chunk)
-    return total / max(len(items), 1)
+def embedding_distance(student: KDSam, data: TrainingSet, batch: int = 8) -> float:
+    """Mean squared distance between student and teacher embeddings over `data`."""
+    cfg = FitConfig(batch_size=batch)
+    rt = Runtime(student.device)
+    total = sum(float(per_item_mse(student, to_device(b, rt)).sum()) for b in loader(data, cfg, rt))
+    return total / max(len(data), 1)
+
+
+def report_skipped(stage: str, split: str, index: Index) -> None:
+    """Unreadable images and empty masks are skipped by name, never silently."""
+    if index.skipped:
+        names = "; ".join(f"{s['name']} ({s['reason']})" for s in index.skipped[:20])
+        more = f"; and {len(index.skipped) - 20} more (see config.json)" if len(index.skipped) > 20 else ""
+        log.warning("%s: skipped %d %s image(s): %s%s", stage, len(index.skipped), split, names, more)
+
+
+def runtime_config(rt: Runtime, cfg: FitConfig) -> dict:
+    return {
+        "device": str(rt.device),
+        "precision": str(rt.amp_dtype or torch.float32).replace("torch.", ""),
+        "world_size": rt.world_size,
+        "batch_size_per_rank": cfg.batch_size,
+        "global_batch_size": cfg.batch_size * rt.world_size,
+    }
 
 
 def distill(
@@ -80,70 +88,100 @@ def distill(
     resume: bool = False,
     splits: dict[str, list[str]] | None = None,
     extra_config: dict | None = None,
+    runtime: Runtime | None = None,
+    cache_batch_size: int = 8,
 ) -> KDSam:
     """Distil `teacher`'s image encoder into a new student; writes RUN/model.pt and returns the student.
+
+    Teacher embeddings (and, for the decoder perceptual loss, the teacher's mask logits per box)
+    missing from the cache are computed first, each rank taking its share; training then streams
+    images and cached targets from disk.
 
     perceptual_items: how many images of each batch also get the perceptual term. SAM's mask decoder
     costs about as much as the student's encoder on a CPU, so a subsample keeps its signal at a
     fraction of the price (None: every image).
     """
     cfg = cfg or FitConfig()
+    rt = runtime or Runtime(torch.device("cpu"))
+    if perceptual not in PERCEPTUAL:
+        raise KdsamError(f"unknown perceptual loss {perceptual!r}; choose one of {', '.join(PERCEPTUAL)}")
     run = RunDir(run_dir)
-    run.start("distill", resume)
-    if splits is not None:
+    options = {
+        "teacher": teacher.name,
+        "backbone": backbone,
+        "input_size": input_size,
+        "perceptual": perceptual,
+        "perceptual_weight": perceptual_weight,
+        "perceptual_items": perceptual_items,
+    }
+    if resume:
+        run.check_resume("distill", options)
+    run.start("distill", resume, writer=rt.is_main)
+    if splits is not None and rt.is_main:
         run.write_split("distill", train.spec, splits)
     seed_everything(cfg.seed)
     student = build_student(teacher, backbone, input_size, backbone_weights, teacher_name=teacher.name)
-    cache = TeacherCache(teacher, cache_dir)
-    train_items = make_items(train, student, cache=cache)
-    val_items = make_items(val, student, cache=cache)
-    if not val_items:
+    teacher.to(rt.device)
+    cache = open_cache(teacher, cache_dir, rt)
+    logits = perceptual == "decoder"
+    train_index = index_dataset(train, rt, cache, logits=logits, batch_size=cache_batch_size)
+    val_index = index_dataset(val, rt, cache, batch_size=cache_batch_size)
+    if not val_index.entries:
         raise KdsamError(
             f"{val.spec}: the validation split has no usable image; model selection needs one (see --split-file)"
         )
-    loss_p = make_perceptual(perceptual, teacher, train_items, vgg_weights)
-    if isinstance(loss_p, DecoderPerceptualLoss):
-        attach_teacher_logits(train_items, loss_p, teacher)
+    report_skipped("distill", "training", train_index)
+    report_skipped("distill", "validation", val_index)
+    loss_p = make_perceptual(perceptual, teacher, cache, train_index, vgg_weights)
+    student.to(rt.device)
+    if rt.device.type == "cuda":
+        student.image_encoder.to(memory_format=torch.channels_last)
+    common = {"seed": cfg.seed, "teacher": teacher, "teacher_cache": cache.dir}
+    train_set = TrainingSet(train, train_index, student, logits=logits, **common)
+    val_set = TrainingSet(val, val_index, student, **common)
     config = {
         "teacher": teacher.spec,
         "student": student.spec,
+        "options": options,
         "perceptual": perceptual,
         "perceptual_weight": perceptual_weight,
         "perceptual_items_per_batch": perceptual_items,
-        "train": {"spec": train.spec, "split": train.split, "n": len(train_items)},
-        "val": {"spec": val.spec, "split": val.split, "n": len(val_items)},
+        "train": {"spec": train.spec, "split": train.split, **train_index.summary()},
+        "val": {"spec": val.spec, "split": val.split, **val_index.summary()},
         "fit": asdict(cfg),
+        **runtime_config(rt, cfg),
         "cache": str(cache.dir),
         **(extra_config or {}),
     }
-    run.write_config("distill", config)
+    if rt.is_main:
+        run.write_config("distill", config)
+    n_cached = len(train_index.entries) + len(val_index.entries)
     log.info(
-        "distill: teacher %s -> %s; perceptual loss: %s (weight %g); backbone init: %s; teacher computed %d, reused %d",
-        teacher.name, student.name, perceptual, perceptual_weight, student.spec["backbone_init"],
-        cache.n_computed, cache.n_reused,
+        "distill: teacher %s -> %s; perceptual loss: %s (weight %g); backbone init: %s; %d process(es) on %s; "
+        "teacher computed %d image(s), reused %d",
+        teacher.name, student.name, perceptual, perceptual_weight, student.spec["backbone_init"], rt.world_size,
+        rt.device, train_index.computed + val_index.computed, n_cached - train_index.computed - val_index.computed,
     )  # fmt: skip
 
-    def step(batch: Sequence[Item], rng: np.random.Generator) -> dict[str, torch.Tensor]:
-        x = torch.stack([it.student_input for it in batch]).float()
-        target = teacher_embeddings(batch)
-        emb = student.image_encoder(x)
-        terms = {"mse": embedding_mse(emb, target)}
+    def step(batch: Batch) -> dict[str, torch.Tensor]:
+        target = batch["teacher_emb"].float()
+        emb = student.image_encoder(batch["x"])
+        terms = {"mse": embedding_mse(emb.float(), target)}
         if loss_p is not None:
-            k = min(len(batch), perceptual_items or len(batch))  # batches are shuffled: any k will do
-            parts = pick_parts(batch[:k], rng)
-            boxes = prompt_boxes(batch[:k], parts, teacher)
-            cached = [p.teacher_logits for p in parts]
-            logits = None if cached[0] is None else torch.stack(cached).float()
-            terms["perceptual"] = loss_p(emb[:k], target[:k], boxes, logits)
+            k = min(len(emb), perceptual_items or len(emb))  # batches are shuffled: any k will do
+            cached = batch["teacher_logits"][:k].float() if "teacher_logits" in batch else None
+            terms["perceptual"] = loss_p(emb[:k], target[:k], batch["teacher_box"][:k], cached)
         terms["loss"] = terms["mse"] + perceptual_weight * terms.get("perceptual", 0.0)
         return terms
 
-    def validate() -> dict[str, float]:
-        mse = embedding_distance(student, val_items)
-        return {"val_mse": mse, "val_loss": mse}
+    def val_step(batch: Batch) -> dict[str, float]:
+        total = float(per_item_mse(student, batch).sum())
+        return {"val_mse": total, "val_loss": total}
 
-    fit(run, "distill", student, student.image_encoder, train_items, step, validate, cfg, resume)
-    save_model(student, run.path / "model-distill.pt")
-    save_model(student, run.model)
-    run.finish("distill")
+    fit(run, "distill", student, student.image_encoder, train_set, val_set, step, val_step, cfg, rt, resume)
+    if rt.is_main:
+        save_model(student, run.path / "model-distill.pt")
+        save_model(student, run.model)
+        run.finish("distill")
+    rt.barrier()
     return student

@@ -7,31 +7,22 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from kdsam.data.dataset import Dataset
-from kdsam.distill.items import Item, make_items, pick_parts, prompt_boxes
-from kdsam.distill.losses import soft_dice_loss
+from kdsam.distill.cache import open_cache
+from kdsam.distill.items import AUGMENTATIONS, TrainingSet, index_dataset
+from kdsam.distill.losses import dice_loss_per_item
 from kdsam.distill.run import RunDir
-from kdsam.distill.trainer import FitConfig, fit, seed_everything
+from kdsam.distill.runtime import Runtime
+from kdsam.distill.stage1 import report_skipped, runtime_config
+from kdsam.distill.trainer import Batch, FitConfig, fit, seed_everything
 from kdsam.errors import KdsamError
 from kdsam.models.loading import load_saved_student, save_model
 from kdsam.models.sam import KDSam
 
 log = logging.getLogger("kdsam")
-
-
-@torch.no_grad()
-def embed_items(student: KDSam, items: Sequence[Item], batch: int = 8) -> torch.Tensor:
-    """With the encoder frozen, each image's embedding is fixed: compute it once, not every epoch."""
-    student.image_encoder.eval()
-    out = [
-        student.image_encoder(torch.stack([it.student_input for it in items[i : i + batch]]).float())
-        for i in range(0, len(items), batch)
-    ]
-    return torch.cat(out) if out else torch.zeros(0, 256, 64, 64)
 
 
 def finetune(
@@ -44,68 +35,96 @@ def finetune(
     cfg: FitConfig | None = None,
     resume: bool = False,
     splits: dict[str, list[str]] | None = None,
+    runtime: Runtime | None = None,
+    augmentations: Sequence[str] = (),
+    cache_dir: str | Path | None = None,
 ) -> KDSam:
     """Fine-tune the mask decoder of RUN's student with a Dice loss (+ optional BCE); box prompts from
-    the masks, jittered in training only. The encoder stays frozen unless `train_encoder`."""
+    the masks, jittered in training only. The encoder stays frozen unless `train_encoder`; then each
+    image's embedding is fixed, so it is computed once into the cache (keyed by the student's
+    weights) and streamed back, unless augmentations change the pixels every epoch."""
     cfg = cfg or FitConfig(epochs=10, lr=1e-4)
+    rt = runtime or Runtime(torch.device("cpu"))
+    unknown = set(augmentations) - set(AUGMENTATIONS)
+    if unknown:
+        raise KdsamError(f"--augment {','.join(sorted(unknown))}: unknown; choose from {', '.join(AUGMENTATIONS)}")
     run = RunDir(run_dir)
     run.read_config()
     source = run.path / "model-distill.pt"
     student = load_saved_student(source if source.is_file() else run.model)
-    run.start("finetune", resume)
-    if splits is not None:
+    options = {"bce_weight": bce_weight, "train_encoder": train_encoder, "augment": sorted(augmentations)}
+    if resume:
+        run.check_resume("finetune", options)
+    run.start("finetune", resume, writer=rt.is_main)
+    if splits is not None and rt.is_main:
         run.write_split("finetune", train.spec, splits)
     seed_everything(cfg.seed)
-    train_items, val_items = make_items(train, student), make_items(val, student)
-    if not val_items:
+    student.to(rt.device)
+    student.requires_grad_(False)
+    student.image_encoder.eval()
+    frozen = None if train_encoder else open_cache(student, cache_dir, rt)
+    train_index = index_dataset(train, rt, None if augmentations else frozen)
+    val_index = index_dataset(val, rt, frozen)
+    if not val_index.entries:
         raise KdsamError(
             f"{val.spec}: the validation split has no usable image; model selection needs one (see --split-file)"
         )
-    student.requires_grad_(False)
+    report_skipped("finetune", "training", train_index)
+    report_skipped("finetune", "validation", val_index)
     trainable = (
         student.mask_decoder
         if not train_encoder
         else torch.nn.ModuleList([student.mask_decoder, student.image_encoder])
     )
     trainable.requires_grad_(True)
-    frozen_embs = None if train_encoder else embed_items(student, train_items)
-    val_embs = embed_items(student, val_items)
-    index = {id(item): i for i, item in enumerate(train_items)}
-    run.write_config(
-        "finetune",
-        {
-            "loss": "dice" + (f" + {bce_weight} x bce" if bce_weight else ""),
-            "train_encoder": train_encoder,
-            "train": {"spec": train.spec, "split": train.split, "n": len(train_items)},
-            "val": {"spec": val.spec, "split": val.split, "n": len(val_items)},
-            "fit": asdict(cfg),
-        },
-    )
+    if rt.device.type == "cuda":
+        student.image_encoder.to(memory_format=torch.channels_last)
+    frozen_dir = frozen.dir if frozen is not None else None
+    train_set = TrainingSet(train, train_index, student, seed=cfg.seed, frozen_cache=frozen_dir, jitter=True,
+                            augmentations=augmentations)  # fmt: skip
+    val_set = TrainingSet(val, val_index, student, seed=cfg.seed, frozen_cache=frozen_dir)
+    if rt.is_main:
+        run.write_config(
+            "finetune",
+            {
+                "loss": "dice" + (f" + {bce_weight} x bce" if bce_weight else ""),
+                "options": options,
+                "train_encoder": train_encoder,
+                "augment": sorted(augmentations),
+                "train": {"spec": train.spec, "split": train.split, **train_index.summary()},
+                "val": {"spec": val.spec, "split": val.split, **val_index.summary()},
+                "fit": asdict(cfg),
+                **runtime_config(rt, cfg),
+                "cache": str(frozen_dir) if frozen_dir else None,
+            },
+        )
 
-    def loss_of(emb: torch.Tensor, batch: Sequence[Item], rng: np.random.Generator, jitter: bool):
-        parts = pick_parts(batch, rng)
-        boxes = prompt_boxes(batch, parts, student, rng if jitter else None)
-        target = torch.stack([p.target for p in parts])
-        logits, _ = student.decode(emb, boxes)
-        dice = soft_dice_loss(logits, target)
-        bce = F.binary_cross_entropy_with_logits(logits, target) if bce_weight else torch.zeros(())
+    def embeddings(batch: Batch) -> torch.Tensor:
+        if "emb" in batch:
+            return batch["emb"].float()
+        if train_encoder:
+            return student.image_encoder(batch["x"])
+        with torch.no_grad():  # frozen encoder, augmented pixels
+            return student.image_encoder(batch["x"])
+
+    def losses(batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        logits, _ = student.decode(embeddings(batch), batch["box"])
+        dice = dice_loss_per_item(logits, batch["target"])
+        bce = F.binary_cross_entropy_with_logits(logits.float(), batch["target"]) if bce_weight else torch.zeros(())
         return dice, bce
 
-    def step(batch: Sequence[Item], rng: np.random.Generator) -> dict[str, torch.Tensor]:
-        if frozen_embs is None:
-            emb = student.image_encoder(torch.stack([it.student_input for it in batch]).float())
-        else:
-            emb = frozen_embs[[index[id(it)] for it in batch]]
-        dice, bce = loss_of(emb, batch, rng, jitter=True)
+    def step(batch: Batch) -> dict[str, torch.Tensor]:
+        dice, bce = losses(batch)
+        dice = dice.mean()
         return {"dice_loss": dice, "bce": bce, "loss": dice + bce_weight * bce}
 
-    def validate() -> dict[str, float]:
-        embs = embed_items(student, val_items) if train_encoder else val_embs
-        rng = np.random.default_rng(cfg.seed)  # the same boxes every epoch
-        dice, _ = loss_of(embs, val_items, rng, jitter=False)
-        return {"val_dice": 1 - float(dice), "val_loss": float(dice)}
+    def val_step(batch: Batch) -> dict[str, float]:
+        dice = losses(batch)[0]
+        return {"val_dice": float((1 - dice).sum()), "val_loss": float(dice.sum())}
 
-    fit(run, "finetune", student, trainable, train_items, step, validate, cfg, resume)
-    save_model(student, run.model)
-    run.finish("finetune")
+    fit(run, "finetune", student, trainable, train_set, val_set, step, val_step, cfg, rt, resume)
+    if rt.is_main:
+        save_model(student, run.model)
+        run.finish("finetune")
+    rt.barrier()
     return student

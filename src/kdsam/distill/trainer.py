@@ -1,5 +1,6 @@
-"""The loop both stages share: seeded epochs, validation, atomic resumable checkpoints, early stopping,
-and a clear stop on a non-finite loss."""
+"""The loop both stages share: seeded epochs over a streamed DataLoader, data-parallel ranks, mixed
+precision on CUDA, validation, atomic resumable checkpoints, early stopping, and a clear stop on a
+non-finite loss."""
 
 from __future__ import annotations
 
@@ -7,16 +8,20 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler, Subset
 from tqdm import tqdm
 
+from kdsam.distill.items import TrainingSet
 from kdsam.distill.run import RunDir
+from kdsam.distill.runtime import Runtime
 from kdsam.errors import KdsamError
 from kdsam.models.loading import save_model
 from kdsam.models.sam import KDSam
@@ -30,15 +35,29 @@ class FitConfig:
     epochs: int = 30
     lr: float = 1e-3
     weight_decay: float = 1e-4
-    batch_size: int = 8
+    batch_size: int = 8  # per rank; the global batch is batch_size x world size
     lr_patience: int = 5  # ReduceLROnPlateau(factor 0.1), as the paper
     patience: int = 10  # early stopping, as the paper
     seed: int = 0
     grad_clip: float = 1.0
+    workers: int = 0  # DataLoader worker processes (0: load in the training process)
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise KdsamError(f"--epochs {self.epochs}: train for at least 1 epoch")
+        if self.batch_size < 1:
+            raise KdsamError(f"--batch-size {self.batch_size}: a batch needs at least 1 image")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise KdsamError(f"--lr {self.lr}: the learning rate must be a positive finite number")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise KdsamError(f"--weight-decay {self.weight_decay}: must be a finite number >= 0")
+        if self.patience < 1 or self.workers < 0:
+            raise KdsamError("--patience must be at least 1 and --workers at least 0")
 
 
-StepFn = Callable[[Sequence[Any], np.random.Generator], dict[str, torch.Tensor]]
-ValFn = Callable[[], dict[str, float]]
+Batch = dict[str, torch.Tensor]
+StepFn = Callable[[Batch], dict[str, torch.Tensor]]  # the batch's mean loss terms, "loss" among them
+ValFn = Callable[[Batch], dict[str, float]]  # per-item sums of the validation terms, "val_loss" among them
 
 
 def seed_everything(seed: int) -> None:
@@ -47,98 +66,174 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def loader(data: torch.utils.data.Dataset, cfg: FitConfig, rt: Runtime, sampler=None) -> DataLoader:
+    return DataLoader(
+        data,
+        batch_size=cfg.batch_size,
+        sampler=sampler,
+        num_workers=cfg.workers,
+        pin_memory=rt.device.type == "cuda",
+        prefetch_factor=2 if cfg.workers else None,
+    )
+
+
+def to_device(batch: Batch, rt: Runtime) -> Batch:
+    """Host-to-device copies that overlap compute (the loader pinned the memory on CUDA)."""
+    if rt.device.type == "cpu":
+        return batch
+    out = {k: v.to(rt.device, non_blocking=True) for k, v in batch.items()}
+    if "x" in out:
+        out["x"] = out["x"].contiguous(memory_format=torch.channels_last)
+    return out
+
+
+def _load_checkpoint(path: Path) -> dict[str, Any]:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated or foreign file: say which, not a pickle traceback
+        raise KdsamError(
+            f"{path}: unreadable checkpoint ({type(err).__name__}); delete it to restart the stage from scratch"
+        ) from err
+
+
 def fit(
     run: RunDir,
     stage: str,
     model: KDSam,
     trainable: nn.Module,
-    items: Sequence[Any],
+    train: TrainingSet,
+    val: TrainingSet,
     step: StepFn,
-    validate: ValFn,
+    val_step: ValFn,
     cfg: FitConfig,
+    rt: Runtime,
     resume: bool = False,
 ) -> list[dict[str, Any]]:
-    """Train `trainable` (a part of `model`) on `items`; `step` returns {"loss": ..., other terms}.
+    """Train `trainable` (a part of `model`) on `train`; `val_step`'s summed "val_loss" over the
+    validation set selects the model.
 
-    Every epoch ends with validation (`validate()["val_loss"]` selects the model) and an atomic
-    checkpoint of everything needed to continue, so Ctrl-C or a crash loses at most one epoch.
-    The optimiser holds exactly `trainable`'s parameters. Returns the epoch rows.
+    Each rank trains on its share of every global batch (a DistributedSampler seeded per epoch) and
+    the gradients are averaged before each step, so N ranks with batch B take the steps one process
+    with batch N x B would. Every epoch ends with validation (sharded, sums all-reduced) and an
+    atomic checkpoint written by rank 0 of everything needed to continue, so Ctrl-C or a crash loses
+    at most one epoch; all ranks resume from it, with any number of ranks. Returns the epoch rows.
     """
-    if not items:
+    if len(train) == 0:
         raise KdsamError(f"{stage}: no usable training images (all unreadable or with empty masks)")
     params = [p for p in trainable.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.1, patience=cfg.lr_patience)
-    state = {"epoch": 0, "best_val": math.inf, "bad_epochs": 0, "rows": []}
+    scaler = rt.grad_scaler()
+    state: dict[str, Any] = {"epoch": 0, "best_val": math.inf, "bad_epochs": 0, "rows": []}
     ckpt_path = run.checkpoint(stage)
     if resume:
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        ckpt = _load_checkpoint(ckpt_path)
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
+        if "scaler" in ckpt:
+            scaler.load_state_dict(ckpt["scaler"])
         state = ckpt["state"]
         log.info("%s: resumed after epoch %d from %s", stage, state["epoch"], ckpt_path)
+        _apply_new_lr(optimizer, scheduler, ckpt.get("config", {}), cfg, stage)
     best_path = run.path / f"best-{stage}.pt"
+    sampler = DistributedSampler(train, rt.world_size, rt.rank, shuffle=True, seed=cfg.seed)
+    val_loader = loader(Subset(val, rt.shard(range(len(val)))), cfg, rt)
     for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
         if state["bad_epochs"] >= cfg.patience:
             log.info("%s: early stop after %d epochs without improvement", stage, cfg.patience)
             break
-        rng = np.random.default_rng([cfg.seed, epoch])
         torch.manual_seed(cfg.seed * 1000 + epoch)
-        order = rng.permutation(len(items))
+        sampler.set_epoch(epoch)
+        train.set_epoch(epoch)
         trainable.train()
         sums: dict[str, float] = {}
+        seen = 0
         t0 = time.perf_counter()
-        batches = [order[i : i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
-        bar = tqdm(batches, desc=f"{stage} epoch {epoch}/{cfg.epochs}", leave=False)
+        bar = tqdm(loader(train, cfg, rt, sampler), desc=f"{stage} epoch {epoch}/{cfg.epochs}", leave=False,
+                   disable=not rt.is_main)  # fmt: skip
         for batch in bar:
-            terms = step([items[i] for i in batch], rng)
+            batch = to_device(batch, rt)
+            with rt.autocast():
+                terms = step(batch)
             loss = terms["loss"]
-            if not torch.isfinite(loss):
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            rt.average_gradients(params)
+            finite = rt.all_reduce({"bad": float(not torch.isfinite(loss))})["bad"] == 0
+            if not finite:
                 raise KdsamError(
                     f"{stage}: loss became {loss.item()} in epoch {epoch}; the last good checkpoint "
                     f"{ckpt_path} is kept: lower --lr and rerun with --resume"
                 )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            optimizer.step()
+            scaler.step(optimizer)
+            scaler.update()
+            n = len(batch["index"])
+            seen += n
             for k, v in terms.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach()) * len(batch)
+                sums[k] = sums.get(k, 0.0) + float(v.detach()) * n
             bar.set_postfix(loss=f"{loss.item():.4f}")
         train_seconds = time.perf_counter() - t0
         trainable.eval()
-        with torch.no_grad():
-            val = validate()
+        val_sums: dict[str, float] = {}
+        with torch.no_grad(), rt.autocast():
+            for batch in val_loader:
+                for k, v in val_step(to_device(batch, rt)).items():
+                    val_sums[k] = val_sums.get(k, 0.0) + v
+        totals = rt.all_reduce({**{f"train_{k}": v for k, v in sums.items()}, "n_train": seen,
+                                **{f"val:{k}": v for k, v in val_sums.items()}}, same_keys=False)  # fmt: skip
+        n_train = totals.pop("n_train")
         row = {
             "stage": stage,
             "epoch": epoch,
-            **{f"train_{k}": v / len(items) for k, v in sums.items()},
-            **val,
+            **{k: v / n_train for k, v in totals.items() if k.startswith("train_")},
+            **{k[4:]: v / len(val) for k, v in totals.items() if k.startswith("val:")},
             "lr": optimizer.param_groups[0]["lr"],
             "train_seconds": round(train_seconds, 2),
             "val_seconds": round(time.perf_counter() - t0 - train_seconds, 2),
+            "world_size": rt.world_size,
+            "global_batch_size": cfg.batch_size * rt.world_size,
+            "train_images_per_s": round(n_train / max(train_seconds, 1e-9), 2),
         }
-        scheduler.step(val["val_loss"])
-        if val["val_loss"] < state["best_val"]:
-            state["best_val"], state["bad_epochs"] = val["val_loss"], 0
-            save_model(model, best_path)
+        scheduler.step(row["val_loss"])
+        improved = row["val_loss"] < state["best_val"]
+        if improved:
+            state["best_val"], state["bad_epochs"] = row["val_loss"], 0
         else:
             state["bad_epochs"] += 1
         state["epoch"] = epoch
         state["rows"].append(row)
-        run.append_metrics(row)
-        save_torch(
-            ckpt_path,
-            {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "state": state,
-                "config": asdict(cfg),
-            },
-        )
+        if rt.is_main:
+            if improved:
+                save_model(model, best_path)
+            run.append_metrics(row)
+            save_torch(
+                ckpt_path,
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict(),
+                    "state": state,
+                    "config": asdict(cfg),
+                    "world_size": rt.world_size,
+                },
+            )
+        rt.barrier()
         log.info("%s epoch %d: %s", stage, epoch, {k: round(v, 5) for k, v in row.items() if isinstance(v, float)})
-    best = torch.load(best_path, map_location="cpu", weights_only=True)
-    model.load_state_dict(best["state_dict"])
+    if best_path.is_file():  # absent when a resumed run had nothing left to train
+        model.load_state_dict(torch.load(best_path, map_location="cpu", weights_only=True)["state_dict"])
     return state["rows"]
+
+
+def _apply_new_lr(optimizer, scheduler, old: dict[str, Any], cfg: FitConfig, stage: str) -> None:
+    """A --lr other than the one the run started with takes effect on resume (the advice after a
+    non-finite loss); the plateau counter restarts so the new rate gets its chance."""
+    if old.get("lr") is None or math.isclose(old["lr"], cfg.lr):
+        return
+    for group in optimizer.param_groups:
+        group["lr"] = cfg.lr
+    scheduler.num_bad_epochs = 0
+    log.info("%s: learning rate set to %g on resume (the run started with %g)", stage, cfg.lr, old["lr"])

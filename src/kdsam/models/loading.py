@@ -69,17 +69,15 @@ def load_model(
 
 def load_predictor(model: str | ModelSpec, device: str | None = None) -> KDSamPredictor | OnnxPredictor:
     """The box-prompt predictor of any MODEL: torch models on their fast inference path on `device`
-    (default cuda if available), ONNX exports on onnxruntime's CPU provider."""
-    import torch
-
+    (auto, cpu, cuda, cuda:N; auto is CUDA when present), ONNX exports on onnxruntime's CPU provider."""
     from kdsam.models.fast import optimize_for_inference
     from kdsam.predictor import KDSamPredictor
+    from kdsam.utils.device import resolve_device
 
     loaded = load_model(model)
     if not isinstance(loaded, KDSam):
         return loaded
-    target = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    return KDSamPredictor(optimize_for_inference(loaded, target))
+    return KDSamPredictor(optimize_for_inference(loaded, resolve_device(device)))
 
 
 __all__ = ["MODEL_FILE", "load_model", "load_predictor", "load_saved_student", "read_state_dict", "save_model"]

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# GPU proof of issue 8, under 8 minutes on one GPU: CUDA tests, a short distill + finetune with AMP,
+# teacher-cache images/s for SAM ViT-B and ViT-H (RANDOM weights, labelled so: timing only), stage-1
+# images/s for ResNet-50 at 512 and 1024, and `kdsam bench`. JSON lands in docs/bench/gpu/ (or $1).
+#
+#   scripts/gpu-check.sh                      # on a GPU machine
+#   DEVICE=cpu SMALL=1 scripts/gpu-check.sh /tmp/smoke   # smoke test of the script itself on a CPU
+set -uo pipefail  # no -e: a failing step is reported and the others still run
+OUT=${1:-docs/bench/gpu}
+DEVICE=${DEVICE:-cuda}
+SMALL=${SMALL:-0}
+WORK=$(mktemp -d)
+mkdir -p "$OUT"
+export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 KDSAM_CACHE="$WORK/cache"
+PY=${PYTHON:-python3}
+kdsam() { "$PY" -m kdsam "$@"; }
+step() { echo "== $(date +%T) $*"; }
+
+if [ "$SMALL" = 1 ]; then  # tiny sizes: proves every command line runs, times nothing
+  N=12 EPOCHS=1 STUDENT=resnet18 SIZES="64" TEACHERS="litemedsam" BENCH="student:resnet18@64" SCALING=6
+else
+  N=64 EPOCHS=2 STUDENT=resnet50 SIZES="512 1024" TEACHERS="sam_vit_b sam_vit_h" SCALING=48
+  BENCH="litemedsam,student:resnet50@512,student:resnet50@1024,sam_vit_b"
+fi
+
+step "environment"
+"$PY" - "$OUT/environment.json" <<'PY'
+import json, platform, sys, torch
+gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+info = {"gpu": gpu, "torch": torch.__version__, "cuda": torch.version.cuda, "python": platform.python_version(),
+        "bf16": torch.cuda.is_available() and torch.cuda.is_bf16_supported()}
+print(info)
+json.dump(info, open(sys.argv[1], "w"), indent=2)
+PY
+
+step "CUDA-marked tests"
+"$PY" -m pytest -q -m cuda tests -p no:cacheprovider -rs || echo "CUDA TESTS FAILED"
+
+step "synthetic data ($N images)"
+"$PY" -c "from kdsam.data.synthetic import write_synthetic; write_synthetic('$WORK/data', n=$N)"
+DATA="folder:$WORK/data"
+
+step "distill + finetune on $DEVICE (AMP on CUDA)"
+kdsam distill --device "$DEVICE" --data "$DATA" --out "$WORK/run" --backbone "$STUDENT" --input-size 256 \
+  --epochs "$EPOCHS" --batch-size 8 --max-side 512
+kdsam finetune --device "$DEVICE" --run "$WORK/run" --data "$DATA" --epochs "$EPOCHS" --batch-size 8 \
+  --max-side 512 --augment flip,scale,intensity
+cp "$WORK/run/config.json" "$OUT/run-config.json"
+cp "$WORK/run/metrics.jsonl" "$OUT/run-metrics.jsonl"
+
+step "teacher cache images/s: $TEACHERS (random weights, timing only)"
+for t in $TEACHERS; do
+  kdsam cache --teacher "$t" --random-weights --data "$DATA" --split train --device "$DEVICE" --batch-size 8 \
+    --max-side 1024 --cache-dir "$WORK/cache-$t" --json "$WORK/cache-$t.json"
+done
+"$PY" -c "import json,sys; json.dump([json.load(open(f)) for f in sys.argv[2:]], open(sys.argv[1],'w'), indent=2)" \
+  "$OUT/cache.json" "$WORK"/cache-*.json
+
+step "stage-1 images/s, $STUDENT at $SIZES"
+for s in $SIZES; do
+  kdsam bench-training --parts scaling --processes 1 --device "$DEVICE" --student "$STUDENT" --input-size "$s" \
+    --scaling-images "$SCALING" --batch-size 8 --work "$WORK/scaling-$s" --json "$WORK/stage1-$s.json"
+done
+"$PY" -c "import json,sys; json.dump([json.load(open(f)) for f in sys.argv[2:]], open(sys.argv[1],'w'), indent=2)" \
+  "$OUT/stage1.json" "$WORK"/stage1-*.json
+
+step "kdsam bench --device $DEVICE"
+kdsam bench --device "${DEVICE%%:*}" --models "$BENCH" --repeats 5 --budget-s 30 --json "$OUT/bench.json"
+step "done: $OUT"; ls -l "$OUT"

@@ -1,0 +1,179 @@
+"""What training at scale costs, measured through the real commands, side by side in one run:
+
+- stage-1 images/s with 1 and N processes (torchrun, gloo or nccl), the same global batch;
+- teacher cache images/s per teacher (`kdsam cache`'s code path, batched);
+- peak RSS of `kdsam distill` against the number of training images (streamed training keeps it
+  flat; the old in-memory items grew ~2.5 MB per image at 256 px).
+
+Every child is a fresh process, so one measurement never inherits another's memory or threads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from kdsam.data import open_dataset
+from kdsam.data.synthetic import write_synthetic
+from kdsam.distill.fill import fill_teacher_cache
+from kdsam.distill.runtime import init_runtime
+from kdsam.errors import KdsamError
+from kdsam.models.teachers import build_architecture, load_teacher
+
+TRAIN_FRACTION = 0.7  # of a seeded split (kdsam.data.splits): n images give about 0.7 n training images
+
+_RSS_CHILD = (
+    "import json, resource, sys\n"
+    "from kdsam.cli import main\n"
+    "rc = main(sys.argv[1:])\n"
+    "print('KDSAM_RSS ' + json.dumps({'rc': rc, 'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss"
+    " / 1024}))\n"
+)
+
+
+def synthetic_data(root: Path, n_train: int) -> str:
+    """A synthetic folder dataset with about `n_train` training images; its spec."""
+    path = root / f"synthetic-{n_train}"
+    if not (path / "synthetic.json").is_file():
+        write_synthetic(path, n=round(n_train / TRAIN_FRACTION))
+    return f"folder:{path}"
+
+
+def _run(cmd: list[str], env: dict[str, str] | None = None, timeout: float = 3600) -> str:
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=timeout)
+    if proc.returncode != 0:
+        tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise KdsamError(f"benchmark child failed ({' '.join(cmd[:6])} ...): {tail}")
+    return proc.stdout
+
+
+def _fill_cache(spec: str, cache: Path, teacher: str, device: str) -> None:
+    """Teacher entries computed beforehand, so the measurement that follows is of training alone."""
+    _run([sys.executable, "-m", "kdsam", "cache", "--teacher", teacher, "--data", spec, "--cache-dir", str(cache),
+          "--max-side", "512", "--device", device])  # fmt: skip
+
+
+def _distill_args(spec: str, out: Path, cache: Path, student: str, input_size: int, batch: int, epochs: int,
+                  teacher: str, device: str) -> list[str]:  # fmt: skip
+    return [
+        "distill", "--teacher", teacher, "--data", spec, "--out", str(out), "--cache-dir", str(cache),
+        "--backbone", student, "--input-size", str(input_size), "--batch-size", str(batch),
+        "--epochs", str(epochs), "--patience", str(epochs), "--device", device, "--max-side", "512",
+    ]  # fmt: skip
+
+
+def peak_rss(
+    sizes: Sequence[int] = (80, 320),
+    *,
+    root: Path,
+    teacher: str = "litemedsam",
+    student: str = "resnet18",
+    input_size: int = 256,
+    batch_size: int = 8,
+    epochs: int = 1,
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """Peak RSS of a whole `kdsam distill` (cache filled first, so only training is compared) per
+    training-set size; the ratio largest/smallest is what streaming must keep near 1."""
+    rows = []
+    cache = root / "cache"
+    for n in sizes:
+        spec = synthetic_data(root, n)
+        _fill_cache(spec, cache, teacher, device)
+        out = root / f"rss-run-{n}-{time.time_ns()}"
+        args = _distill_args(spec, out, cache, student, input_size, batch_size, epochs, teacher, device)
+        stdout = _run([sys.executable, "-c", _RSS_CHILD, *args])
+        line = next(ln for ln in stdout.splitlines() if ln.startswith("KDSAM_RSS "))
+        n_train = json.loads((out / "config.json").read_text())["distill"]["train"]["n"]
+        rows.append({"train_images": n_train, **json.loads(line.split(" ", 1)[1])})
+    return {
+        "what": "peak RSS of kdsam distill (cache filled beforehand)",
+        "student": f"{student}@{input_size}",
+        "teacher": teacher,
+        "batch_size": batch_size,
+        "epochs": epochs,
+        "device": device,
+        "rows": rows,
+        "ratio_largest_to_smallest": round(rows[-1]["peak_rss_mb"] / rows[0]["peak_rss_mb"], 3),
+        "target": 1.25,
+    }
+
+
+def stage1_scaling(
+    processes: Sequence[int] = (1, 2),
+    *,
+    root: Path,
+    n_train: int = 32,
+    teacher: str = "litemedsam",
+    student: str = "resnet18",
+    input_size: int = 256,
+    global_batch: int = 8,
+    epochs: int = 2,
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """Stage-1 training images/s (last epoch, cached teacher) with each number of processes under
+    torchrun; the global batch is the same for all, split over the ranks; each CPU rank gets an equal
+    share of the cores."""
+    spec = synthetic_data(root, n_train)
+    cache = root / "cache"
+    _fill_cache(spec, cache, teacher, device)
+    cores = os.cpu_count() or 1
+    rows = []
+    for n in processes:
+        if global_batch % n:
+            raise KdsamError(f"global batch {global_batch} does not split over {n} processes")
+        out = root / f"scaling-{n}-{time.time_ns()}"
+        args = _distill_args(spec, out, cache, student, input_size, global_batch // n, epochs, teacher, device)
+        threads = [] if device != "cpu" else ["--threads", str(max(cores // n, 1))]
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}"]
+        _run([*launcher, "-m", "kdsam", *args, *threads], env={"OMP_NUM_THREADS": str(max(cores // n, 1))})
+        last = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()][-1]
+        rows.append({"processes": n, "batch_per_rank": global_batch // n, "images_per_s": last["train_images_per_s"]})
+    base = rows[0]["images_per_s"]
+    for r in rows:
+        r["speedup"] = round(r["images_per_s"] / base, 3)
+    return {
+        "what": "stage-1 training images/s, cached teacher, last epoch",
+        "student": f"{student}@{input_size}",
+        "global_batch": global_batch,
+        "device": device,
+        "cpu_cores": cores,
+        "train_images": rows and json.loads((out / "config.json").read_text())["distill"]["train"]["n"],
+        "rows": rows,
+    }
+
+
+def cache_speed(
+    teachers: Sequence[str],
+    *,
+    root: Path,
+    n_images: int = 16,
+    random_weights: bool = False,
+    device: str = "cpu",
+    batch_size: int = 8,
+) -> dict[str, Any]:
+    """Teacher embedding (+ mask logits) images/s per teacher into an empty cache; random weights
+    only when asked, and then labelled so in every row."""
+    spec = synthetic_data(root, n_images)
+    rt = init_runtime(device)
+    data = [open_dataset(spec, "train", max_side=1024)]
+    rows = []
+    for name in teachers:
+        teacher = build_architecture(name).eval().requires_grad_(False) if random_weights else load_teacher(name)
+        with tempfile.TemporaryDirectory(dir=root) as cache:
+            report = fill_teacher_cache(teacher, data, rt, cache, batch_size)
+        rows.append({k: report[k] for k in ("teacher", "weights", "images", "seconds", "computed_images_per_s")})
+        del teacher
+        if rt.device.type == "cuda":
+            torch.cuda.empty_cache()
+    return {"what": "teacher cache fill, images/s (embedding + mask logits)", "device": str(rt.device),
+            "batch_size": batch_size, "rows": rows}  # fmt: skip

@@ -1,0 +1,69 @@
+"""`kdsam bench-training`: ranks, teacher cache and peak memory of training, in one JSON report."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+from pathlib import Path
+
+from kdsam.errors import KdsamError
+
+PARTS = ("scaling", "cache", "rss")
+
+
+def _ints(text: str) -> list[int]:
+    return [int(t) for t in text.split(",") if t.strip()]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated from {', '.join(PARTS)}")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--processes", default="1,2", help="scaling: process counts (torchrun)")
+    parser.add_argument("--scaling-images", type=int, default=32, help="scaling: training images")
+    parser.add_argument("--sizes", default="80,320", help="rss: training-set sizes")
+    parser.add_argument("--teachers", default="litemedsam", help="cache: comma-separated teacher names")
+    parser.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="cache: time the teachers' architectures with RANDOM weights (labelled so; timing only)",
+    )
+    parser.add_argument("--cache-images", type=int, default=16, help="cache: images to embed per teacher")
+    parser.add_argument("--student", default="resnet18", help="timm backbone of the student")
+    parser.add_argument("--input-size", type=int, default=256)
+    parser.add_argument("--batch-size", type=int, default=8, help="global batch (scaling, rss); cache batch")
+    parser.add_argument("--work", type=Path, help="folder for data, caches and runs (default: a temporary one)")
+    parser.add_argument("--json", type=Path, help="write the report here")
+
+
+def run(args: argparse.Namespace) -> int:
+    from kdsam.bench.training import cache_speed, peak_rss, stage1_scaling
+    from kdsam.utils.atomic import write_json
+
+    parts = [p.strip() for p in args.parts.split(",") if p.strip()]
+    if not parts or set(parts) - set(PARTS):
+        raise KdsamError(f"--parts {args.parts}: choose from {', '.join(PARTS)}")
+    common = {"student": args.student, "input_size": args.input_size, "device": args.device}
+    report = {"host": {"cpus": os.cpu_count(), "machine": platform.machine(), "load_average_start": os.getloadavg()}}
+    with tempfile.TemporaryDirectory() as tmp:
+        root = args.work or Path(tmp)
+        root.mkdir(parents=True, exist_ok=True)
+        if "scaling" in parts:
+            report["stage1_scaling"] = stage1_scaling(_ints(args.processes), root=root, n_train=args.scaling_images,
+                                                      global_batch=args.batch_size, **common)  # fmt: skip
+            print(json.dumps(report["stage1_scaling"]))
+        if "cache" in parts:
+            teachers = [t.strip() for t in args.teachers.split(",") if t.strip()]
+            report["cache"] = cache_speed(teachers, root=root, n_images=args.cache_images, device=args.device,
+                                          random_weights=args.random_weights, batch_size=args.batch_size)  # fmt: skip
+            print(json.dumps(report["cache"]))
+        if "rss" in parts:
+            report["peak_rss"] = peak_rss(_ints(args.sizes), root=root, batch_size=args.batch_size, **common)
+            print(json.dumps(report["peak_rss"]))
+    report["host"]["load_average_end"] = os.getloadavg()
+    if args.json:
+        write_json(args.json, report)
+        print(f"wrote {args.json}")
+    return 0

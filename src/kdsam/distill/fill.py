@@ -1,0 +1,56 @@
+"""`kdsam cache`'s job: every missing teacher entry of a dataset, computed ahead of training."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from kdsam.data.dataset import Dataset
+from kdsam.distill.cache import open_cache
+from kdsam.distill.items import index_dataset
+from kdsam.distill.runtime import Runtime
+from kdsam.models.sam import KDSam
+
+log = logging.getLogger("kdsam")
+
+
+def fill_teacher_cache(
+    teacher: KDSam,
+    datasets: Sequence[Dataset],
+    rt: Runtime,
+    cache_dir: str | Path | None = None,
+    batch_size: int = 8,
+    logits: bool = True,
+) -> dict[str, Any]:
+    """Embeddings (and the mask logits of every box, which the default perceptual loss reads) of each
+    image of `datasets`; each rank takes a disjoint share, finished entries are never recomputed.
+    Returns the counts over all ranks: images, computed, reused, skipped, seconds."""
+    teacher.to(rt.device)
+    cache = open_cache(teacher, cache_dir, rt)
+    start = time.perf_counter()
+    totals = {"images": 0, "computed": 0, "reused": 0, "skipped": 0}
+    for data in datasets:
+        index = index_dataset(data, rt, cache, logits=logits, batch_size=batch_size)
+        totals["images"] += len(index.entries)
+        totals["computed"] += index.computed
+        totals["reused"] += index.reused
+        totals["skipped"] += len(index.skipped)
+        for s in index.skipped:
+            log.warning("cache: skipped %s (%s)", s["name"], s["reason"])
+    seconds = time.perf_counter() - start
+    return {
+        **totals,
+        "seconds": round(seconds, 3),
+        "computed_images_per_s": round(totals["computed"] / seconds, 3) if totals["computed"] else None,
+        "teacher": teacher.name,
+        "weights": "RANDOM (timing only: not a pretrained teacher)"
+        if teacher.spec.get("weights") == "random"
+        else teacher.spec.get("sha256", "unknown"),
+        "device": str(rt.device),
+        "world_size": rt.world_size,
+        "batch_size": batch_size,
+        "cache": str(cache.dir),
+    }

@@ -1,0 +1,150 @@
+"""Where training runs: the device, mixed precision, and the process group under torchrun.
+
+One process per device. Without torchrun this is a group of one and every collective is a no-op, so
+the training loop has a single code path. Ranks share the run and cache folders (a local folder on
+one machine, a shared file system across machines); only rank 0 writes the run's files.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import datetime
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import torch
+import torch.distributed as dist
+
+from kdsam.errors import KdsamError
+from kdsam.utils.device import resolve_device
+
+log = logging.getLogger("kdsam")
+
+T = TypeVar("T")
+DEFAULT_TIMEOUT_S = 1800  # a collective waits this long for a silent rank before every rank stops
+
+
+@dataclass
+class Runtime:
+    """This process's device, its place in the group, and its precision."""
+
+    device: torch.device
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def amp_dtype(self) -> torch.dtype | None:
+        """bf16 where the GPU has it (no loss scaling needed), else fp16; CPU stays fp32."""
+        if self.device.type != "cuda":
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        dtype = self.amp_dtype
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast("cuda", dtype=dtype)
+
+    def grad_scaler(self) -> torch.amp.GradScaler:
+        """Active only for fp16, whose small gradients would underflow without scaling."""
+        return torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+
+    def shard(self, items: Sequence[T]) -> list[T]:
+        """This rank's disjoint share (every world_size-th item); the union over ranks is `items`."""
+        return list(items[self.rank :: self.world_size])
+
+    def barrier(self) -> None:
+        if self.distributed:
+            with collective("barrier"):
+                dist.barrier()
+
+    def all_reduce(self, values: dict[str, float], same_keys: bool = True) -> dict[str, float]:
+        """Sum each value over the ranks. same_keys=False: a rank may lack some (a rank whose share
+        of the validation set is empty has no validation sums); they count as 0."""
+        if not self.distributed:
+            return dict(values)
+        keys = sorted(set().union(*self.gather(sorted(values)))) if not same_keys else sorted(values)
+        t = torch.tensor([float(values.get(k, 0.0)) for k in keys], dtype=torch.float64, device=self._comm_device)
+        with collective("all_reduce"):
+            dist.all_reduce(t)
+        return dict(zip(keys, t.tolist(), strict=True))
+
+    def average_gradients(self, params: Sequence[torch.nn.Parameter]) -> None:
+        """Mean of every gradient over the ranks, in one flat buffer: each rank then takes the step
+        one process would take on the union of the ranks' batches."""
+        if not self.distributed:
+            return
+        grads = [p.grad for p in params if p.grad is not None]
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        with collective("gradient all_reduce"):
+            dist.all_reduce(flat)
+        flat /= self.world_size
+        offset = 0
+        for g in grads:
+            g.copy_(flat[offset : offset + g.numel()].view_as(g))
+            offset += g.numel()
+
+    def gather(self, obj: Any) -> list[Any]:
+        """Every rank's `obj`, in rank order, on every rank."""
+        if not self.distributed:
+            return [obj]
+        out: list[Any] = [None] * self.world_size
+        with collective("all_gather_object"):
+            dist.all_gather_object(out, obj)
+        return out
+
+    @property
+    def _comm_device(self) -> torch.device:
+        return self.device if dist.get_backend() == "nccl" else torch.device("cpu")
+
+
+@contextlib.contextmanager
+def collective(what: str) -> Iterator[None]:
+    """A failed or timed-out collective means another rank died: stop with one line, not a hang."""
+    try:
+        yield
+    except (RuntimeError, dist.DistBackendError) as err:
+        rank = dist.get_rank() if dist.is_initialized() else 0
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise KdsamError(
+            f"rank {rank}: {what} failed, another rank has stopped or is unreachable ({first}); "
+            "see that rank's error, then rerun with --resume"
+        ) from err
+
+
+def init_runtime(device: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S) -> Runtime:
+    """The Runtime of this process: under torchrun (WORLD_SIZE > 1) it joins the process group,
+    gloo on CPU, nccl on CUDA, with each rank on its LOCAL_RANK-th GPU."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    dev = resolve_device(device)
+    if world > 1 and dev.type == "cuda" and dev.index is None:
+        dev = torch.device("cuda", local_rank)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    if world > 1 and not dist.is_initialized():
+        backend = "nccl" if dev.type == "cuda" else "gloo"
+        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
+        atexit.register(close_runtime)
+    if world > 1 and rank != 0:
+        logging.getLogger("kdsam").setLevel(logging.WARNING)  # one voice: rank 0 reports progress
+    return Runtime(dev, rank, world, local_rank)
+
+
+def close_runtime() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
