@@ -80,10 +80,25 @@ def fit_config(args: argparse.Namespace, rt: Runtime) -> FitConfig:
     )
 
 
+class _CurrentStderr(logging.StreamHandler):
+    """Writes to whatever sys.stderr is when a line is logged, not when the handler was made (a
+    command run twice in one process, as in tests, must not write to a stream closed since)."""
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
 def log_to_stderr() -> None:
-    """Progress lines for people; run folders also get them in log.txt."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
+    """Progress lines for people (once per process, however often a command runs); run folders
+    also get them in log.txt."""
     logger = logging.getLogger("kdsam")
-    logger.addHandler(handler)
+    if not any(isinstance(h, _CurrentStderr) for h in logger.handlers):
+        handler = _CurrentStderr()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
     logger.setLevel(logging.INFO)
