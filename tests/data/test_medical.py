@@ -177,3 +177,12 @@ def test_folder_datasets_read_dicom_images(tmp_path: Path) -> None:
     (sample,) = list(open_dataset(f"folder:{tmp_path}").samples())
     assert sample.image.shape == (128, 128, 3) and sample.mask.sum() == 40 * 60
     np.testing.assert_array_equal(sample.image, read_image(CT))
+
+
+def test_jpeg2000_dicom_decodes_and_an_undecodable_syntax_names_the_plugin() -> None:
+    image = read_image(get_testdata_file("JPEG2000.dcm"))  # JPEG 2000 through pydicom's Pillow plugin
+    assert image.shape == (1024, 256, 3) and image.max() > image.min()
+    lossy = get_testdata_file("JPEG-lossy.dcm")  # 12-bit JPEG Extended: no plugin here decodes it
+    with pytest.raises(BadFileError, match="install a pydicom plugin") as err:
+        read_image(lossy)
+    assert str(err.value).startswith(str(lossy)) and "\n" not in str(err.value)

@@ -136,7 +136,7 @@ def _pixels(path: Path, ds: Dataset) -> np.ndarray:
         name = getattr(syntax, "name", syntax)
         raise BadFileError(
             f"{path}: cannot decode its pixel data ({name}); install a pydicom plugin for it "
-            f"(pylibjpeg, pylibjpeg-openjpeg or gdcm) ({err})"
+            f"(pylibjpeg, pylibjpeg-openjpeg or gdcm) ({' '.join(str(err).split())})"
         ) from err
     if arr.ndim != 2:
         raise BadFileError(f"{path}: pixel data of shape {arr.shape}; kdsam reads single-frame greyscale DICOM")
