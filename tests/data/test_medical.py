@@ -186,3 +186,13 @@ def test_jpeg2000_dicom_decodes_and_an_undecodable_syntax_names_the_plugin() -> 
     with pytest.raises(BadFileError, match="install a pydicom plugin") as err:
         read_image(lossy)
     assert str(err.value).startswith(str(lossy)) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(("name", "message"), [("cut.nii.gz", "unreadable NIfTI"), ("junk.dcm", "unreadable DICOM")])
+def test_damaged_volume_files_are_one_line(tmp_path: Path, name: str, message: str) -> None:
+    path = tmp_path / name
+    source = ANATOMICAL.read_bytes() if name.endswith(".nii.gz") else b"not a dicom file at all" * 10
+    path.write_bytes(source[:200])
+    with pytest.raises(BadFileError, match=message) as err:
+        read_volume(path)
+    assert str(err.value).startswith(str(path)) and "\n" not in str(err.value)
