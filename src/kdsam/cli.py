@@ -17,7 +17,7 @@ COMMANDS = {
     "distill": "stage 1: train a student encoder toward a teacher's embeddings",
     "finetune": "stage 2: fine-tune the student's mask decoder on ground-truth masks",
     "evaluate": "score a model (or saved predictions) on a dataset",
-    "predict": "segment one image from box prompts",
+    "predict": "segment an image, a volume (3D box) or a folder of them (CVPR24 npz too) from box prompts",
     "data": "inspect a dataset folder",
     "bench": "time and size models side by side",
     "report": "one HTML/markdown page from runs, evaluations and benchmarks",
