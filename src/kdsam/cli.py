@@ -18,7 +18,7 @@ COMMANDS = {
     "finetune": "stage 2: fine-tune the student's mask decoder on ground-truth masks",
     "cache": "compute a teacher's embeddings of a dataset ahead of distill (resumable, shardable)",
     "evaluate": "score a model (or saved predictions) on a dataset",
-    "predict": "segment one image from box prompts",
+    "predict": "segment an image, a volume (3D box) or a folder of them (CVPR24 npz too) from box prompts",
     "data": "inspect a dataset folder",
     "bench": "time and size models side by side",
     "bench-training": "time training at scale: ranks, teacher cache, peak memory against dataset size",

@@ -19,5 +19,6 @@ def test_cvpr24_bench_times_both_cases_and_writes_json(tmp_path: Path) -> None:
     )
     assert report["seconds_per_2d_case"] > 0 and len(report["all_seconds"]["2d"]) == 2
     assert report["seconds_per_3d_case"] > 0
+    assert report["seconds_per_slice"]["encoder_s"] > 0 and report["seconds_per_slice"]["decoder_s"] > 0
     assert report["meets_targets"]["2d"] == (report["seconds_per_2d_case"] <= 0.5)
     assert len(report["load_average_before"]) == 3

@@ -177,3 +177,22 @@ def test_folder_datasets_read_dicom_images(tmp_path: Path) -> None:
     (sample,) = list(open_dataset(f"folder:{tmp_path}").samples())
     assert sample.image.shape == (128, 128, 3) and sample.mask.sum() == 40 * 60
     np.testing.assert_array_equal(sample.image, read_image(CT))
+
+
+def test_jpeg2000_dicom_decodes_and_an_undecodable_syntax_names_the_plugin() -> None:
+    image = read_image(get_testdata_file("JPEG2000.dcm"))  # JPEG 2000 through pydicom's Pillow plugin
+    assert image.shape == (1024, 256, 3) and image.max() > image.min()
+    lossy = get_testdata_file("JPEG-lossy.dcm")  # 12-bit JPEG Extended: no plugin here decodes it
+    with pytest.raises(BadFileError, match="install a pydicom plugin") as err:
+        read_image(lossy)
+    assert str(err.value).startswith(str(lossy)) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(("name", "message"), [("cut.nii.gz", "unreadable NIfTI"), ("junk.dcm", "unreadable DICOM")])
+def test_damaged_volume_files_are_one_line(tmp_path: Path, name: str, message: str) -> None:
+    path = tmp_path / name
+    source = ANATOMICAL.read_bytes() if name.endswith(".nii.gz") else b"not a dicom file at all" * 10
+    path.write_bytes(source[:200])
+    with pytest.raises(BadFileError, match=message) as err:
+        read_volume(path)
+    assert str(err.value).startswith(str(path)) and "\n" not in str(err.value)

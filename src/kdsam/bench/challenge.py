@@ -19,6 +19,7 @@ import torch
 from kdsam.bench.latency import build_for_timing, device_name
 from kdsam.infer.files import Prompts, run_file
 from kdsam.models.fast import optimize_for_inference
+from kdsam.models.sam import KDSam
 from kdsam.models.spec import ModelSpec
 from kdsam.utils.device import resolve_device
 
@@ -38,6 +39,25 @@ def synthetic_cases(folder: Path, side: int = 512, slices: int = 100, seed: int 
     box3d = [box[0], box[1], 0, box[2], box[3], slices - 1]
     np.savez_compressed(folder / "3DBench.npz", imgs=stack, boxes=np.array([box3d]), spacing=[1.0, 1.0, 1.0])
     return {"2d": folder / "2DBench.npz", "3d": folder / "3DBench.npz"}
+
+
+@torch.no_grad()
+def per_slice_parts(model: KDSam, side: int, batch_size: int, rounds: int = 2) -> dict[str, float]:
+    """Seconds per slice of the two parts of a 3D step: the image encoder (in batches) and one
+    prompt-encoder + mask-decoder pass (sequential along z), medians over `rounds`."""
+    image = np.full((side, side, 3), 100, np.uint8)
+    batch = torch.cat([model.prepare(image)[0]] * batch_size)
+    box = torch.tensor([[10.0, 10.0, model.img_size / 2, model.img_size / 2]], device=batch.device)
+    embedding = model.image_encoder(batch[:1])
+    encode, decode = [], []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        model.image_encoder(batch)
+        encode.append((time.perf_counter() - start) / batch_size)
+        start = time.perf_counter()
+        model.decode(embedding, box)
+        decode.append(time.perf_counter() - start)
+    return {"encoder_s": round(statistics.median(encode), 4), "decoder_s": round(statistics.median(decode), 4)}
 
 
 def time_cases(
@@ -69,6 +89,7 @@ def time_cases(
                 run_file(model, cases[kind], folder / "out" / f"{kind}{i}.npz", Prompts(), batch_size=batch_size)
                 times[kind].append(time.perf_counter() - start)
                 cpu[kind].append(time.process_time() - start_cpu)
+        parts = per_slice_parts(model, side, batch_size)
     seconds = {kind: statistics.median(t) for kind, t in times.items()}
     return {
         "model": spec.label,
@@ -84,6 +105,7 @@ def time_cases(
         "seconds_per_2d_case": round(seconds["2d"], 4),
         "seconds_per_3d_case": round(seconds["3d"], 4),
         "all_seconds": {k: [round(v, 4) for v in t] for k, t in times.items()},
+        "seconds_per_slice": parts,
         # CPU seconds of this process: on a machine others load, CPU seconds / threads is what the
         # wall clock would read on a quiet one (an estimate; wall seconds above are the measurement)
         "cpu_seconds_per_2d_case": round(statistics.median(cpu["2d"]), 4),
