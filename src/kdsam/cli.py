@@ -22,6 +22,7 @@ COMMANDS = {
     "bench": "time and size models side by side",
     "report": "one HTML/markdown page from runs, evaluations and benchmarks",
     "export": "export a model to ONNX",
+    "serve": "serve segmentation over HTTP, with an interactive page in the browser",
 }
 
 

@@ -58,4 +58,22 @@ def load_model(model: str) -> KDSam:
     return load_saved_student(path)
 
 
-__all__ = ["MODEL_FILE", "load_model", "load_saved_student", "read_state_dict", "save_model"]
+def load_predictor(model: str, runtime: str | None = None, device: str | None = None) -> Any:
+    """A predictor for any MODEL string: `KDSamPredictor` on the fast path, or for an ONNX export
+    folder `OnnxPredictor` (runtime onnxruntime, the default, or onnxruntime-int8)."""
+    from kdsam.export.onnx_predictor import is_export, load_export
+
+    if is_export(Path(model).expanduser()):
+        if runtime == "torch":
+            raise KdsamError(f"{model}: an ONNX export runs under onnxruntime or onnxruntime-int8, not torch")
+        return load_export(Path(model).expanduser(), runtime or "onnxruntime")
+    if runtime not in (None, "torch"):
+        raise KdsamError(f"--runtime {runtime}: needs an ONNX export folder as the model (run `kdsam export`)")
+    from kdsam.models.fast import optimize_for_inference
+    from kdsam.predictor import KDSamPredictor
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return KDSamPredictor(optimize_for_inference(load_model(model), device))
+
+
+__all__ = ["MODEL_FILE", "load_model", "load_predictor", "load_saved_student", "read_state_dict", "save_model"]
