@@ -19,6 +19,8 @@ def test_demo_writes_report_overlays_and_curves(tmp_path):
     assert set(saved["student"]) >= {"backbone", "input_size", "dice", "iou", "params_encoder", "latency_ms"}
     assert saved["teacher"]["dice"] > 0.8  # the real bundled teacher
     assert 0.0 <= saved["student"]["dice"] <= 1.0
+    assert 0.0 <= saved["student"]["dice_int8"] <= 1.0  # the INT8 ONNX student, scored on the same test split
+    assert "INT8 student" in (tmp_path / "demo" / "report.md").read_text()
     for name in ("report.md", "report.html", "overlays.png", "curves.png"):
         assert (tmp_path / "demo" / name).stat().st_size > 0
     assert "Dice" in (tmp_path / "demo" / "report.md").read_text()
