@@ -150,3 +150,16 @@ def test_page_and_its_script_are_served_from_the_package(client) -> None:
     assert page.status_code == 200 and "/static/app.js" in page.text and "http" not in page.text.split("<body>")[1]
     script = client.get("/static/app.js")
     assert script.status_code == 200 and "/v1/sessions" in script.text
+
+
+def test_load_test_on_loopback_counts_latency_and_errors(engine, image_png) -> None:
+    from kdsam.errors import KdsamError
+    from kdsam.serve.loadtest import run_load_test, serving
+
+    with serving(create_app(engine)) as url:
+        result = run_load_test(url, image_png, BOXES[:1], clients=4, requests=4, deadline_s=120)
+    for workload in ("segment", "session_prompt"):
+        r = result[workload]
+        assert (r["ok"], r["errors"]) == (4, 0) and r["latency_ms_p95"] >= r["latency_ms_p50"] > 0
+    with pytest.raises(KdsamError, match="only targets this machine"):
+        run_load_test("http://example.org:8000", image_png, BOXES[:1])

@@ -6,8 +6,6 @@ Needs Debian's `chromium` and `chromium-driver` (CI installs them); skipped with
 from __future__ import annotations
 
 import shutil
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +16,7 @@ import pytest
 from kdsam.data.imageio import write_png
 from kdsam.serve.app import create_app
 from kdsam.serve.engine import Engine
+from kdsam.serve.loadtest import serving
 from tests.serve.conftest import decode_png
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -28,28 +27,11 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def server(engine: Engine) -> Iterator[str]:
     """The app under uvicorn on a free loopback port, in a thread; stopped after the test."""
-    import uvicorn
-
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(engine), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started, "uvicorn did not start"
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    with serving(create_app(engine)) as url:
+        yield url
 
 
 @pytest.fixture
