@@ -21,6 +21,7 @@ from tests.serve.conftest import decode_png
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
+EMBEDDED = "kdsam.state.session && document.getElementById('status').textContent.includes('embedded')"
 pytestmark = pytest.mark.skipif(
     not (CHROMIUM and CHROMEDRIVER),
     reason="needs chromium and chromedriver on PATH (apt-get install chromium chromium-driver)",
@@ -34,17 +35,24 @@ def server(engine: Engine) -> Iterator[str]:
         yield url
 
 
-@pytest.fixture
-def browser() -> Iterator[object]:
+def chrome(width: int = 1200, height: int = 900):
+    """Headless Chromium through chromedriver (no sandbox: CI runs as root)."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1200,900"):
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
         options.add_argument(arg)
+    options.add_argument(f"--window-size={width},{height}")
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     driver.set_script_timeout(30)
+    return driver
+
+
+@pytest.fixture
+def browser() -> Iterator[object]:
+    driver = chrome()
     yield driver
     driver.quit()
 
@@ -90,7 +98,7 @@ def test_draw_a_box_and_the_mask_shown_is_the_apis(server, browser, engine, imag
     assert "kdsam" in browser.title
     wait_for(browser, "document.getElementById('model').textContent.startsWith('model:')")
     browser.find_element(By.ID, "file").send_keys(str(tmp_path / "scan.png"))
-    wait_for(browser, "kdsam.state.session && document.getElementById('status').textContent.includes('embedded')")
+    wait_for(browser, EMBEDDED)
     draw_box(browser, [60, 40, 200, 180])
     shown = decode_png(wait_for(browser, "kdsam.maskPNG()"))
     sent = browser.execute_script("return kdsam.state.actions[0].box")
