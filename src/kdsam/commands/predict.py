@@ -11,7 +11,9 @@ from kdsam.errors import KdsamError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="run folder, model.pt, or teacher:NAME[=CHECKPOINT]")
+    p.add_argument(
+        "--model", required=True, help="run folder, model.pt, teacher:NAME[=CHECKPOINT], or an ONNX export folder"
+    )
     p.add_argument("--image", required=True, type=Path, help="image file (any greyscale, RGB, RGBA or 16-bit kind)")
     p.add_argument(
         "--box",
@@ -24,6 +26,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overlay", type=Path, help="also write the image with the mask tinted and the boxes drawn")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    p.add_argument(
+        "--runtime",
+        choices=["torch", "onnxruntime", "onnxruntime-int8"],
+        help="for an ONNX export folder as --model: onnxruntime (fp32, default) or onnxruntime-int8",
+    )
 
 
 def parse_box(text: str) -> list[float]:
@@ -55,12 +62,8 @@ def refuse_existing(paths: list[Path], overwrite: bool) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from kdsam.data.imageio import read_image, write_png
-    from kdsam.models.fast import optimize_for_inference
-    from kdsam.models.loading import load_model
-    from kdsam.predictor import KDSamPredictor
+    from kdsam.models.loading import load_predictor
     from kdsam.report.overlays import draw_boxes, overlay
 
     outputs = [args.out] + ([args.overlay] if args.overlay else [])
@@ -68,8 +71,7 @@ def run(args: argparse.Namespace) -> int:
     boxes = np.array([parse_box(t) for t in args.box], dtype=np.float32)
     image = read_image(args.image)
     check_inside(boxes, args.box, image.shape[:2])
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    predictor = KDSamPredictor(optimize_for_inference(load_model(args.model), device))
+    predictor = load_predictor(args.model, args.runtime, args.device)
     predictor.set_image(image)
     mask = predictor.segment(boxes)
     write_png(args.out, mask)

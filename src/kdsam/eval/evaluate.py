@@ -27,6 +27,7 @@ from kdsam.data.prompts import boxes_from_mask, jitter_boxes
 from kdsam.data.sample import Sample
 from kdsam.errors import KdsamError
 from kdsam.eval import metrics
+from kdsam.export.onnx_predictor import is_export, load_export
 from kdsam.models.loading import MODEL_FILE, load_model
 from kdsam.models.sam import KDSam
 from kdsam.predictor import KDSamPredictor
@@ -134,6 +135,8 @@ def as_segmenter(source: Source, label: str | None = None) -> Segmenter:
     path = Path(str(source)).expanduser()
     if str(source).startswith("teacher:") or path.is_file() or (path / MODEL_FILE).is_file():
         return ModelSegmenter(KDSamPredictor(load_model(str(source))), label or str(source))
+    if is_export(path):  # an ONNX export folder, run by onnxruntime (fp32)
+        return ModelSegmenter(load_export(path), label or str(source))
     return PredictionFolder(path, label)
 
 
