@@ -29,6 +29,14 @@ def _segment(client: TestClient, data: bytes, boxes: str | None, name: str = "im
     return client.post("/v1/segment", files={"image": (name, data, "image/png")}, data=fields)
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def _png_header(width: int, height: int) -> bytes:
     """A PNG whose header claims width x height (and holds no pixels): a decompression bomb's shape."""
 
@@ -163,3 +171,36 @@ def test_load_test_on_loopback_counts_latency_and_errors(engine, image_png) -> N
         assert (r["ok"], r["errors"]) == (4, 0) and r["latency_ms_p95"] >= r["latency_ms_p50"] > 0
     with pytest.raises(KdsamError, match="only targets this machine"):
         run_load_test("http://example.org:8000", image_png, BOXES[:1])
+
+
+def test_kdsam_serve_prints_its_url_and_stops_on_ctrl_c(tiny_model, tmp_path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from kdsam.models.loading import save_model
+
+    save_model(tiny_model, tmp_path / "model.pt")
+    port = _free_port()
+    cmd = [sys.executable, "-m", "kdsam.cli", "serve", "--model", str(tmp_path / "model.pt"), "--port", str(port)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=os.environ.copy())
+    try:
+        line = proc.stdout.readline()
+        assert f"http://127.0.0.1:{port}/" in line, line
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as response:
+                    assert response.status == 200
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, "the server did not answer"
+                time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 0
+        assert "stopped" in proc.stdout.read()
+    finally:
+        proc.kill()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -34,6 +35,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"kdsam serve: {engine.name} at http://{host}:{args.port}/ (API docs at /docs; Ctrl-C stops)", flush=True)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"kdsam serve: warning: bound to {args.host}, reachable from other machines; there is no authentication")
-    uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning")).run()
-    print("kdsam serve: stopped")
+    # uvicorn finishes the requests in flight on Ctrl-C, then re-raises the signal it caught
+    with contextlib.suppress(KeyboardInterrupt):
+        uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning")).run()
+    print("kdsam serve: stopped", flush=True)
     return 0
