@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import os
 import platform
 import statistics
 import tempfile
@@ -457,6 +458,7 @@ def benchmark(
             peaks.append(matmul_peak_gflops(threads))
 
     measure_peak()
+    load_start = _load_average()
     entries: list[Entry] = []
     failed: set[str] = set()
     exports = Exports()
@@ -488,9 +490,18 @@ def benchmark(
         "repeats": repeats,
         "budget_s": budget_s,
         "matmul_peak_gflops": round(peak, 1) if peak else None,
+        "load_average": {"start": load_start, "end": _load_average()},  # others' work on a shared machine
         "results": results,
         "targets": check_targets(results),
     }
+
+
+def _load_average() -> list[float] | None:
+    """1, 5 and 15 minute load averages (None where the OS has none)."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
 
 
 def _onnxruntime_version() -> str:
