@@ -9,6 +9,7 @@ being baked into them; `OnnxPredictor` reads it and prepares images exactly as `
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import warnings
 from pathlib import Path
@@ -148,6 +149,7 @@ def place_graph(written: Path, path: Path, external_data: bool) -> None:
             location=data_file(path).name,
             size_threshold=1024,
         )
+    shutil.copymode(path, data_file(path))  # onnx writes it private (0600); as readable as the graph
 
 
 def export_onnx(
