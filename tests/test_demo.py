@@ -34,6 +34,9 @@ def test_demo_writes_report_overlays_and_curves(tmp_path):
     untrained = build_student(load_teacher("litemedsam"), cfg.backbone, cfg.input_size)  # the teacher's heads
     floor = evaluate(untrained, test, progress=False)["mean"]["dice"]
     assert saved["student"]["dice"] > floor + LEARNED_MARGIN
+    # the INT8 ONNX student, scored on the same test split, stays close to its fp32 self
+    assert abs(saved["student"]["dice_int8"] - saved["student"]["dice"]) <= 0.05
+    assert "INT8 student" in (tmp_path / "demo" / "report.md").read_text()
     for name in ("report.md", "report.html", "overlays.png", "curves.png"):
         assert (tmp_path / "demo" / name).stat().st_size > 0
     assert "Dice" in (tmp_path / "demo" / "report.md").read_text()

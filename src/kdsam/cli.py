@@ -24,6 +24,7 @@ COMMANDS = {
     "bench-training": "time training at scale: ranks, teacher cache, peak memory against dataset size",
     "report": "one HTML/markdown page from runs, evaluations and benchmarks",
     "export": "export a model to ONNX",
+    "serve": "serve segmentation over HTTP, with an interactive page in the browser",
 }
 
 

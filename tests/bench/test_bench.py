@@ -15,6 +15,7 @@ from torch import nn
 from kdsam.bench.flops import count_forward
 from kdsam.bench.latency import RANDOM_WEIGHTS, benchmark, check_targets, percentile
 from kdsam.cli import main
+from kdsam.errors import KdsamError
 from kdsam.models.fast import VARIANTS, optimize_for_inference
 from kdsam.models.student import build_student
 from kdsam.report.pareto import pareto_front
@@ -178,3 +179,24 @@ def test_everything_mode_is_timed_for_teacher_and_student(tmp_path):
     assert [r["model"] for r in rows] == ["teacher:litemedsam", "student:resnet18@64"]
     assert all(r["seconds_per_image"] > 0 and r["points_per_side"] == 2 for r in rows)
     assert rows[1]["weights"] == RANDOM_WEIGHTS
+
+
+def test_runtimes_are_timed_in_one_run(tmp_path) -> None:
+    """torch, onnxruntime and onnxruntime-int8 rows for one model, and an export folder as a model."""
+    from kdsam.export.onnx import export_onnx
+
+    export_onnx(build_student(None, "resnet18", 64).eval(), tmp_path / "export")
+    models = ["student:resnet18@64", str(tmp_path / "export")]
+    runtimes = ["torch", "onnxruntime", "onnxruntime-int8"]
+    out = benchmark(models, threads=1, repeats=1, train_step=False, runtimes=runtimes)
+    rows = {r["model"]: r for r in out["results"]}
+    student = [rows[f"student:resnet18@64{t}"] for t in ("", " [onnxruntime]", " [onnxruntime-int8]")]
+    assert [r["runtime"] for r in student] == ["torch", "onnxruntime", "onnxruntime-int8"]
+    assert all(r["status"] == "ok" and r["latency_ms_median"] > 0 for r in student)
+    assert [r["dtype"] for r in student] == ["float32", "float32", "int8"]
+    assert student[2]["weights_mb"] < student[1]["weights_mb"] / 2  # int8 weights
+    assert rows[f"{models[1]} [onnxruntime]"]["status"] == "ok" and out["onnxruntime"]
+    assert "no PyTorch model" in rows[models[1]]["error"]  # an export has no torch row
+    assert "no INT8 encoder" in rows[f"{models[1]} [onnxruntime-int8]"]["error"]  # exported without calibration
+    with pytest.raises(KdsamError, match="unknown runtime"):
+        benchmark(models[:1], runtimes=["tensorrt"])

@@ -13,8 +13,9 @@ import torch
 from kdsam.cli import main
 from kdsam.data.synthetic import synthesize
 from kdsam.errors import KdsamError
-from kdsam.export.onnx import CONFIG_FILE, DECODER_FILE, ENCODER_FILE, preprocessing_config
-from kdsam.export.onnx_predictor import OnnxPredictor, postprocess_masks, preprocess
+from kdsam.export.onnx import CONFIG_FILE, DECODER_FILE, ENCODER_FILE, export_onnx, preprocessing_config
+from kdsam.export.onnx_predictor import OnnxPredictor, is_export, load_export, postprocess_masks, preprocess
+from kdsam.export.quantize import INT8_ENCODER_FILE, calibration_from, synthetic_calibration
 from kdsam.models.loading import save_model
 from kdsam.models.sam import KDSam
 from kdsam.models.student import build_student
@@ -50,13 +51,15 @@ def predictors(student: KDSam, exported: Path) -> tuple[KDSamPredictor, OnnxPred
 
 
 def test_export_writes_two_checked_graphs_and_the_preprocessing(exported: Path) -> None:
-    assert sorted(p.name for p in exported.iterdir()) == sorted([CONFIG_FILE, DECODER_FILE, ENCODER_FILE])
-    for name in (ENCODER_FILE, DECODER_FILE):
+    written = sorted(p.name for p in exported.iterdir())
+    assert written == sorted([CONFIG_FILE, DECODER_FILE, ENCODER_FILE, INT8_ENCODER_FILE])
+    for name in (ENCODER_FILE, DECODER_FILE, INT8_ENCODER_FILE):
         onnx.checker.check_model(str(exported / name), full_check=True)
     boxes = onnx.load(str(exported / DECODER_FILE)).graph.input[1]
     assert boxes.name == "boxes" and boxes.type.tensor_type.shape.dim[0].dim_param  # any number of boxes
     config = json.loads((exported / CONFIG_FILE).read_text())
-    assert config["img_size"] == SIZE and config["opset"] == 17
+    assert config["img_size"] == SIZE and config["opset"] == 17 and config["external_data"] is False
+    assert config["int8"]["encoder"] == INT8_ENCODER_FILE and "synthetic" in config["int8"]["calibration"]
     assert (config["normalization"], config["resize_mode"]) == ("imagenet", "longest")
     np.testing.assert_allclose(config["pixel_mean"], [123.675, 116.28, 103.53])
     np.testing.assert_allclose(config["pixel_std"], [58.395, 57.12, 57.375])
@@ -125,3 +128,56 @@ def test_onnx_predictor_errors(predictors, exported: Path, tmp_path: Path) -> No
 def test_export_refuses_to_overwrite(exported: Path, capsys) -> None:
     assert main(["export", "--model", "unused", "--out", str(exported)]) == 2
     assert "--overwrite" in capsys.readouterr().err
+
+
+def _int8_ops(path: Path) -> set[str]:
+    return {n.op_type for n in onnx.load(str(path)).graph.node}
+
+
+def test_int8_encoder_is_quantized_and_close_to_fp32(predictors, exported: Path) -> None:
+    assert {"QuantizeLinear", "DequantizeLinear"} <= _int8_ops(exported / INT8_ENCODER_FILE)
+    assert "Identity" not in _int8_ops(exported / INT8_ENCODER_FILE)  # folded, so every conv has an int bias
+    _, fp32 = predictors
+    int8 = load_export(exported, "onnxruntime-int8")
+    assert int8.runtime == "onnxruntime-int8" and is_export(exported)
+    int8.set_image(synthesize("polyp", 0)[0])
+    a, b = fp32.get_image_embedding(), int8.get_image_embedding()
+    assert np.abs(a - b).mean() < 0.15 * np.abs(a).mean() and not np.array_equal(a, b)
+    assert (int8.segment(BOXES) == fp32.segment(BOXES)).mean() > 0.95
+
+
+def test_external_data_export_runs_like_the_single_file(student: KDSam, predictors, tmp_path: Path) -> None:
+    """The >2 GB path (ViT-H), forced on a small model: weights in FILE.data, fp32 and INT8."""
+    config = export_onnx(student, tmp_path, external_data=True, calibration=synthetic_calibration(2))
+    assert config["external_data"] and (tmp_path / f"{ENCODER_FILE}.data").stat().st_size > 1e6
+    assert (tmp_path / ENCODER_FILE).stat().st_size < 1e6  # the graph only
+    assert (tmp_path / f"{INT8_ENCODER_FILE}.data").stat().st_mode == (tmp_path / INT8_ENCODER_FILE).stat().st_mode
+    image = synthesize("polyp", 0)[0]
+    _, single = predictors
+    for runtime in ("onnxruntime", "onnxruntime-int8"):
+        predictor = load_export(tmp_path, runtime)
+        predictor.set_image(image)
+        if runtime == "onnxruntime":
+            np.testing.assert_allclose(predictor.get_image_embedding(), single.get_image_embedding(), atol=1e-5)
+    assert predictor.predict_boxes(BOXES)[0].shape == (3, 1, *image.shape[:2])
+
+
+def test_calibration_data_from_a_folder_of_images(tmp_path: Path) -> None:
+    from kdsam.data.imageio import write_png
+
+    for i in range(3):
+        write_png(tmp_path / f"img{i}.png", synthesize("skin", i)[0])
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    calibration = calibration_from(str(tmp_path), 2)
+    assert len(calibration.images) == 2 and str(tmp_path) in calibration.source
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(KdsamError, match="no readable image"):
+        calibration_from(str(tmp_path / "empty"), 2)
+
+
+def test_int8_runtime_needs_an_int8_export(student: KDSam, tmp_path: Path) -> None:
+    export_onnx(student, tmp_path)  # no calibration: fp32 graphs only
+    with pytest.raises(KdsamError, match="no INT8 encoder"):
+        load_export(tmp_path, "onnxruntime-int8")
+    with pytest.raises(KdsamError, match="runs under"):
+        load_export(tmp_path, "tensorrt")

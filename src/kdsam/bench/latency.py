@@ -4,6 +4,10 @@ Ratios between models are what matter, and a shared machine drifts (other jobs, 
 frequency scaling). So models are not timed one after another: each round times every model once
 (round robin), and the median over rounds is reported. A model that cannot run (unknown, out of
 memory, slower than its time budget) is reported with its reason and the others go on.
+
+Runtimes: besides PyTorch ("torch"), each model can be timed under ONNX Runtime from its export,
+fp32 ("onnxruntime") and with the calibrated INT8 encoder ("onnxruntime-int8"); the model is
+exported once into a temporary folder, and the rows carry "runtime".
 """
 
 from __future__ import annotations
@@ -11,8 +15,10 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import os
 import platform
 import statistics
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from kdsam.bench.flops import count_forward, matmul_peak_gflops
@@ -35,8 +42,10 @@ from kdsam.utils.device import resolve_device
 log = logging.getLogger(__name__)
 
 RANDOM_WEIGHTS = "random (timing only)"
-BENCH_KINDS = ("teacher", "student", "saved")  # timing an ONNX export is onnxruntime's job, not this loop's
+BENCH_KINDS = ("teacher", "student", "saved", "onnx")  # an ONNX export is timed under onnxruntime only
 DEFAULT_VARIANT = "default"
+TORCH = "torch"
+RUNTIMES = (TORCH, "onnxruntime", "onnxruntime-int8")
 
 
 def build_for_timing(spec: ModelSpec) -> tuple[KDSam, str]:
@@ -45,7 +54,7 @@ def build_for_timing(spec: ModelSpec) -> tuple[KDSam, str]:
     if spec.kind == "teacher" and spec.checkpoint is None and TEACHERS[spec.name].default_checkpoint is None:
         return build_architecture(spec.name), RANDOM_WEIGHTS
     model = load_model(spec)
-    assert isinstance(model, KDSam)  # BENCH_KINDS has no ONNX export
+    assert isinstance(model, KDSam)  # ONNX exports never get here (prepare times them apart)
     if spec.kind == "teacher":
         return model, f"pretrained ({model.spec['checkpoint']})"
     return model, RANDOM_WEIGHTS if spec.kind == "student" else f"trained ({spec.path})"
@@ -64,6 +73,7 @@ class Entry:
     label: str
     variant: str
     device: torch.device
+    runtime: str = TORCH
     model: KDSam | None = None
     result: dict[str, Any] = field(default_factory=dict)
     tasks: dict[str, Callable[[], Any]] = field(default_factory=dict)
@@ -74,7 +84,8 @@ class Entry:
 
     @property
     def name(self) -> str:
-        return self.label if self.variant == DEFAULT_VARIANT else f"{self.label} [{self.variant}]"
+        tags = [t for t in (self.variant, self.runtime) if t not in (DEFAULT_VARIANT, TORCH)]
+        return self.label + "".join(f" [{t}]" for t in tags)
 
     def _sync(self) -> None:
         if self.device.type == "cuda":
@@ -101,7 +112,7 @@ class Entry:
             yield
         except torch.OutOfMemoryError as err:
             self.fail("out of memory", str(err).splitlines()[0])
-        except (RuntimeError, ValueError) as err:  # e.g. a feature map too small for BatchNorm in training
+        except (RuntimeError, ValueError, KdsamError) as err:  # e.g. a feature map too small for BatchNorm
             self.fail("failed", str(err).splitlines()[0])
 
     def fail(self, status: str, error: str) -> None:
@@ -148,9 +159,108 @@ def _train_step(encoder: torch.nn.Module, image: torch.Tensor) -> Callable[[], N
     return step
 
 
-def prepare(spec: ModelSpec, variant: str, device: torch.device, batch_size: int, train: bool) -> Entry:
+class Exports:
+    """Each model's ONNX export (fp32 + INT8), made once per benchmark in a temporary folder."""
+
+    def __init__(self) -> None:
+        self._tmp = tempfile.TemporaryDirectory(prefix="kdsam-bench-")
+        self._folders: dict[str, Path] = {}
+
+    def folder(self, label: str, model: KDSam) -> Path:
+        from kdsam.export.onnx import export_onnx
+        from kdsam.export.quantize import synthetic_calibration
+
+        if label not in self._folders:
+            log.info("exporting %s to ONNX (fp32 and INT8) for the onnxruntime rows", label)
+            folder = Path(self._tmp.name) / str(len(self._folders))
+            export_onnx(copy.deepcopy(model).cpu().eval(), folder, calibration=synthetic_calibration(4))
+            self._folders[label] = folder
+        return self._folders[label]
+
+    def close(self) -> None:
+        self._tmp.cleanup()
+
+
+def _onnx_tasks(predictor: Any, size: int, batch_size: int) -> dict[str, Callable[[], Any]]:
+    """The ONNX Runtime twins of `_make_tasks`: encoder (the graph has batch 1, so a batch is that
+    many calls) and decoder for one box; no train step."""
+    image = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0)).numpy()
+    box = np.array([[size * 0.25, size * 0.25, size * 0.75, size * 0.6]], np.float32)
+    (embedding,) = predictor.encoder.run(None, {"image": image})
+
+    def encoder() -> Any:
+        return predictor.encoder.run(None, {"image": image})
+
+    tasks: dict[str, Callable[[], Any]] = {
+        "encoder": encoder,
+        "decoder": lambda: predictor.decoder.run(None, {"image_embeddings": embedding, "boxes": box}),
+    }
+    if batch_size > 1:
+        tasks["batch"] = lambda: [encoder() for _ in range(batch_size)]
+    return tasks
+
+
+def _graph_mb(folder: Path, name: str) -> float:
+    """Size on disk of a graph and its external data: what the runtime holds as weights."""
+    files = [folder / name, folder / f"{name}.data"]
+    return round(sum(f.stat().st_size for f in files if f.is_file()) / 2**20, 1)
+
+
+def _prepare_onnx(entry: Entry, model: KDSam | None, exports: Exports, batch_size: int, threads: int) -> None:
+    """An onnxruntime entry: its model's export (or the export folder it names), timed on CPU."""
+    from kdsam.export.onnx_predictor import OnnxPredictor, encoder_file
+
+    if entry.device.type != "cpu":
+        raise RuntimeError(f"{entry.runtime} is timed on CPU only (onnxruntime's CPU provider); use --device cpu")
+    folder = Path(entry.label).expanduser() if model is None else exports.folder(entry.label, model)
+    predictor = OnnxPredictor(folder, runtime=entry.runtime, threads=threads)
+    entry.result["dtype"] = "int8" if entry.runtime.endswith("int8") else "float32"
+    entry.result["weights_mb"] = _graph_mb(folder, encoder_file(predictor.config, entry.runtime, folder))
+    entry.tasks = _onnx_tasks(predictor, int(predictor.config["img_size"]), batch_size)
+
+
+def _export_counts(folder: Path) -> dict[str, Any]:
+    """What an export folder says about its model without PyTorch: input size and parameter counts."""
+    import onnx
+
+    from kdsam.export.onnx_predictor import read_config
+
+    config = read_config(folder)
+
+    def params(name: str) -> int:
+        graph = onnx.load(str(folder / name), load_external_data=False).graph
+        return sum(int(np.prod(t.dims)) for t in graph.initializer)
+
+    encoder = params(config["encoder"])
+    return {
+        "weights": f"ONNX export ({folder})",
+        "input_size": int(config["img_size"]),
+        "params_encoder": encoder,
+        "params_total": encoder + params(config["decoder"]),
+        "gflops": None,
+        "activation_mb": None,
+    }
+
+
+def prepare(
+    spec: ModelSpec,
+    variant: str,
+    device: torch.device,
+    batch_size: int,
+    train: bool,
+    runtime: str = TORCH,
+    exports: Exports | None = None,
+) -> Entry:
     """Build, size, count and set up one model; failures become a reported status, not an exception."""
-    entry = Entry(spec.text, variant, device)
+    entry = Entry(spec.text, variant, device, runtime)
+    if spec.kind == "onnx":
+        if runtime == TORCH:
+            entry.fail("failed", "an ONNX export has no PyTorch model: time it with --runtime onnxruntime")
+            return entry
+        with entry.reported():
+            entry.result = {"kind": spec.kind, **_export_counts(Path(spec.text).expanduser())}
+            _prepare_onnx(entry, None, exports or Exports(), batch_size, torch.get_num_threads())
+        return entry
     try:
         model, weights = build_for_timing(spec)
     except (KdsamError, RuntimeError, ValueError) as err:
@@ -169,6 +279,9 @@ def prepare(spec: ModelSpec, variant: str, device: torch.device, batch_size: int
         "activation_mb": round(counted.activation_bytes / 2**20, 1),
     }
     with entry.reported():
+        if runtime != TORCH:
+            _prepare_onnx(entry, model, exports or Exports(), batch_size, torch.get_num_threads())
+            return entry
         trainable = copy.deepcopy(model.image_encoder) if train and model.spec.get("kind") == "student" else None
         model = optimize_for_inference(model, device, VARIANTS.get(variant, DEFAULT))
         dtype = next(model.image_encoder.parameters()).dtype
@@ -199,9 +312,9 @@ def warm_up(entry: Entry, rounds: int, budget_s: float) -> None:
         peak = torch.cuda.max_memory_allocated(entry.device) - before
         entry.result["peak_memory_mb"] = round(entry.result["weights_mb"] + peak / 2**20, 1)
         entry.result["memory_method"] = "torch.cuda.max_memory_allocated during the warm-up round"
-    else:
+    elif entry.result["activation_mb"] is not None:
         entry.result["peak_memory_mb"] = round(entry.result["weights_mb"] + entry.result["activation_mb"], 1)
-        entry.result["memory_method"] = "encoder weights + peak live activations at batch 1 (counted)"
+        entry.result["memory_method"] = "encoder weights + peak live activations at batch 1 (counted in PyTorch)"
 
 
 def interleave(entries: list[Entry], repeats: int, budget_s: float, each_round: Callable[[], Any]) -> None:
@@ -228,7 +341,12 @@ def _ms(seconds: list[float], q: float | None = None) -> float | None:
 
 def summarise(entry: Entry, batch_size: int, peak_gflops: float | None) -> dict[str, Any]:
     """One result row of the JSON."""
-    res: dict[str, Any] = {"model": entry.name, "variant": entry.variant, "status": entry.status}
+    res: dict[str, Any] = {
+        "model": entry.name,
+        "runtime": entry.runtime,
+        "variant": entry.variant,
+        "status": entry.status,
+    }
     if entry.error:
         res["error"] = entry.error
     res |= entry.result
@@ -248,6 +366,9 @@ def summarise(entry: Entry, batch_size: int, peak_gflops: float | None) -> dict[
         "decoder_latency_ms": _ms(entry.times["decoder"]),
         "train_step_ms": _ms(entry.times.get("train", [])),
     }
+    if res["gflops"] is None:  # an export folder: no PyTorch model to count
+        res["achieved_gflops_per_s"] = res["flop_efficiency"] = None
+        return res
     achieved = res["gflops"] * res["images_per_s"]
     res["achieved_gflops_per_s"] = round(achieved, 2)
     res["flop_efficiency"] = round(achieved / peak_gflops, 3) if peak_gflops else None
@@ -290,11 +411,14 @@ def benchmark(
     budget_s: float = 120.0,
     variants: list[str] | None = None,
     train_step: bool = True,
+    runtimes: list[str] | None = None,
 ) -> dict[str, Any]:
     """Run the benchmark and return its JSON-ready report (see `kdsam bench --help`).
 
     variants: fast-path recipes from kdsam.models.fast.VARIANTS to time for each student, besides
     the default path, so what each optimisation buys is measured in the same interleaved run.
+    runtimes: RUNTIMES to time every model under (default torch only); ONNX Runtime threads are
+    set to torch's, so the runtimes compete on equal terms.
     """
     dev = resolve_device(device)
     if threads:
@@ -304,8 +428,12 @@ def benchmark(
     if unknown:
         raise KdsamError(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
     specs = [require_kind(as_spec(m), BENCH_KINDS, "kdsam bench") for m in models]
-    plan = [(m, DEFAULT_VARIANT) for m in specs]
-    plan += [(m, v) for m in specs if m.kind != "teacher" for v in variants or []]
+    runtimes = runtimes or [TORCH]
+    unknown = sorted(set(runtimes) - set(RUNTIMES))
+    if unknown:
+        raise KdsamError(f"unknown runtime(s) {', '.join(unknown)}; choose from {', '.join(RUNTIMES)}")
+    plan = [(m, DEFAULT_VARIANT, r) for m in specs for r in runtimes]
+    plan += [(m, v, TORCH) for m in specs if m.kind in ("student", "saved") for v in variants or []]
     peaks: list[float] = []
 
     def measure_peak() -> None:
@@ -314,19 +442,25 @@ def benchmark(
             peaks.append(matmul_peak_gflops(threads))
 
     measure_peak()
+    load_start = _load_average()
     entries: list[Entry] = []
     failed: set[str] = set()
-    for spec, variant in plan:
-        if spec.text in failed:
-            continue  # its variants would fail the same way
-        entry = prepare(spec, variant, dev, batch_size, train_step and variant == DEFAULT_VARIANT)
-        if entry.status == "ok":
-            log.info("warming up %s", entry.name)
-            warm_up(entry, warmup, budget_s)
-        if entry.status != "ok":
-            failed.add(spec.text)
-        entries.append(entry)
-    interleave(entries, repeats, budget_s, measure_peak)
+    exports = Exports()
+    try:
+        for spec, variant, runtime in plan:
+            if spec.text in failed and variant != DEFAULT_VARIANT:
+                continue  # its variants would fail the same way
+            train = train_step and variant == DEFAULT_VARIANT and runtime == TORCH
+            entry = prepare(spec, variant, dev, batch_size, train, runtime, exports)
+            if entry.status == "ok":
+                log.info("warming up %s", entry.name)
+                warm_up(entry, warmup, budget_s)
+            if entry.status != "ok" and runtime == TORCH:
+                failed.add(spec.text)
+            entries.append(entry)
+        interleave(entries, repeats, budget_s, measure_peak)
+    finally:
+        exports.close()
     peak = max(peaks) if peaks else None
     results = [summarise(e, batch_size, peak) for e in entries]
     add_ratios(results)
@@ -335,13 +469,29 @@ def benchmark(
         "device_name": device_name(dev),
         "threads": threads,
         "torch": torch.__version__,
+        "onnxruntime": _onnxruntime_version() if set(runtimes) - {TORCH} else None,
         "batch_size": batch_size,
         "repeats": repeats,
         "budget_s": budget_s,
         "matmul_peak_gflops": round(peak, 1) if peak else None,
+        "load_average": {"start": load_start, "end": _load_average()},  # others' work on a shared machine
         "results": results,
         "targets": check_targets(results),
     }
+
+
+def _load_average() -> list[float] | None:
+    """1, 5 and 15 minute load averages (None where the OS has none)."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
+
+
+def _onnxruntime_version() -> str:
+    import onnxruntime
+
+    return onnxruntime.__version__
 
 
 # The issue's speed targets: (student, reference, minimum speed-up of the student's encoder).
@@ -350,6 +500,8 @@ SPEED_TARGETS = [
     ("student:resnet50@512", "sam_vit_b", 20.0),
     ("student:resnet50@512", "mobilesam", 2.0),
     ("student:resnet50@1024", "sam_vit_h", 25.0),
+    ("student:resnet50@512 [onnxruntime-int8]", "student:resnet50@512", 3.0),
+    ("student:resnet50@512 [onnxruntime-int8]", "mobilesam", 8.0),
 ]
 MIN_FLOP_EFFICIENCY = 0.6
 
@@ -369,7 +521,8 @@ def check_targets(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 }
             )
     for r in results:
-        if is_student(r) and r.get("flop_efficiency") is not None:
+        torch_student = is_student(r) and r.get("runtime", TORCH) == TORCH
+        if torch_student and r.get("flop_efficiency") is not None:
             eff = r["flop_efficiency"]
             checks.append(
                 {

@@ -18,7 +18,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         required=True,
         metavar="MODEL,...",
         help="comma-separated MODELs (docs/models.md): a teacher NAME[=CHECKPOINT] (random weights when a "
-        "checkpoint is needed and not given: timing only), student:BACKBONE@SIZE, a run folder or model.pt. "
+        "checkpoint is needed and not given: timing only), student:BACKBONE@SIZE, a run folder or model.pt, "
+        "an ONNX export folder (timed under --runtime onnxruntime*). "
         "Ratios are printed against the first model and against the first student.",
     )
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -38,6 +39,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="",
         help=f"also time each student with these fast-path steps ('all' or comma list of "
         f"{', '.join(VARIANTS)}; each adds one step to the previous)",
+    )
+    parser.add_argument(
+        "--runtime",
+        default="torch",
+        help="comma-separated runtimes to time every model under, in the same interleaved run: torch, "
+        "onnxruntime (the model's fp32 ONNX export), onnxruntime-int8 (its calibrated INT8 encoder); "
+        "ONNX exports are made on the fly into a temporary folder, or give an export folder as a model",
     )
     parser.add_argument("--no-train-step", action="store_true", help="skip the student's fwd+bwd timing")
     parser.add_argument(
@@ -124,6 +132,7 @@ def run(args: argparse.Namespace) -> int:
         budget_s=args.budget_s,
         variants=_variants(args.variants, args.device),
         train_step=not args.no_train_step,
+        runtimes=[r.strip() for r in args.runtime.split(",") if r.strip()],
     )
     if args.stage1_data:
         from kdsam.bench.stage1_cost import stage1_epoch_cost

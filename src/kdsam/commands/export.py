@@ -1,4 +1,4 @@
-"""`kdsam export`: a model's image encoder and box decoder as two ONNX files, plus its preprocessing."""
+"""`kdsam export`: a model's image encoder and box decoder as ONNX files, an INT8 encoder, and the preprocessing."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from kdsam.errors import KdsamError
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from kdsam.export.onnx import DEFAULT_OPSET
+    from kdsam.export.quantize import DEFAULT_CALIBRATION_IMAGES
 
     p.add_argument(
         "--model", required=True, help="a MODEL (docs/models.md): teacher NAME[=CHECKPOINT], run folder or model.pt"
@@ -17,18 +18,44 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, type=Path, help="output folder for the .onnx files and their JSON")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
     p.add_argument("--overwrite", action="store_true", help="replace an existing export in --out")
+    p.add_argument(
+        "--calibration-data",
+        metavar="SPEC",
+        help="images the INT8 encoder is calibrated on: a folder of image files or a dataset KIND:PATH "
+        "(default: built-in synthetic images; your own data quantizes better)",
+    )
+    p.add_argument(
+        "--calibration-images",
+        type=int,
+        default=DEFAULT_CALIBRATION_IMAGES,
+        help=f"how many images to calibrate on (default {DEFAULT_CALIBRATION_IMAGES})",
+    )
+    p.add_argument("--no-int8", action="store_true", help="skip the INT8 encoder (fp32 graphs only)")
+    p.add_argument(
+        "--external-data",
+        choices=["auto", "always"],
+        default="auto",
+        help="keep the encoder's weights in a .data file beside it: 'auto' when over 2 GB (SAM ViT-H)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     from kdsam.export.onnx import CONFIG_FILE, export_onnx
+    from kdsam.export.quantize import calibration_from
     from kdsam.models.loading import load_model
 
     if (args.out / CONFIG_FILE).exists() and not args.overwrite:
         raise KdsamError(f"{args.out} already holds an export: pass --overwrite to replace it, or choose another --out")
+    calibration = None if args.no_int8 else calibration_from(args.calibration_data, args.calibration_images)
+    external = True if args.external_data == "always" else None
     model = load_model(args.model, ("teacher", "student", "saved"), "kdsam export")
-    config = export_onnx(model, args.out, args.opset)
+    config = export_onnx(model, args.out, args.opset, external, calibration)
+    size = config["img_size"]
     print(
-        f"exported {config['model']} to {args.out}: {config['encoder']} (1x3x{config['img_size']}x{config['img_size']} "
-        f"-> 1x256x64x64), {config['decoder']} (N boxes -> Nx1x256x256 logits), {CONFIG_FILE}"
+        f"exported {config['model']} to {args.out}: {config['encoder']} (1x3x{size}x{size} -> 1x256x64x64"
+        f"{', weights in ' + config['encoder'] + '.data' if config['external_data'] else ''}), "
+        f"{config['decoder']} (N boxes -> Nx1x256x256 logits), {CONFIG_FILE}"
     )
+    if "int8" in config:
+        print(f"INT8 encoder {config['int8']['encoder']}: calibrated on {config['int8']['calibration']}")
     return 0

@@ -23,6 +23,7 @@ from kdsam.commands.options import add_device_argument, resolve_device
 from kdsam.errors import KdsamError
 
 if TYPE_CHECKING:
+    from kdsam.export.onnx_predictor import OnnxPredictor
     from kdsam.infer.files import Prompts
     from kdsam.models.sam import KDSam
 
@@ -102,6 +103,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overlay", type=Path, help="also write a picture: the mask tinted (a few slices of a volume)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     add_device_argument(p)
+    p.add_argument(
+        "--runtime",
+        choices=["torch", "onnxruntime", "onnxruntime-int8"],
+        help="for an ONNX export folder as --model: onnxruntime (fp32, default) or onnxruntime-int8",
+    )
 
 
 def parse_numbers(text: str, flag: str, n: int, names: str) -> list[float]:
@@ -196,16 +202,20 @@ def _file_prompts(path: Path, table: dict[str, list[list[float]]] | None, defaul
     return Prompts(np.array(b2, np.float32).reshape(-1, 4), np.array(b3, np.float32).reshape(-1, 6))
 
 
-def _load(args: argparse.Namespace) -> KDSam:
+def _load(args: argparse.Namespace) -> KDSam | OnnxPredictor:
+    """The model on its fast path on --device (under torchrun, auto gives each rank its own GPU),
+    or an ONNX export folder's predictor under --runtime."""
     import torch
 
-    from kdsam.models.fast import optimize_for_inference
-    from kdsam.models.loading import load_model
+    from kdsam.models.loading import load_predictor
+    from kdsam.models.spec import parse_model
 
+    spec = parse_model(args.model)
     device = resolve_device(args.device)
-    if args.device == "auto" and device.type == "cuda":  # under torchrun, each rank its own GPU
+    if args.device == "auto" and device.type == "cuda":
         device = torch.device(f"cuda:{os.environ.get('LOCAL_RANK', 0)}")
-    return optimize_for_inference(load_model(args.model), device)
+    predictor = load_predictor(spec, str(device), args.runtime)
+    return predictor if spec.kind == "onnx" else predictor.model
 
 
 def _single_output(args: argparse.Namespace, kind: str) -> Path:

@@ -8,9 +8,12 @@ being baked into them; `OnnxPredictor` reads it and prepares images exactly as `
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import onnx
 import torch
@@ -20,10 +23,16 @@ from kdsam.errors import KdsamError
 from kdsam.models.sam import KDSam
 from kdsam.utils.atomic import atomic_path, write_json
 
+if TYPE_CHECKING:
+    from kdsam.export.quantize import Calibration
+
 ENCODER_FILE = "image_encoder.onnx"
 DECODER_FILE = "box_decoder.onnx"
 CONFIG_FILE = "kdsam_onnx.json"
 DEFAULT_OPSET = 17
+# Protobuf caps one file at 2 GiB: larger graphs (SAM ViT-H's encoder) keep their weights in one
+# FILE.data beside FILE. A margin below the cap leaves room for the graph itself.
+EXTERNAL_DATA_BYTES = 1_800_000_000
 
 
 class BoxDecoder(nn.Module):
@@ -66,7 +75,18 @@ def preprocessing_config(model: KDSam, opset: int) -> dict[str, Any]:
         "encoder": ENCODER_FILE,
         "decoder": DECODER_FILE,
         "opset": opset,
+        "external_data": False,
     }
+
+
+def needs_external_data(module: nn.Module) -> bool:
+    """Whether a module's weights are too large for a single ONNX file."""
+    return sum(p.numel() * p.element_size() for p in module.parameters()) > EXTERNAL_DATA_BYTES
+
+
+def data_file(path: Path) -> Path:
+    """Where a graph's external weights live: FILE.data beside FILE."""
+    return path.with_name(path.name + ".data")
 
 
 def _export_graph(
@@ -76,9 +96,16 @@ def _export_graph(
     names: tuple[list[str], list[str]],
     opset: int,
     dynamic_axes: dict[str, dict[int, str]] | None = None,
+    external_data: bool = False,
 ) -> None:
-    """Trace one module to `path` atomically, then run onnx.checker on the file written."""
-    with atomic_path(path) as tmp, warnings.catch_warnings():
+    """Trace one module to `path`, then run onnx.checker on the file written.
+
+    The trace goes to a private folder first (the exporter itself spills a large model into one
+    file per tensor there), then moves into place in one rename, or with external_data is re-saved
+    as FILE + FILE.data.
+    """
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.") as tmp, warnings.catch_warnings():
+        traced = Path(tmp) / path.name
         # The TorchScript exporter is the one that needs no onnxscript; its tracer warnings are about
         # shapes that are static by design (64x64 embeddings, a fixed encoder size), and the folding
         # notes about strided slices (TinyViT's windows) change nothing in the graph's results.
@@ -89,7 +116,7 @@ def _export_graph(
             torch.onnx.export(
                 module,
                 inputs,
-                str(tmp),
+                str(traced),
                 input_names=names[0],
                 output_names=names[1],
                 dynamic_axes=dynamic_axes,
@@ -103,18 +130,50 @@ def _export_graph(
             raise KdsamError(
                 f"{path.name}: ONNX export failed at opset {opset} (opset {DEFAULT_OPSET} is tested): {first[:200]}"
             ) from err
-        onnx.checker.check_model(str(tmp), full_check=True)
+        place_graph(traced, path, external_data or len(os.listdir(tmp)) > 1)
+    onnx.checker.check_model(str(path), full_check=True)
 
 
-def export_onnx(model: KDSam, out_dir: str | Path, opset: int = DEFAULT_OPSET) -> dict[str, Any]:
+def place_graph(written: Path, path: Path, external_data: bool) -> None:
+    """Move a graph written in a private folder to `path`: one rename, or with external_data a
+    re-save as `path` + `data_file(path)` (however the writer had spread its tensors)."""
+    data_file(path).unlink(missing_ok=True)  # a stale FILE.data from an earlier export must not linger
+    if not external_data:
+        os.replace(written, path)
+        return
+    with atomic_path(path) as final:
+        onnx.save_model(
+            onnx.load(str(written)),
+            str(final),
+            save_as_external_data=True,
+            all_tensors_to_one_file=True,
+            location=data_file(path).name,
+            size_threshold=1024,
+        )
+    shutil.copymode(path, data_file(path))  # onnx writes it private (0600); as readable as the graph
+
+
+def export_onnx(
+    model: KDSam,
+    out_dir: str | Path,
+    opset: int = DEFAULT_OPSET,
+    external_data: bool | None = None,
+    calibration: Calibration | None = None,
+) -> dict[str, Any]:
     """Write ENCODER_FILE, DECODER_FILE and CONFIG_FILE into `out_dir`; returns the config.
 
     Each file is written atomically and the JSON last, so a folder with the JSON holds a complete
     export. The decoder takes any number of boxes (dynamic first axis). Traced on the model's device;
     the graphs hold no device, so they run anywhere onnxruntime does.
+    external_data: keep the encoder's weights in ENCODER_FILE.data (None: when over 2 GB).
+    calibration: also write the INT8 encoder, calibrated on these images (see `quantize_encoder`).
     """
+    from kdsam.export.quantize import quantize_encoder
+
     out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
     (out / CONFIG_FILE).unlink(missing_ok=True)  # an interrupted re-export must not look complete
+    external = needs_external_data(model.image_encoder) if external_data is None else external_data
     model = model.eval()
     size, device = model.img_size, model.device
     embedding = torch.zeros(1, 256, 64, 64, device=device)
@@ -127,6 +186,7 @@ def export_onnx(model: KDSam, out_dir: str | Path, opset: int = DEFAULT_OPSET) -
             out / ENCODER_FILE,
             (["image"], ["image_embeddings"]),
             opset,
+            external_data=external,
         )
         _export_graph(
             BoxDecoder(model),
@@ -136,6 +196,8 @@ def export_onnx(model: KDSam, out_dir: str | Path, opset: int = DEFAULT_OPSET) -
             opset,
             {"boxes": per_box, "low_res_logits": per_box, "iou_predictions": per_box},
         )
-    config = preprocessing_config(model, opset)
+    config = preprocessing_config(model, opset) | {"external_data": external}
+    if calibration is not None:
+        config["int8"] = quantize_encoder(out, config, calibration)
     write_json(out / CONFIG_FILE, config)
     return config

@@ -3,6 +3,9 @@
 Same method names, shapes and dtypes as `KDSamPredictor` (set_image, predict_boxes, segment,
 get_image_embedding, reset_image), so the two can be swapped and compared. Images are prepared in
 numpy with SAM's own resize transform, following the preprocessing recorded at export time.
+Two runtimes: "onnxruntime" (the fp32 graphs) and "onnxruntime-int8" (the INT8 encoder that
+`kdsam export` calibrates, with the same fp32 decoder: the decoder is small and its masks are what
+people see).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from kdsam.errors import KdsamError
-from kdsam.export.onnx import CONFIG_FILE
+from kdsam.export.onnx import CONFIG_FILE, DECODER_FILE, ENCODER_FILE
 from kdsam.models.transforms import medsam_upsample, resize_transform
 from kdsam.predictor import KDSamPredictor, as_rgb_uint8
 
@@ -37,6 +40,14 @@ def read_config(folder: Path) -> dict[str, Any]:
     return config
 
 
+RUNTIMES = ("onnxruntime", "onnxruntime-int8")
+
+
+def is_export(path: str | Path) -> bool:
+    """Whether `path` is a `kdsam export` folder (it holds the export's JSON)."""
+    return (Path(path) / CONFIG_FILE).is_file()
+
+
 def preprocess(resized: np.ndarray, config: dict[str, Any]) -> np.ndarray:
     """A resized hxwx3 uint8 image -> the 1x3xSxS float32 encoder input: normalised, then zero-padded
     bottom-right; the numpy twin of `KDSam.preprocess`."""
@@ -50,6 +61,20 @@ def preprocess(resized: np.ndarray, config: dict[str, Any]) -> np.ndarray:
     out = np.zeros((1, 3, size, size), np.float32)
     out[0, :, : x.shape[0], : x.shape[1]] = x.transpose(2, 0, 1)
     return out
+
+
+def prepare_image(image: np.ndarray, config: dict[str, Any]) -> tuple[np.ndarray, tuple[int, int]]:
+    """An HxWx3 uint8 RGB image -> (the encoder input, the resized hxw inside it)."""
+    resized = resize_transform(config["resize_mode"], int(config["img_size"])).apply_image(image)
+    return preprocess(resized, config), resized.shape[:2]
+
+
+def session_options(threads: int | None) -> ort.SessionOptions:
+    """CPU threads for onnxruntime's operators (None: onnxruntime's choice, one per core)."""
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    return options
 
 
 def postprocess_masks(
@@ -67,24 +92,35 @@ def postprocess_masks(
 class OnnxPredictor:
     """Box-prompt predictor over a `kdsam export` folder; see `KDSamPredictor` for the conventions."""
 
-    def __init__(self, folder: str | Path, providers: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        folder: str | Path,
+        providers: list[str] | None = None,
+        runtime: str = "onnxruntime",
+        threads: int | None = None,
+    ) -> None:
+        if runtime not in RUNTIMES:
+            raise KdsamError(f"runtime {runtime!r}: an ONNX export runs under {' or '.join(RUNTIMES)}")
         self.folder = Path(folder)
+        self.runtime = runtime
         self.config = read_config(self.folder)
         self.transform = resize_transform(
             self.config["resize_mode"], int(self.config["img_size"]), self.config.get("recipe", "sam")
         )
         self.mask_threshold = float(self.config.get("mask_threshold", 0.0))
+        self.name = f"{self.config.get('model', self.folder.name)} [{runtime}]"
         providers = providers or ["CPUExecutionProvider"]
-        self.encoder = self._session(self.config.get("encoder", "image_encoder.onnx"), providers)
-        self.decoder = self._session(self.config.get("decoder", "box_decoder.onnx"), providers)
+        options = session_options(threads)
+        self.encoder = self._session(encoder_file(self.config, runtime, self.folder), providers, options)
+        self.decoder = self._session(self.config.get("decoder", DECODER_FILE), providers, options)
         self.reset_image()
 
-    def _session(self, name: str, providers: list[str]) -> ort.InferenceSession:
+    def _session(self, name: str, providers: list[str], options: ort.SessionOptions) -> ort.InferenceSession:
         path = self.folder / name
         if not path.is_file():
             raise KdsamError(f"{path}: missing from the ONNX export (rerun `kdsam export`)")
         try:
-            return ort.InferenceSession(str(path), providers=providers)
+            return ort.InferenceSession(str(path), options, providers=providers)
         except Exception as err:  # onnxruntime raises its own untyped exceptions for a bad file
             raise KdsamError(f"{path}: not a loadable ONNX model ({str(err).splitlines()[0][:200]})") from err
 
@@ -95,10 +131,9 @@ class OnnxPredictor:
         image = as_rgb_uint8(image)
         if image_format == "BGR":
             image = np.ascontiguousarray(image[..., ::-1])
-        resized = self.transform.apply_image(image)
-        (self.features,) = self.encoder.run(None, {"image": preprocess(resized, self.config)})
+        encoder_input, self.input_size = prepare_image(image, self.config)
+        (self.features,) = self.encoder.run(None, {"image": encoder_input})
         self.original_size = image.shape[:2]
-        self.input_size = resized.shape[:2]
         self.is_image_set = True
 
     def get_image_embedding(self) -> np.ndarray:
@@ -133,3 +168,17 @@ class OnnxPredictor:
 
     # The union of per-box masks is defined once, on KDSamPredictor; it only uses predict_boxes.
     segment = KDSamPredictor.segment
+
+
+def encoder_file(config: dict[str, Any], runtime: str, folder: Path) -> str:
+    """The encoder graph a runtime runs: the fp32 one, or the INT8 one the export calibrated."""
+    if runtime == "onnxruntime":
+        return config.get("encoder", ENCODER_FILE)
+    if "int8" not in config:
+        raise KdsamError(f"{folder}: this export has no INT8 encoder (rerun `kdsam export` without --no-int8)")
+    return config["int8"]["encoder"]
+
+
+def load_export(path: str | Path, runtime: str = "onnxruntime", threads: int | None = None) -> OnnxPredictor:
+    """A `kdsam export` folder as a predictor, run by onnxruntime (fp32) or onnxruntime-int8."""
+    return OnnxPredictor(path, runtime=runtime, threads=threads)

@@ -122,13 +122,15 @@ def segment_image(model: KDSam, path: Path, prompts: Prompts, window: Any) -> tu
             "or a --boxes JSON entry"
         )
     image, intensity = read_image_with_intensity(path, window=window)
+    if (prompts.everything or len(prompts.points)) and not isinstance(model, KDSam):
+        raise KdsamError(f"{path}: points and everything mode need a PyTorch model; an ONNX export takes boxes")
     if prompts.everything:
         from kdsam.infer.everything import segment_everything
 
         return segment_everything(model, image, prompts.everything).label_map, image, intensity
     _check_boxes2d(path, prompts.boxes, image.shape[:2])
     _check_points(path, prompts.points, image.shape[:2])
-    predictor = KDSamPredictor(model)
+    predictor = KDSamPredictor(model) if isinstance(model, KDSam) else model  # an ONNX export's predictor
     predictor.set_image(image)
     if len(prompts.points):
         return _point_mask(predictor, path, prompts), image, intensity
@@ -162,6 +164,8 @@ def run_file(
 ) -> dict[str, Any]:
     """Segment one input into `output` (+ its JSON sidecar, + an overlay PNG if asked); the record."""
     kind = kind_of(path)
+    if kind in ("npz", "volume") and not isinstance(model, KDSam):
+        raise KdsamError(f"{path}: volumes and challenge cases need a PyTorch model; an ONNX export segments 2D images")
     start = time.perf_counter()
     record: dict[str, Any] = {"input": str(path), "output": str(output), "kind": kind, "model": _model_label(model)}
     if kind == "npz":

@@ -67,17 +67,26 @@ def load_model(
     return load_saved_student(spec.path)
 
 
-def load_predictor(model: str | ModelSpec, device: str | None = None) -> KDSamPredictor | OnnxPredictor:
-    """The box-prompt predictor of any MODEL: torch models on their fast inference path on `device`
-    (auto, cpu, cuda, cuda:N; auto is CUDA when present), ONNX exports on onnxruntime's CPU provider."""
+def load_predictor(
+    model: str | ModelSpec, device: str | None = None, runtime: str | None = None
+) -> KDSamPredictor | OnnxPredictor:
+    """The predictor of any MODEL: torch models on their fast inference path on `device` (auto, cpu,
+    cuda, cuda:N; auto is CUDA when present); an ONNX export folder under `runtime` onnxruntime (the
+    default) or onnxruntime-int8."""
+    spec = as_spec(model)
+    if spec.kind == "onnx":
+        from kdsam.export.onnx_predictor import load_export
+
+        if runtime == "torch":
+            raise KdsamError(f"{spec.text}: an ONNX export runs under onnxruntime or onnxruntime-int8, not torch")
+        return load_export(spec.path, runtime or "onnxruntime")
+    if runtime not in (None, "torch"):
+        raise KdsamError(f"--runtime {runtime}: needs an ONNX export folder as the model (run `kdsam export`)")
     from kdsam.models.fast import optimize_for_inference
     from kdsam.predictor import KDSamPredictor
     from kdsam.utils.device import resolve_device
 
-    loaded = load_model(model)
-    if not isinstance(loaded, KDSam):
-        return loaded
-    return KDSamPredictor(optimize_for_inference(loaded, resolve_device(device)))
+    return KDSamPredictor(optimize_for_inference(load_model(spec), resolve_device(device)))
 
 
 __all__ = ["MODEL_FILE", "load_model", "load_predictor", "load_saved_student", "read_state_dict", "save_model"]

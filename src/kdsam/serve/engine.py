@@ -1,0 +1,132 @@
+"""The model behind the server: one predictor, used by one request at a time, and the embeddings it made.
+
+A predictor holds the embedding of the image last set, so two requests interleaving set_image and
+predict would mix images up. `Engine` serialises every model call behind one lock (requests queue;
+the encoder saturates the CPU anyway) and lends the predictor a stored `Embedding` for each
+decode, so a session's image is embedded once and prompted many times. Works with
+`KDSamPredictor` (boxes, points, previous mask) and `OnnxPredictor` (boxes).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from kdsam.errors import KdsamError
+
+
+@dataclass
+class Embedding:
+    """What `set_image` leaves on a predictor: enough to decode prompts without the encoder."""
+
+    features: Any
+    original_size: tuple[int, int]
+    input_size: tuple[int, int]
+
+
+@dataclass
+class Prediction:
+    """Per-object masks (N x H x W bool), their scores, and the low-res logits of each (N x 256 x 256)."""
+
+    masks: np.ndarray
+    scores: np.ndarray
+    low_res: np.ndarray
+
+
+@dataclass
+class Session:
+    """One uploaded image: its pixels (for the page to show), its embedding, the last mask's logits."""
+
+    image: np.ndarray
+    embedding: Embedding
+    previous: np.ndarray | None = None
+    created: float = field(default_factory=time.time)
+
+
+class Engine:
+    """A predictor behind a lock, with a bounded LRU of sessions (least recently used evicted first)."""
+
+    def __init__(self, predictor: Any, max_sessions: int = 16) -> None:
+        if max_sessions < 1:
+            raise KdsamError(f"--max-sessions {max_sessions}: keep at least one session")
+        self.predictor = predictor
+        self.points = hasattr(predictor, "predict")  # SamPredictor's API; an ONNX export decodes boxes only
+        self.max_sessions = max_sessions
+        self._model_lock = threading.Lock()
+        self._sessions: OrderedDict[str, Session] = OrderedDict()
+        self._sessions_lock = threading.Lock()
+
+    @property
+    def name(self) -> str:
+        return str(getattr(self.predictor, "name", None) or getattr(self.predictor.model, "name", "model"))
+
+    def embed(self, image: np.ndarray) -> Embedding:
+        with self._model_lock:
+            self.predictor.set_image(image)
+            p = self.predictor
+            return Embedding(p.features, tuple(p.original_size), tuple(p.input_size))
+
+    def _use(self, embedding: Embedding) -> None:
+        p = self.predictor
+        p.features, p.original_size, p.input_size = embedding.features, embedding.original_size, embedding.input_size
+        p.is_image_set = True
+
+    def predict_boxes(self, embedding: Embedding, boxes: np.ndarray) -> Prediction:
+        """One single-mask prediction per box, exactly `predictor.predict_boxes`."""
+        with self._model_lock:
+            self._use(embedding)
+            masks, scores, low_res = self.predictor.predict_boxes(boxes)
+        return Prediction(masks[:, 0], scores[:, 0], low_res[:, 0])
+
+    def predict_points(
+        self,
+        embedding: Embedding,
+        points: np.ndarray,
+        labels: np.ndarray,
+        box: np.ndarray | None,
+        previous: np.ndarray | None,
+    ) -> Prediction:
+        """One mask from clicks (label 1 object, 0 background), optionally inside a box and refining
+        the previous mask's logits: SamPredictor.predict with single-mask output."""
+        if not self.points:
+            raise KdsamError("this model (an ONNX export) takes box prompts only; serve a PyTorch model for clicks")
+        with self._model_lock:
+            self._use(embedding)
+            masks, scores, low_res = self.predictor.predict(
+                point_coords=points if len(points) else None,
+                point_labels=labels if len(points) else None,
+                box=box,
+                mask_input=None if previous is None else previous[None],
+                multimask_output=False,
+            )
+        return Prediction(masks, scores, low_res)
+
+    def open_session(self, image: np.ndarray) -> str:
+        session = Session(image, self.embed(image))
+        key = uuid.uuid4().hex
+        with self._sessions_lock:
+            self._sessions[key] = session
+            while len(self._sessions) > self.max_sessions:
+                self._sessions.popitem(last=False)
+        return key
+
+    def session(self, key: str) -> Session:
+        with self._sessions_lock:
+            if key not in self._sessions:
+                raise KeyError(key)
+            self._sessions.move_to_end(key)
+            return self._sessions[key]
+
+    def close_session(self, key: str) -> bool:
+        with self._sessions_lock:
+            return self._sessions.pop(key, None) is not None
+
+    @property
+    def n_sessions(self) -> int:
+        return len(self._sessions)

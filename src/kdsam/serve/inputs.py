@@ -1,0 +1,111 @@
+"""Checking what clients send: uploaded image files and prompts. Every refusal is a `BadRequest` with
+an HTTP status and one line saying what is wrong, so the server answers it and keeps serving."""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from kdsam.data.imageio import read_image
+from kdsam.errors import KdsamError
+
+MAX_UPLOAD_BYTES = 64 * 2**20
+MAX_PIXELS = 50_000_000  # ISIC's largest images are ~30 MP; more is a mistake or an attack
+
+
+class BadRequest(Exception):
+    """A client error: `status` (4xx) and a one-line message."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _claimed_pixels(path: Path) -> float | None:
+    """Width x height from the file's header without decoding it (None: not a format PIL knows)."""
+    try:
+        with Image.open(path) as img:
+            return img.size[0] * img.size[1]
+    except Image.DecompressionBombError:  # PIL's own ceiling, far above ours
+        return math.inf
+    except (UnidentifiedImageError, OSError, ValueError):
+        return None
+
+
+def decode_image(
+    data: bytes, filename: str | None, max_bytes: int = MAX_UPLOAD_BYTES, max_pixels: int = MAX_PIXELS
+) -> np.ndarray:
+    """Uploaded bytes -> HxWx3 uint8 RGB, through the same reader as every kdsam command. The bytes go
+    to a temporary file named like the upload, since some formats are recognised by their suffix."""
+    name = Path(filename or "upload").name
+    if not data:
+        raise BadRequest(400, f"{name}: empty file; send the image's bytes in the 'image' field")
+    if len(data) > max_bytes:
+        raise BadRequest(413, f"{name}: over the {max_bytes} byte upload limit")
+    suffix = "".join(Path(name).suffixes[-2:]) or ".img"
+    with tempfile.TemporaryDirectory(prefix="kdsam-upload-") as tmp:
+        path = Path(tmp) / f"upload{suffix}"
+        path.write_bytes(data)
+        pixels = _claimed_pixels(path)
+        if pixels is not None and pixels > max_pixels:
+            raise BadRequest(413, f"{name}: its header claims {pixels:.0f} pixels, over the {max_pixels} pixel limit")
+        try:
+            return read_image(path)
+        except KdsamError as err:
+            message = str(err).replace(str(path), name).splitlines()[0]
+            raise BadRequest(400, f"{message} (send a PNG, JPEG, TIFF or other image kdsam reads)") from err
+
+
+def _load(value: Any, field: str) -> Any:
+    if isinstance(value, str):
+        try:
+            return json.loads(value) if value.strip() else []
+        except json.JSONDecodeError as err:
+            raise BadRequest(400, f"{field}: not JSON ({err.msg}); send e.g. [[10, 20, 110, 140]]") from err
+    return [] if value is None else value
+
+
+def _numbers(item: Any, n: int, field: str) -> list[float]:
+    ok = isinstance(item, (list, tuple)) and len(item) == n
+    ok = ok and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in item)
+    if not ok:
+        raise BadRequest(400, f"{field}: each entry must be {n} finite numbers, got {json.dumps(item)[:80]}")
+    return [float(v) for v in item]
+
+
+def parse_boxes(value: Any, shape: tuple[int, int], field: str = "boxes") -> np.ndarray:
+    """A JSON list of [x0, y0, x1, y1] in image pixels -> Nx4 float32, each inside the WxH image."""
+    items = _load(value, field)
+    if not isinstance(items, list):
+        raise BadRequest(400, f"{field}: expected a JSON list of [x0, y0, x1, y1] boxes")
+    h, w = shape
+    boxes = []
+    for item in items:
+        x0, y0, x1, y1 = _numbers(item, 4, field)
+        if not (x0 < x1 and y0 < y1):
+            raise BadRequest(400, f"{field}: box {item} needs x0 < x1 and y0 < y1")
+        if x0 < 0 or y0 < 0 or x1 > w or y1 > h:
+            raise BadRequest(400, f"{field}: box {item} reaches outside the {w}x{h} image (x in 0..{w}, y in 0..{h})")
+        boxes.append([x0, y0, x1, y1])
+    return np.asarray(boxes, np.float32).reshape(-1, 4)
+
+
+def parse_points(points: Any, labels: Any, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """[[x, y], ...] clicks inside the image and their labels (1 object, 0 background; default 1)."""
+    items = _load(points, "points")
+    if not isinstance(items, list):
+        raise BadRequest(400, "points: expected a JSON list of [x, y] clicks")
+    h, w = shape
+    coords = np.asarray([_numbers(p, 2, "points") for p in items], np.float32).reshape(-1, 2)
+    if len(coords) and ((coords < 0).any() or (coords[:, 0] > w).any() or (coords[:, 1] > h).any()):
+        raise BadRequest(400, f"points: a click lies outside the {w}x{h} image")
+    marks = _load(labels, "point_labels") if labels is not None else [1] * len(coords)
+    if not isinstance(marks, list) or len(marks) != len(coords) or any(m not in (0, 1) for m in marks):
+        raise BadRequest(400, "point_labels: one label per point, 1 (object) or 0 (background)")
+    return coords, np.asarray(marks, np.int64)
