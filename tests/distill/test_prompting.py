@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from kdsam.distill.prompting import DEFAULT_MIX, PromptMix, parse_mix, prompted_logits
+from kdsam.distill.prompting import DEFAULT_MIX, KINDS, PromptMix, parse_mix, prompted_logits
 from kdsam.errors import KdsamError
 
 from .tiny import make_tiny_teacher
@@ -16,10 +16,13 @@ def test_mix_grammar_and_draws():
     mix = parse_mix(DEFAULT_MIX, max_clicks=2)
     assert dict(mix.weights) == {"box": 0.5, "point": 0.25, "box+point": 0.25}
     rng = np.random.default_rng(0)
-    draws = [mix.draw(rng) for _ in range(4000)]
-    share = {k: sum(d[0] == k for d in draws) / len(draws) for k in ("box", "point", "box+point")}
+    target = np.zeros((256, 256), bool)
+    target[100:120, 50:60] = True
+    draws = [mix.draw(target, rng) for _ in range(4000)]
+    share = {k: sum(KINDS[d.kind] == k for d in draws) / len(draws) for k in KINDS}
     assert share["box"] == pytest.approx(0.5, abs=0.03) and share["point"] == pytest.approx(0.25, abs=0.03)
-    assert {d[1] for d in draws} == {0, 1, 2}
+    assert {d.clicks for d in draws} == {0, 1, 2}
+    assert all(target[d.point[1], d.point[0]] for d in draws)  # first points lie on the object
     assert parse_mix("box").boxes_only and not mix.boxes_only
 
 
@@ -36,8 +39,8 @@ def test_each_first_prompt_gives_logits_with_gradient_to_the_decoder(kind):
     target = torch.zeros(1, 256, 256)
     target[0, 64:192, 96:160] = 1
     box = torch.tensor([[48.0, 32.0, 80.0, 96.0]])  # the object in the 128 px prompt frame
-    mix = PromptMix(((kind, 1.0),), max_clicks=2)
-    logits = prompted_logits(model, torch.randn(1, 256, 64, 64), target, box, mix, np.random.default_rng(1))
+    plan = PromptMix(((kind, 1.0),), max_clicks=2).draw(target[0].numpy() > 0.5, np.random.default_rng(1))
+    logits = prompted_logits(model, torch.randn(1, 256, 64, 64), target, box, plan)
     assert logits.shape == (1, 1, 256, 256)
     logits.sum().backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.mask_decoder.parameters())

@@ -42,11 +42,22 @@ class PromptMix:
     def describe(self) -> dict[str, object]:
         return {"first_prompt": dict(self.weights), "max_corrective_clicks": self.max_clicks}
 
-    def draw(self, rng: np.random.Generator) -> tuple[str, int]:
-        """(kind of first prompt, number of corrective clicks) for one object."""
+    def draw(self, target: np.ndarray, rng: np.random.Generator) -> PromptPlan:
+        """One object's prompt sequence: the kind of its first prompt, its corrective clicks, and the
+        positive point of a point-led prompt (drawn uniformly inside the low-res target)."""
         kinds, probs = zip(*self.weights, strict=True)
         kind = kinds[int(rng.choice(len(kinds), p=np.asarray(probs) / sum(probs)))]
-        return kind, int(rng.integers(self.max_clicks + 1))
+        clicks = int(rng.integers(self.max_clicks + 1))
+        return PromptPlan(KINDS.index(kind), clicks, random_point(target, rng))
+
+
+@dataclass(frozen=True)
+class PromptPlan:
+    """kind: index into KINDS; clicks: corrective clicks after it; point: (x, y) in the low-res frame."""
+
+    kind: int
+    clicks: int
+    point: tuple[int, int]
 
 
 def parse_mix(text: str, max_clicks: int = 2) -> PromptMix:
@@ -100,28 +111,21 @@ def decode_prompts(
 
 
 def prompted_logits(
-    model: KDSam,
-    embedding: torch.Tensor,
-    target: torch.Tensor,
-    box: torch.Tensor,
-    mix: PromptMix,
-    rng: np.random.Generator,
+    model: KDSam, embedding: torch.Tensor, target: torch.Tensor, box: torch.Tensor, plan: PromptPlan
 ) -> torch.Tensor:
-    """Logits (1x1x256x256, with gradient) for one object under a prompt sequence drawn from `mix`.
+    """Logits (1x1x256x256, with gradient) for one object under a drawn prompt sequence.
 
     embedding: 1x256x64x64; target: 1x256x256 float in the low-res frame; box: 1x4 in the prompt
     frame (already jittered). Corrective clicks go to the deepest point of the largest error region of
     the previous answer (`kdsam.data.clicks.next_click`), which is fed back as the mask prompt.
     """
-    kind, n_clicks = mix.draw(rng)
+    kind = KINDS[plan.kind]
     truth = target[0].detach().cpu().numpy() > 0.5
     scale = model.img_size / truth.shape[-1]
-    points: list[tuple[int, int, bool]] = []
-    if kind != "box":
-        points.append((*random_point(truth, rng), True))
+    points: list[tuple[int, int, bool]] = [] if kind == "box" else [(*plan.point, True)]
     use_box = box if kind != "point" else None
     mask_input = None
-    for _ in range(n_clicks):
+    for _ in range(plan.clicks):
         with torch.no_grad():
             logits = decode_prompts(model, embedding, use_box, points, mask_input, scale)
         click = next_click(logits[0, 0].cpu().numpy() > 0, truth)
