@@ -24,22 +24,30 @@ from tests.distill.tiny import FAST, STUDENT
 ARGS = {"perceptual": "none", **STUDENT}
 
 
-@pytest.fixture
-def cut_run(tmp_path, tiny_teacher, splits, monkeypatch):
-    """A stage-1 run stopped after its first epoch's checkpoint."""
+@pytest.fixture(scope="module")
+def cut_once(tmp_path_factory, synthetic_root):
+    """A stage-1 run stopped after its first epoch's checkpoint (made once, copied per test)."""
     import kdsam.distill.trainer as trainer
+    from tests.distill.tiny import make_tiny_teacher
 
+    tmp = tmp_path_factory.mktemp("cut")
     real = trainer.save_torch
 
     def stop_after_first(path, obj):
         real(path, obj)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(trainer, "save_torch", stop_after_first)
-    with pytest.raises(KeyboardInterrupt):
-        distill(tiny_teacher, splits["train"], splits["val"], tmp_path / "run", cache_dir=tmp_path, cfg=FAST, **ARGS)
-    monkeypatch.setattr(trainer, "save_torch", real)
-    return tmp_path / "run"
+    train, val = (open_dataset(f"folder:{synthetic_root}", s, max_side=128) for s in ("train", "val"))
+    with pytest.MonkeyPatch.context() as mp, pytest.raises(KeyboardInterrupt):
+        mp.setattr(trainer, "save_torch", stop_after_first)
+        distill(make_tiny_teacher(), train, val, tmp / "run", cache_dir=tmp, cfg=FAST, **ARGS)
+    return tmp
+
+
+@pytest.fixture
+def cut_run(cut_once, tmp_path):
+    shutil.copytree(cut_once, tmp_path / "cut")
+    return tmp_path / "cut" / "run"
 
 
 def _resume(run, tiny_teacher, splits, cfg=FAST, **kw):
