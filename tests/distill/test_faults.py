@@ -12,7 +12,6 @@ import pytest
 import torch
 from PIL import Image
 
-import kdsam.distill.stage1 as stage1
 from kdsam.cli import main
 from kdsam.data import open_dataset
 from kdsam.data.imageio import write_png
@@ -127,7 +126,9 @@ def test_invalid_options_are_refused_up_front(option, value, message):
 
 
 def test_invalid_option_on_the_command_line_is_one_line(tmp_path, capsys, synthetic_root, monkeypatch):
-    monkeypatch.setattr(stage1, "distill", lambda *a, **k: pytest.fail("training started"))
+    import kdsam.commands.distill as command  # patched where the command looks it up, not in stage1
+
+    monkeypatch.setattr(command, "distill", lambda *a, **k: pytest.fail("training started"))
     args = ["distill", "--data", f"folder:{synthetic_root}", "--out", str(tmp_path / "r"), "--lr", "nan"]
     assert main(args) == 2
     err = capsys.readouterr().err.strip()

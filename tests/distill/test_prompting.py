@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -44,3 +46,33 @@ def test_each_first_prompt_gives_logits_with_gradient_to_the_decoder(kind):
     assert logits.shape == (1, 1, 256, 256)
     logits.sum().backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.mask_decoder.parameters())
+
+
+def test_finetune_trains_on_the_mix_and_records_it(tmp_path, tiny_teacher, splits):
+    from kdsam.distill.items import TrainingSet, index_dataset
+    from kdsam.distill.runtime import Runtime
+    from kdsam.distill.stage1 import distill
+    from kdsam.distill.stage2 import finetune
+    from kdsam.models.loading import load_saved_student
+
+    from .tiny import FAST, STUDENT
+
+    run = tmp_path / "run"
+    distill(
+        tiny_teacher, splits["train"], splits["val"], run, cache_dir=tmp_path, cfg=FAST, perceptual="none", **STUDENT
+    )
+    mix = parse_mix("point=1", max_clicks=1)
+    finetune(run, splits["train"], splits["val"], cfg=FAST, cache_dir=tmp_path, prompt_mix=mix)
+    config = json.loads((run / "config.json").read_text())["finetune"]
+    assert config["prompts"]["first_prompt"] == {"point": 1.0} and config["prompts"]["max_corrective_clicks"] == 1
+    assert config["prompts"]["validation"].startswith("boxes")
+    # every training item carries its drawn plan, the same on every load (seeded by epoch and item)
+    student = load_saved_student(run)
+    index = index_dataset(splits["train"], Runtime(torch.device("cpu")))
+    items = TrainingSet(splits["train"], index, student, seed=0, prompt_mix=mix)
+    first, again = items[0], items[0]
+    assert KINDS[int(first["prompt_kind"])] == "point" and int(first["prompt_clicks"]) in (0, 1)
+    assert torch.equal(first["prompt_point"], again["prompt_point"])
+    # a resumed fine-tuning must keep its prompts
+    with pytest.raises(KdsamError, match="--prompts"):
+        finetune(run, splits["train"], splits["val"], cfg=FAST, cache_dir=tmp_path, resume=True)

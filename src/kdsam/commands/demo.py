@@ -18,6 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backbone", default=d.backbone)
     parser.add_argument("--input-size", type=int, default=d.input_size)
     parser.add_argument("--seed", type=int, default=d.seed)
+    parser.add_argument("--prompt-mix", default=d.prompt_mix, help="stage 2's prompts (kdsam finetune --help)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -29,6 +30,7 @@ def run(args: argparse.Namespace) -> int:
         backbone=args.backbone,
         input_size=args.input_size,
         seed=args.seed,
+        prompt_mix=args.prompt_mix,
     )
     out = Path(args.out)
     print_summary(out, run_demo(out, cfg))

@@ -14,6 +14,7 @@ from kdsam.commands.options import (
     train_val,
 )
 from kdsam.distill.items import AUGMENTATIONS
+from kdsam.distill.prompting import DEFAULT_MIX, parse_mix
 from kdsam.distill.stage2 import finetune
 from kdsam.distill.trainer import FitConfig
 
@@ -29,6 +30,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="KINDS",
         help=f"comma-separated, from {','.join(AUGMENTATIONS)} (default none); box and mask move together",
     )
+    parser.add_argument(
+        "--prompt-mix",
+        default=DEFAULT_MIX,
+        metavar="MIX",
+        help=f"first prompts to train on, KIND=WEIGHT from box, point, box+point (default {DEFAULT_MIX}); "
+        "'box' alone is the boxes-only recipe",
+    )
+    parser.add_argument(
+        "--max-clicks", type=int, default=2, help="simulated corrective clicks after the first prompt: 0..N (default 2)"
+    )
     parser.add_argument("--cache-dir", help="frozen-encoder embedding cache (default $KDSAM_CACHE or ~/.cache/kdsam)")
     add_fit_arguments(parser, FitConfig(epochs=10, lr=1e-4))
 
@@ -42,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
         args.run, train, val, bce_weight=args.bce_weight, train_encoder=args.train_encoder, cfg=cfg,
         resume=args.resume, splits=splits_of(args), runtime=rt, cache_dir=args.cache_dir,
         augmentations=[a.strip() for a in args.augment.split(",") if a.strip()],
+        prompt_mix=parse_mix(args.prompt_mix, args.max_clicks),
     )  # fmt: skip
     if not rt.is_main:
         return 0

@@ -24,6 +24,7 @@ from kdsam.data.dataset import Dataset
 from kdsam.data.imageio import BadFileError
 from kdsam.data.prompts import box_around, components, jitter_boxes
 from kdsam.distill.cache import LOW_RES, EmbeddingCache, _load_checked, boxes_key, image_key
+from kdsam.distill.prompting import PromptMix
 from kdsam.distill.runtime import Runtime
 from kdsam.models.sam import KDSam
 
@@ -196,7 +197,8 @@ class TrainingSet(torch.utils.data.Dataset):
 
     x (3xSxS student input) or emb (256x64x64 frozen student embedding, stage 2 with a frozen
     encoder), box (4, student prompt frame) and target (1x256x256) of one component chosen at
-    random, and for stage 1 teacher_emb (256x64x64 fp16), teacher_box and teacher_logits.
+    random, and for stage 1 teacher_emb (256x64x64 fp16), teacher_box and teacher_logits. With a
+    prompt mix (stage 2), also the drawn prompt plan: prompt_kind, prompt_clicks, prompt_point.
 
     The choice of component, the box jitter and the augmentations draw from a generator seeded by
     (seed, epoch, item), so an item is the same whichever worker or rank loads it: results do not
@@ -217,6 +219,7 @@ class TrainingSet(torch.utils.data.Dataset):
         jitter: bool = False,
         augmentations: Sequence[str] = (),
         min_area: int = 100,
+        prompt_mix: PromptMix | None = None,
     ) -> None:
         self.dataset = dataset
         self.entries = index.entries
@@ -228,6 +231,7 @@ class TrainingSet(torch.utils.data.Dataset):
         self.jitter = jitter
         self.augmentations = tuple(augmentations)
         self.min_area = min_area
+        self.prompt_mix = prompt_mix
         self.seed = seed
         self.epoch = 0
 
@@ -258,6 +262,13 @@ class TrainingSet(torch.utils.data.Dataset):
             "box": self.student.boxes_to_prompt_frame(torch.from_numpy(box), mask.shape)[0],
             "target": low_res_target(self.student, comps[k]),
         }
+        if self.prompt_mix is not None:
+            plan = self.prompt_mix.draw(item["target"][0].numpy() > 0.5, rng)
+            item.update(
+                prompt_kind=torch.tensor(plan.kind),
+                prompt_clicks=torch.tensor(plan.clicks),
+                prompt_point=torch.tensor(plan.point),
+            )
         if self.frozen_cache is not None and not self.augmentations:
             item["emb"] = _required(self.frozen_cache / f"{entry.key}.pt", (256, 64, 64))
         else:

@@ -14,6 +14,7 @@ from kdsam.data.dataset import Dataset
 from kdsam.distill.cache import open_cache
 from kdsam.distill.items import AUGMENTATIONS, TrainingSet, index_dataset
 from kdsam.distill.losses import dice_loss_per_item
+from kdsam.distill.prompting import DEFAULT_MIX, PromptMix, PromptPlan, parse_mix, prompted_logits
 from kdsam.distill.run import RunDir
 from kdsam.distill.runtime import Runtime
 from kdsam.distill.stage1 import report_skipped, runtime_config
@@ -38,11 +39,15 @@ def finetune(
     runtime: Runtime | None = None,
     augmentations: Sequence[str] = (),
     cache_dir: str | Path | None = None,
+    prompt_mix: PromptMix | None = None,
 ) -> KDSam:
     """Fine-tune the mask decoder of RUN's student with a Dice loss (+ optional BCE); box prompts from
     the masks, jittered in training only. The encoder stays frozen unless `train_encoder`; then each
     image's embedding is fixed, so it is computed once into the cache (keyed by the student's
-    weights) and streamed back, unless augmentations change the pixels every epoch."""
+    weights) and streamed back, unless augmentations change the pixels every epoch.
+
+    `prompt_mix` (default: `kdsam.distill.prompting.DEFAULT_MIX`) trains on boxes, points, box plus
+    points and simulated corrective clicks; validation, and so model selection, stays on boxes."""
     cfg = cfg or FitConfig(epochs=10, lr=1e-4)
     rt = runtime or Runtime(torch.device("cpu"))
     unknown = set(augmentations) - set(AUGMENTATIONS)
@@ -52,7 +57,13 @@ def finetune(
     run.read_config()
     source = run.path / "model-distill.pt"
     student = load_saved_student(source if source.is_file() else run.model)
-    options = {"bce_weight": bce_weight, "train_encoder": train_encoder, "augment": sorted(augmentations)}
+    mix = prompt_mix or parse_mix(DEFAULT_MIX)
+    options = {
+        "bce_weight": bce_weight,
+        "train_encoder": train_encoder,
+        "augment": sorted(augmentations),
+        "prompts": mix.describe(),
+    }
     if resume:
         run.check_resume("finetune", options)
     run.start("finetune", resume, writer=rt.is_main)
@@ -81,7 +92,7 @@ def finetune(
         student.image_encoder.to(memory_format=torch.channels_last)
     frozen_dir = frozen.dir if frozen is not None else None
     train_set = TrainingSet(train, train_index, student, seed=cfg.seed, frozen_cache=frozen_dir, jitter=True,
-                            augmentations=augmentations)  # fmt: skip
+                            augmentations=augmentations, prompt_mix=None if mix.boxes_only else mix)  # fmt: skip
     val_set = TrainingSet(val, val_index, student, seed=cfg.seed, frozen_cache=frozen_dir)
     if rt.is_main:
         run.write_config(
@@ -91,6 +102,7 @@ def finetune(
                 "options": options,
                 "train_encoder": train_encoder,
                 "augment": sorted(augmentations),
+                "prompts": {**mix.describe(), "validation": "boxes (model selection on box Dice)"},
                 "train": {"spec": train.spec, "split": train.split, **train_index.summary()},
                 "val": {"spec": val.spec, "split": val.split, **val_index.summary()},
                 "fit": asdict(cfg),
@@ -107,8 +119,26 @@ def finetune(
         with torch.no_grad():  # frozen encoder, augmented pixels
             return student.image_encoder(batch["x"])
 
+    def prompted(batch: Batch) -> torch.Tensor:
+        """Box prompts for the whole batch at once, or each item's drawn prompt sequence."""
+        emb = embeddings(batch)
+        if "prompt_kind" not in batch:
+            return student.decode(emb, batch["box"])[0]
+        plans = [
+            PromptPlan(int(kind), int(clicks), (int(point[0]), int(point[1])))
+            for kind, clicks, point in zip(
+                batch["prompt_kind"], batch["prompt_clicks"], batch["prompt_point"], strict=True
+            )
+        ]
+        return torch.cat(
+            [
+                prompted_logits(student, emb[i : i + 1], batch["target"][i], batch["box"][i : i + 1], plan)
+                for i, plan in enumerate(plans)
+            ]
+        )
+
     def losses(batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        logits, _ = student.decode(embeddings(batch), batch["box"])
+        logits = prompted(batch)
         dice = dice_loss_per_item(logits, batch["target"])
         bce = F.binary_cross_entropy_with_logits(logits.float(), batch["target"]) if bce_weight else torch.zeros(())
         return dice, bce
