@@ -34,7 +34,7 @@ json.dump(info, open(sys.argv[1], "w"), indent=2)
 PY
 
 step "CUDA-marked tests"
-"$PY" -m pytest -q -m cuda tests/distill/test_cuda.py -p no:cacheprovider -rs || echo "CUDA TESTS FAILED"
+"$PY" -m pytest -q -m cuda tests/distill/test_cuda.py -p no:cacheprovider -rs --tb=short -W ignore::DeprecationWarning || echo "CUDA TESTS FAILED"
 
 step "synthetic data ($N images)"
 "$PY" -c "from kdsam.data.synthetic import write_synthetic; write_synthetic('$WORK/data', n=$N)"

@@ -132,8 +132,8 @@ def init_runtime(device: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     dev = resolve_device(device)
-    if world > 1 and dev.type == "cuda" and dev.index is None:
-        dev = torch.device("cuda", local_rank)
+    if dev.type == "cuda" and dev.index is None:  # torch.cuda.set_device needs an index
+        dev = torch.device("cuda", local_rank if world > 1 else torch.cuda.current_device())
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     if world > 1 and not dist.is_initialized():
