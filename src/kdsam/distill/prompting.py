@@ -128,7 +128,7 @@ def prompted_logits(
     for _ in range(plan.clicks):
         with torch.no_grad():
             logits = decode_prompts(model, embedding, use_box, points, mask_input, scale)
-        click = next_click(logits[0, 0].cpu().numpy() > 0, truth)
+        click = next_click(logits[0, 0].float().cpu().numpy() > 0, truth)  # bf16 under CUDA autocast
         if click is None:
             break
         points.append((click.x, click.y, click.positive))
