@@ -14,6 +14,7 @@ from torch import nn
 
 from kdsam.bench.flops import count_forward
 from kdsam.bench.latency import RANDOM_WEIGHTS, benchmark, check_targets, percentile
+from kdsam.bench.targets import load_targets
 from kdsam.cli import main
 from kdsam.errors import KdsamError
 from kdsam.models.fast import VARIANTS, optimize_for_inference
@@ -200,3 +201,18 @@ def test_runtimes_are_timed_in_one_run(tmp_path) -> None:
     assert "no INT8 encoder" in rows[f"{models[1]} [onnxruntime-int8]"]["error"]  # exported without calibration
     with pytest.raises(KdsamError, match="unknown runtime"):
         benchmark(models[:1], runtimes=["tensorrt"])
+
+
+def test_targets_come_from_a_config_file(tmp_path) -> None:
+    rows = [
+        {"model": "sam_vit_h", "status": "ok", "latency_ms_median": 60000.0},
+        {"model": "student:resnet50@512", "status": "ok", "latency_ms_median": 300.0},
+    ]
+    strict = load_targets()
+    strict["speedups"] = [{"student": "student:resnet50@512", "reference": "sam_vit_h", "min": 500.0}]
+    (tmp_path / "targets.json").write_text(json.dumps(strict))
+    checks = check_targets(rows, load_targets(tmp_path / "targets.json"))
+    assert [(c["measured"], c["holds"]) for c in checks] == [(200.0, False)]
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(KdsamError, match="not a targets file"):
+        load_targets(tmp_path / "bad.json")

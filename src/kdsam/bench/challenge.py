@@ -17,13 +17,14 @@ import numpy as np
 import torch
 
 from kdsam.bench.latency import build_for_timing, device_name
+from kdsam.bench.targets import load_targets
 from kdsam.infer.files import Prompts, run_file
 from kdsam.models.fast import optimize_for_inference
 from kdsam.models.sam import KDSam
 from kdsam.models.spec import ModelSpec
 from kdsam.utils.device import resolve_device
 
-TARGETS_S = {"2d": 0.5, "3d": 5.0}
+TARGETS_S = {k: float(v) for k, v in load_targets()["cvpr24_seconds_per_case"].items()}
 
 
 def synthetic_cases(folder: Path, side: int = 512, slices: int = 100, seed: int = 0) -> dict[str, Path]:

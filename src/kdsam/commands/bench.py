@@ -76,6 +76,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="instead, time everything mode (SAM's automatic mask generator) on a 512x512 image per model, JSON",
     )
     parser.add_argument("--points-per-side", type=int, default=32, help="--everything's grid (default 32)")
+    parser.add_argument(
+        "--targets", type=Path, default=None, help="speed targets JSON to judge (default: kdsam's bench/targets.json)"
+    )
     parser.add_argument("--json", type=Path, default=None, help="write the JSON report here")
     parser.add_argument(
         "--out",
@@ -112,6 +115,7 @@ def read_eval_dice(specs: list[str]) -> dict[str, float]:
 
 def run(args: argparse.Namespace) -> int:
     from kdsam.bench.latency import benchmark
+    from kdsam.bench.targets import load_targets
     from kdsam.report.pareto import bench_markdown, pareto_plot
     from kdsam.utils.atomic import write_json, write_text
 
@@ -133,6 +137,7 @@ def run(args: argparse.Namespace) -> int:
         variants=_variants(args.variants, args.device),
         train_step=not args.no_train_step,
         runtimes=[r.strip() for r in args.runtime.split(",") if r.strip()],
+        targets=load_targets(args.targets),
     )
     if args.stage1_data:
         from kdsam.bench.stage1_cost import stage1_epoch_cost
