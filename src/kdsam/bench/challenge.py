@@ -16,13 +16,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from kdsam.bench.latency import build_for_timing, device_name
+from kdsam.bench.latency import device_name, timed_model
 from kdsam.bench.targets import load_targets
 from kdsam.infer.files import Prompts, run_file
-from kdsam.models.fast import optimize_for_inference
 from kdsam.models.sam import KDSam
 from kdsam.models.spec import ModelSpec
-from kdsam.utils.device import resolve_device
 
 TARGETS_S = {k: float(v) for k, v in load_targets()["cvpr24_seconds_per_case"].items()}
 
@@ -72,11 +70,7 @@ def time_cases(
     batch_size: int = 8,
 ) -> dict[str, Any]:
     """Median seconds per 2D and per 3D case for one model (after one untimed 2D warm-up case)."""
-    if threads:
-        torch.set_num_threads(threads)
-    target = resolve_device(device)
-    model, weights = build_for_timing(spec)
-    model = optimize_for_inference(model.eval(), target)
+    model, weights, target = timed_model(spec, device, threads)
     load_before = os.getloadavg()
     times: dict[str, list[float]] = {"2d": [], "3d": []}
     cpu: dict[str, list[float]] = {"2d": [], "3d": []}

@@ -14,11 +14,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from kdsam.bench.latency import build_for_timing, device_name
+from kdsam.bench.latency import device_name, timed_model
 from kdsam.infer.everything import segment_everything
-from kdsam.models.fast import optimize_for_inference
 from kdsam.models.spec import ModelSpec
-from kdsam.utils.device import resolve_device
 
 
 def blob_image(side: int = 512, seed: int = 0) -> np.ndarray:
@@ -35,11 +33,7 @@ def time_everything(
     spec: ModelSpec, device: str = "cpu", threads: int | None = None, points_per_side: int = 32, repeats: int = 1
 ) -> dict[str, Any]:
     """Median wall seconds of `segment_everything` on a 512x512 image (after one untimed run)."""
-    if threads:
-        torch.set_num_threads(threads)
-    target = resolve_device(device)
-    model, weights = build_for_timing(spec)
-    model = optimize_for_inference(model.eval(), target)
+    model, weights, target = timed_model(spec, device, threads)
     image = blob_image()
     segment_everything(model, image, points_per_side)  # warm-up
     load_before = os.getloadavg()

@@ -61,6 +61,15 @@ def build_for_timing(spec: ModelSpec) -> tuple[KDSam, str]:
     return model, RANDOM_WEIGHTS if spec.kind == "student" else f"trained ({spec.path})"
 
 
+def timed_model(spec: ModelSpec, device: str = "cpu", threads: int | None = None) -> tuple[KDSam, str, torch.device]:
+    """(model on its inference fast path, what its weights are, the device) for a side benchmark."""
+    if threads:
+        torch.set_num_threads(threads)
+    target = resolve_device(device)
+    model, weights = build_for_timing(spec)
+    return optimize_for_inference(model.eval(), target), weights, target
+
+
 def percentile(values: list[float], q: float) -> float:
     """Nearest-rank percentile: with few repeats, a real measurement rather than an interpolation."""
     ordered = sorted(values)
