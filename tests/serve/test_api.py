@@ -6,6 +6,7 @@ import json
 import struct
 import zlib
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -204,3 +205,30 @@ def test_kdsam_serve_prints_its_url_and_stops_on_ctrl_c(tiny_model, tmp_path) ->
         assert "stopped" in proc.stdout.read()
     finally:
         proc.kill()
+
+
+def test_ct_volume_opens_at_its_middle_slice_in_the_chosen_window(client) -> None:
+    """The page's window selector: a real MR volume shipped with nibabel, and a CT slice from pydicom."""
+    from nibabel.testing import data_path
+    from pydicom.data import get_testdata_file
+
+    nifti = Path(data_path) / "anatomical.nii"
+    opened = client.post("/v1/sessions", files={"image": ("anatomical.nii", nifti.read_bytes())})
+    assert opened.status_code == 200
+    ct = Path(get_testdata_file("CT_small.dcm"))
+    grey = {}
+    for window in ("soft-tissue", "bone"):
+        reply = client.post("/v1/sessions", files={"image": ("ct.dcm", ct.read_bytes())}, data={"window": window})
+        assert reply.status_code == 200
+        grey[window] = np.asarray(decode_png_bytes(client.get(f"/v1/sessions/{reply.json()['session_id']}/image")))
+    assert not np.array_equal(grey["soft-tissue"], grey["bone"])  # the window changes what the model sees
+    bad = client.post("/v1/sessions", files={"image": ("ct.dcm", ct.read_bytes())}, data={"window": "nonsense"})
+    assert bad.status_code == 400 and "\n" not in bad.json()["error"]
+
+
+def decode_png_bytes(response) -> object:
+    from io import BytesIO
+
+    from PIL import Image
+
+    return Image.open(BytesIO(response.content))

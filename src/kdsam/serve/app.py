@@ -118,10 +118,11 @@ def create_app(engine: Engine, max_upload_bytes: int = MAX_UPLOAD_BYTES, max_pix
             return _error(413, f"request of {length} bytes is over the {max_upload_bytes} byte upload limit")
         return await call_next(request)
 
-    def _read_upload(image: UploadFile | None) -> np.ndarray:
+    def _read_upload(image: UploadFile | None, window: str | None = None) -> np.ndarray:
         if image is None:
             raise BadRequest(400, "no image: send the file as multipart form field 'image'")
-        return decode_image(image.file.read(max_upload_bytes + 1), image.filename, max_upload_bytes, max_pixels)
+        data = image.file.read(max_upload_bytes + 1)
+        return decode_image(data, image.filename, max_upload_bytes, max_pixels, window or "auto")
 
     @app.get("/healthz")
     def healthz() -> dict[str, Any]:
@@ -131,9 +132,12 @@ def create_app(engine: Engine, max_upload_bytes: int = MAX_UPLOAD_BYTES, max_pix
     def segment(
         image: Annotated[UploadFile | None, File(description="any image file kdsam reads")] = None,
         boxes: Annotated[str | None, Form(description="JSON [[x0, y0, x1, y1], ...] in image pixels")] = None,
+        window: Annotated[
+            str | None, Form(description="intensity window: auto, soft-tissue, lung, bone, brain, percentile, L,W")
+        ] = None,
     ) -> dict[str, Any]:
         """One image and its box prompts -> one mask per box (the stateless call, for scripts)."""
-        pixels = _read_upload(image)
+        pixels = _read_upload(image, window)
         parsed = parse_boxes(boxes, pixels.shape[:2])
         if not len(parsed):
             raise BadRequest(400, "boxes: give at least one [x0, y0, x1, y1] box")
@@ -147,9 +151,12 @@ def create_app(engine: Engine, max_upload_bytes: int = MAX_UPLOAD_BYTES, max_pix
     @app.post("/v1/sessions", response_model=SessionOut)
     def open_session(
         image: Annotated[UploadFile | None, File(description="any image file kdsam reads")] = None,
+        window: Annotated[
+            str | None, Form(description="intensity window: auto, soft-tissue, lung, bone, brain, percentile, L,W")
+        ] = None,
     ) -> dict[str, Any]:
-        """Upload and embed an image once; prompt it many times with /v1/sessions/{id}/segment."""
-        pixels = _read_upload(image)
+        """Upload and embed an image once (a volume: its middle slice); prompt it many times."""
+        pixels = _read_upload(image, window)
         start = time.perf_counter()
         key = engine.open_session(pixels)
         h, w = pixels.shape[:2]

@@ -39,15 +39,27 @@ def _claimed_pixels(path: Path) -> float | None:
 
 
 def decode_image(
-    data: bytes, filename: str | None, max_bytes: int = MAX_UPLOAD_BYTES, max_pixels: int = MAX_PIXELS
+    data: bytes,
+    filename: str | None,
+    max_bytes: int = MAX_UPLOAD_BYTES,
+    max_pixels: int = MAX_PIXELS,
+    window: str = "auto",
 ) -> np.ndarray:
-    """Uploaded bytes -> HxWx3 uint8 RGB, through the same reader as every kdsam command. The bytes go
-    to a temporary file named like the upload, since some formats are recognised by their suffix."""
+    """Uploaded bytes -> HxWx3 uint8 RGB, through the same reader as every kdsam command, with the
+    intensity `window` (auto, a CT preset, percentile, minmax or "L,W"). A volume (NIfTI, a
+    multi-frame DICOM) gives its middle slice along the third axis, as a viewer opens it. The bytes
+    go to a temporary file named like the upload, since some formats are recognised by their suffix."""
+    from kdsam.data import intensity, medical
+
     name = Path(filename or "upload").name
     if not data:
         raise BadRequest(400, f"{name}: empty file; send the image's bytes in the 'image' field")
     if len(data) > max_bytes:
         raise BadRequest(413, f"{name}: over the {max_bytes} byte upload limit")
+    try:
+        mapping = intensity.parse_window(window)
+    except KdsamError as err:
+        raise BadRequest(400, str(err).splitlines()[0]) from err
     suffix = "".join(Path(name).suffixes[-2:]) or ".img"
     with tempfile.TemporaryDirectory(prefix="kdsam-upload-") as tmp:
         path = Path(tmp) / f"upload{suffix}"
@@ -56,10 +68,17 @@ def decode_image(
         if pixels is not None and pixels > max_pixels:
             raise BadRequest(413, f"{name}: its header claims {pixels:.0f} pixels, over the {max_pixels} pixel limit")
         try:
-            return read_image(path)
+            if medical.is_dicom(path) or medical.is_nifti(path):
+                volume = medical.read_volume(path)
+                middle = volume.slices()[volume.array.shape[2] // 2]
+                grey, _ = intensity.to_uint8(middle, mapping, volume.modality, volume.window)
+                return np.repeat(grey[..., None], 3, axis=2)
+            return read_image(path, window=mapping)
         except KdsamError as err:
             message = str(err).replace(str(path), name).splitlines()[0]
-            raise BadRequest(400, f"{message} (send a PNG, JPEG, TIFF or other image kdsam reads)") from err
+            raise BadRequest(
+                400, f"{message} (send a PNG, JPEG, TIFF, DICOM, NIfTI or other image kdsam reads)"
+            ) from err
 
 
 def _load(value: Any, field: str) -> Any:

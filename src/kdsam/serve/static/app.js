@@ -24,6 +24,8 @@ async function openImage(file) {
   status(`Uploading and embedding ${file.name}…`);
   const form = new FormData();
   form.append("image", file, file.name);
+  form.append("window", $("window").value);
+  state.file = file;
   try {
     if (state.session) fetch(`/v1/sessions/${state.session}`, { method: "DELETE" });
     const info = await api("/v1/sessions", { method: "POST", body: form });
@@ -185,6 +187,7 @@ overlay.addEventListener("pointerup", (event) => {
 $("undo").addEventListener("click", () => { state.actions.pop(); segment(); });
 $("clear").addEventListener("click", () => { state.actions = []; segment(); });
 $("file").addEventListener("change", (event) => { if (event.target.files[0]) openImage(event.target.files[0]); });
+$("window").addEventListener("change", () => { if (state.file) openImage(state.file); });  // re-read with the new window
 const drop = $("drop");
 drop.addEventListener("dragover", (event) => { event.preventDefault(); drop.classList.add("dragging"); });
 drop.addEventListener("dragleave", () => drop.classList.remove("dragging"));
