@@ -71,6 +71,11 @@ def test_label_maps(tmp_path: Path) -> None:
     palette.putpalette([0, 0, 0, 128, 0, 0])  # a dark label colour: still foreground
     palette.save(tmp_path / "p.png")
     assert np.array_equal(read_mask(tmp_path / "p.png"), mask)
+    labels = mask.astype(np.uint8) * 2  # labels 1..K (here 2 and 3) all read as foreground, not as empty
+    labels[: mask.shape[0] // 2] *= 3 // 2 + 1
+    labels[labels == 4] = 3
+    assert set(np.unique(labels)) == {0, 2, 3}
+    assert np.array_equal(read_mask(save(tmp_path / "labels.png", labels)), mask)
 
 
 def test_truncated_and_missing_files_named(tmp_path: Path, img: np.ndarray) -> None:

@@ -126,7 +126,8 @@ def image_size(path: str | Path) -> tuple[int, int]:
 def read_mask(path: str | Path, threshold: int = 128) -> np.ndarray:
     """A mask file -> HxW bool. Any channel layout is reduced to one channel (max over colour
     channels; alpha ignored); lossy JPEG masks are binarised at `threshold`, never tested == 255;
-    palette masks are label maps, where any non-black colour is foreground."""
+    palette masks and lossless masks whose values all stay below `threshold` (labels 1..K) are label
+    maps, where every label is foreground (their union)."""
     path = Path(path)
     img = _open(path)
     if img.mode in ("P", "PA"):  # label maps: any non-black palette colour is foreground, (128,0,0) too
@@ -138,7 +139,8 @@ def read_mask(path: str | Path, threshold: int = 128) -> np.ndarray:
         arr = arr[..., :3].max(axis=2) if arr.shape[2] >= 3 else arr[..., 0]
     if arr.dtype == bool:
         return arr
-    if arr.max() <= 1:  # 0/1 label maps
+    lossy = img.format == "JPEG"
+    if arr.max() <= 1 or (not lossy and arr.max() < threshold):  # 0/1 masks and 1..K label maps
         return arr > 0
     return arr >= threshold
 
