@@ -8,15 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from kdsam.distill.prompting import DEFAULT_MIX, INTERACTIVE_MIX, KINDS, PromptMix, parse_mix, prompted_logits
+from kdsam.distill.prompting import DEFAULT_MIX, KINDS, PromptMix, parse_mix, prompted_logits
 from kdsam.errors import KdsamError
 
 from .tiny import make_tiny_teacher
 
 
 def test_mix_grammar_and_draws():
-    assert parse_mix(DEFAULT_MIX).boxes_only  # the default recipe: boxes only
-    mix = parse_mix(INTERACTIVE_MIX, max_clicks=2)
+    mix = parse_mix(DEFAULT_MIX, max_clicks=2)
     assert dict(mix.weights) == {"box": 0.5, "point": 0.25, "box+point": 0.25}
     rng = np.random.default_rng(0)
     target = np.zeros((256, 256), bool)

@@ -14,7 +14,7 @@ from kdsam.commands.options import (
     train_val,
 )
 from kdsam.distill.items import AUGMENTATIONS
-from kdsam.distill.prompting import DEFAULT_MIX, INTERACTIVE_MIX, parse_mix
+from kdsam.distill.prompting import DEFAULT_MIX, parse_mix
 from kdsam.distill.stage2 import finetune
 from kdsam.distill.trainer import FitConfig
 
@@ -34,8 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--prompt-mix",
         default=DEFAULT_MIX,
         metavar="MIX",
-        help=f"first prompts to train on: 'box' (default: boxes only) or KIND=WEIGHT,... from box, point, "
-        f"box+point, e.g. {INTERACTIVE_MIX} (then --max-clicks corrective clicks)",
+        help=f"first prompts to train on, KIND=WEIGHT from box, point, box+point (default {DEFAULT_MIX}); "
+        "'box' alone is the boxes-only recipe",
     )
     parser.add_argument(
         "--max-clicks", type=int, default=2, help="simulated corrective clicks after the first prompt: 0..N (default 2)"

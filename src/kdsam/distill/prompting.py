@@ -20,11 +20,7 @@ from kdsam.errors import KdsamError
 from kdsam.models.sam import KDSam
 
 KINDS = ("box", "point", "box+point")
-# Boxes only by default: on the demo the interactive mix below cost 0.055 box Dice and did not
-# improve click Dice after 15 epochs (docs/prompts.md), so it is opt-in until a recipe that keeps box
-# accuracy is measured.
-DEFAULT_MIX = "box"
-INTERACTIVE_MIX = "box=0.5,point=0.25,box+point=0.25"
+DEFAULT_MIX = "box=0.5,point=0.25,box+point=0.25"
 
 
 @dataclass(frozen=True)

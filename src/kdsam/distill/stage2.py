@@ -46,7 +46,7 @@ def finetune(
     image's embedding is fixed, so it is computed once into the cache (keyed by the student's
     weights) and streamed back, unless augmentations change the pixels every epoch.
 
-    `prompt_mix` (default boxes only, `kdsam.distill.prompting.DEFAULT_MIX`) can add points, box plus
+    `prompt_mix` (default: `kdsam.distill.prompting.DEFAULT_MIX`) trains on boxes, points, box plus
     points and simulated corrective clicks; validation, and so model selection, stays on boxes."""
     cfg = cfg or FitConfig(epochs=10, lr=1e-4)
     rt = runtime or Runtime(torch.device("cpu"))
