@@ -1,7 +1,7 @@
 """Makes docs/serve/screenshot.png: the page in headless Chromium with the bundled LiteMedSAM teacher,
 a synthetic skin lesion, one box and one click. Run from the repository root:
 
-    python docs/serve/screenshot.py docs/serve/screenshot.png
+    PYTHONPATH=. python docs/serve/screenshot.py docs/serve/screenshot.png   # from the repository root
 """
 
 from __future__ import annotations
