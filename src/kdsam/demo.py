@@ -38,6 +38,7 @@ log = logging.getLogger("kdsam")
 
 TOLERANCE = 0.05  # the student should land within this Dice of the teacher
 CLICKS = 5  # the click protocol's length in the demo's report
+CALIBRATION_IMAGES = 32  # INT8 calibration: 8 cost 0.015 Dice on the demo, its 33 training images none
 INT8_TOLERANCE = 0.01  # the INT8 student (ONNX Runtime) should land within this Dice of its fp32 self
 
 
@@ -81,8 +82,9 @@ def _overlays(out: Path, test, teacher, student, n: int = 4) -> Path:
 
 
 def _int8_dice(out: Path, student, train, test) -> dict[str, Any]:
-    """The student exported to ONNX with its INT8 encoder calibrated on 8 training images, scored on
-    the test split like the fp32 student (resumable: an existing export is reused)."""
+    """The student exported to ONNX with its INT8 encoder calibrated on up to 32 training images,
+    scored on the test split like the fp32 student (resumable: an existing export is reused). With 8
+    images MinMax calibration cost 0.015 Dice on the demo; with its 33 it cost none."""
     from kdsam.eval.evaluate import ModelSegmenter
     from kdsam.export.onnx import export_onnx
     from kdsam.export.onnx_predictor import is_export, load_export
@@ -90,7 +92,7 @@ def _int8_dice(out: Path, student, train, test) -> dict[str, Any]:
 
     folder = out / "onnx"
     if not is_export(folder):
-        images = [sample.image for sample, _ in zip(train.samples(), range(8), strict=False)]
+        images = [sample.image for sample, _ in zip(train.samples(), range(CALIBRATION_IMAGES), strict=False)]
         export_onnx(student, folder, calibration=Calibration(images, f"{len(images)} training images of the demo"))
     segmenter = ModelSegmenter(load_export(folder, "onnxruntime-int8"), f"{student.name} [onnxruntime-int8]")
     return run_evaluation(segmenter, test, out / "eval" / "student_int8", overwrite=True)["mean"]
