@@ -50,6 +50,3 @@ def time_everything(
         "seconds_per_image": round(statistics.median(r.seconds for r in runs), 3),
         "masks_found": [len(r.masks) for r in runs],
     }
-
-
-
