@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from kdsam.data.imageio import BadFileError, read_image, read_mask
+from kdsam.data.imageio import BadFileError, read_image, read_labels, read_mask
 
 from .conftest import grey, pair, save, truncate
 
@@ -88,3 +88,16 @@ def test_truncated_and_missing_files_named(tmp_path: Path, img: np.ndarray) -> N
     (tmp_path / "text.png").write_text("not an image")
     with pytest.raises(BadFileError, match=r"text\.png"):
         read_image(tmp_path / "text.png")
+
+
+def test_read_labels_keeps_label_values(tmp_path: Path) -> None:
+    labels = np.zeros((6, 8), np.uint8)
+    labels[1:3, 1:4], labels[3:5, 4:7] = 1, 3
+    assert np.array_equal(read_labels(save(tmp_path / "k.png", labels)), labels)
+    assert np.array_equal(read_labels(save(tmp_path / "b.png", (labels > 0).astype(np.uint8) * 255)), labels > 0)
+    wide = labels.astype(np.uint16)
+    assert np.array_equal(read_labels(save(tmp_path / "w.png", wide)), labels)
+    palette = Image.fromarray(labels, "P")
+    palette.putpalette([0, 0, 0, 128, 0, 0, 0, 0, 0, 0, 128, 0])  # index 2 is black too: background
+    palette.save(tmp_path / "p.png")
+    assert np.array_equal(read_labels(tmp_path / "p.png"), labels)

@@ -31,6 +31,16 @@ def test_objects_are_large_components_with_their_boxes(mask: np.ndarray) -> None
 
 
 def test_training_prompts_for_the_same_objects_as_evaluation(mask: np.ndarray) -> None:
-    assert items.components is prompts.components  # one definition, not a copy
-    train_boxes = np.stack([prompts.box_around(o) for o in items.components(mask)])
+    assert items.objects is prompts.objects  # one definition, not a copy
+    train_boxes = np.stack([prompts.box_around(o) for o in items.objects(mask)])
     np.testing.assert_array_equal(train_boxes, boxes_from_mask(mask))
+
+
+def test_touching_labels_are_separate_objects() -> None:
+    labels = np.zeros((40, 60), np.uint8)
+    labels[5:25, 5:30], labels[5:25, 30:55] = 2, 1  # one blob if united
+    assert len(components(labels > 0)) == 1
+    objects = prompts.objects(labels)
+    assert [int(o.sum()) for o in objects] == [500, 500]
+    assert objects[0][5, 40] and objects[1][5, 10]  # label order: 1, then 2
+    assert len(prompts.objects(labels > 0)) == 1  # a bool mask: its components

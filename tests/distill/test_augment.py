@@ -47,3 +47,34 @@ def test_finetune_with_augmentations_records_them(tmp_path, tiny_teacher, splits
 
     config = json.loads((run / "config.json").read_text())["finetune"]
     assert config["augment"] == ["flip", "intensity", "scale"] and config["completed"]
+
+
+def test_label_maps_train_each_label_as_its_objects(tmp_path):
+    """Two touching labels are two training objects (their union would be one), also after zooming."""
+    import torch
+    from PIL import Image
+
+    from kdsam.data import open_dataset
+    from kdsam.data.imageio import write_png
+    from kdsam.distill.items import TrainingSet, index_dataset
+    from kdsam.distill.runtime import Runtime
+    from tests.distill.tiny import make_tiny_teacher
+
+    labels = np.zeros((60, 80), np.uint8)
+    labels[10:40, 10:40], labels[10:40, 40:70] = 1, 2
+    (tmp_path / "d" / "images").mkdir(parents=True)
+    Image.fromarray(np.full((60, 80, 3), 90, np.uint8)).save(tmp_path / "d" / "images" / "case.png")
+    write_png(tmp_path / "d" / "masks" / "case.png", labels)
+    dataset = open_dataset(f"folder:{tmp_path / 'd'}")
+    index = index_dataset(dataset, Runtime(torch.device("cpu")))
+    np.testing.assert_array_equal(index.entries[0].boxes, [[10, 10, 40, 40], [40, 10, 70, 40]])
+    student = make_tiny_teacher()
+    for kinds in ((), ("scale",)):
+        items = TrainingSet(dataset, index, student, augmentations=kinds)
+        for epoch in range(6):
+            items.set_epoch(epoch)
+            ys, xs = np.nonzero(items[0]["target"][0].numpy() > 0.5)
+            width, height = xs.max() - xs.min() + 1, ys.max() - ys.min() + 1
+            assert abs(width / height - 1) < 0.1  # one square label, never the 2:1 pair
+        _, aug_labels = augment(np.zeros((60, 80, 3), np.uint8), labels, kinds, np.random.default_rng(3))
+        assert aug_labels.dtype == np.uint8 and set(np.unique(aug_labels)) <= {0, 1, 2}

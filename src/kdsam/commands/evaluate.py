@@ -181,6 +181,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"{label} on {spec}: {result['n_images']} images scored{skipped} -> {folder}")
         which = chosen if args.split else f"{chosen}, the default"
         print(f"  scored ({which}): {_scored_by_split(result, spec, args)}")
+        for k, scores in result.get("per_label", {}).items():
+            print(f"  label {k}: Dice {scores['mean']['dice']:.4f} over {scores['n_images']} images")
     print()
     print(to_markdown(comparison(results)))
     if several:

@@ -8,9 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
-from kdsam.data.imageio import BadFileError, image_size, read_image, read_mask
+from kdsam.data.imageio import BadFileError, image_size, read_image, read_labels, read_mask
 from kdsam.data.sample import Sample
 from kdsam.errors import KdsamError
 
@@ -40,7 +39,11 @@ def require_unique_names(records: Sequence[Record]) -> list[Record]:
 
 
 def union_of_masks(record: Record) -> np.ndarray:
-    """The target is the union of every mask file of an image (BUSI's _mask_1, Kvasir's parts)."""
+    """The target is the union of every mask file of an image (BUSI's _mask_1, Kvasir's parts); a
+    single file that is a label map (values 1..K) keeps its labels."""
+    if len(record.masks) == 1:
+        labels = read_labels(record.masks[0])
+        return labels if labels.max() > 1 else labels > 0
     masks = [read_mask(p) for p in record.masks]
     if len({m.shape for m in masks}) > 1:
         raise BadFileError(f"{record.masks[0]}: the masks of {record.name!r} differ in size")
@@ -50,7 +53,8 @@ def union_of_masks(record: Record) -> np.ndarray:
 def load_record(
     record: Record, read_target: Callable[[Record], np.ndarray] = union_of_masks, max_side: int | None = None
 ) -> Sample:
-    """Decode one record, checking that image and mask agree in size.
+    """Decode one record, checking that image and mask agree in size. A target read as an integer
+    label map with labels above 1 becomes the sample's `labels` (its union the mask).
 
     max_side: decode a smaller copy (training reads images many times; evaluation needs the
     original resolution and leaves it None). The mask is then resized to match, nearest-neighbour.
@@ -66,10 +70,18 @@ def load_record(
         )
     image = read_image(record.image, max_side=max_side)
     if image.shape[:2] != mask.shape:
-        small = Image.fromarray(mask).resize((image.shape[1], image.shape[0]), Image.Resampling.NEAREST)
-        mask = np.asarray(small)
+        mask = resize_nearest(mask, image.shape[:2])
+    labels = mask if mask.dtype != bool and mask.max() > 1 else None
     meta = {**record.meta, "image_path": str(record.image), "mask_paths": [str(p) for p in record.masks]}
-    return Sample(record.name, image, mask.astype(bool), meta)
+    return Sample(record.name, image, mask > 0, meta, labels)
+
+
+def resize_nearest(array: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resize (pixel centres, as Pillow's) of a mask or label map of any dtype to
+    (height, width)."""
+    rows = (2 * np.arange(shape[0]) + 1) * array.shape[0] // (2 * shape[0])
+    cols = (2 * np.arange(shape[1]) + 1) * array.shape[1] // (2 * shape[1])
+    return array[rows[:, None], cols[None, :]]
 
 
 class Dataset(Sequence[Sample]):

@@ -123,26 +123,36 @@ def image_size(path: str | Path) -> tuple[int, int]:
         raise BadFileError(f"{path}: unreadable image ({err})") from err
 
 
-def read_mask(path: str | Path, threshold: int = 128) -> np.ndarray:
-    """A mask file -> HxW bool. Any channel layout is reduced to one channel (max over colour
-    channels; alpha ignored); lossy JPEG masks are binarised at `threshold`, never tested == 255;
-    palette masks and lossless masks whose values all stay below `threshold` (labels 1..K) are label
-    maps, where every label is foreground (their union)."""
+def read_labels(path: str | Path, threshold: int = 128) -> np.ndarray:
+    """A mask file -> HxW integer label map: 0 background, 1 the structure of a binary mask, or the
+    stored labels 1..K of a label map (palette masks: their indices, a black entry being background;
+    lossless masks whose values all stay below `threshold`). Any channel layout is reduced to one
+    channel (max over colour channels; alpha ignored); lossy JPEG masks are binarised at
+    `threshold`, never tested == 255."""
     path = Path(path)
     img = _open(path)
-    if img.mode in ("P", "PA"):  # label maps: any non-black palette colour is foreground, (128,0,0) too
-        return np.asarray(img.convert("RGB")).max(axis=2) > 0
+    if img.mode in ("P", "PA"):  # (128,0,0) is a label too: only a black palette entry is background
+        index = np.asarray(img.convert("P") if img.mode == "PA" else img)
+        colours = np.asarray(img.getpalette() or [0, 0, 0], np.uint8).reshape(-1, 3)
+        black = np.zeros(256, bool)
+        black[: len(colours)] = colours.max(axis=1) == 0
+        return np.where(black[index], 0, index).astype(np.uint8)
     arr = np.asarray(img)
-    if _is_wide(img):
-        return arr > 0
     if arr.ndim == 3:
         arr = arr[..., :3].max(axis=2) if arr.shape[2] >= 3 else arr[..., 0]
-    if arr.dtype == bool:
-        return arr
-    lossy = img.format == "JPEG"
-    if arr.max() <= 1 or (not lossy and arr.max() < threshold):  # 0/1 masks and 1..K label maps
-        return arr > 0
-    return arr >= threshold
+    if arr.dtype == bool or arr.max() <= 1:
+        return (arr > 0).astype(np.uint8)
+    if _is_wide(img):
+        values = np.unique(arr)
+        return (arr > 0).astype(np.uint8) if len(values) <= 2 else arr.astype(np.int32)
+    if img.format != "JPEG" and arr.max() < threshold:  # labels 1..K
+        return arr.astype(np.uint8)
+    return (arr >= threshold).astype(np.uint8)
+
+
+def read_mask(path: str | Path, threshold: int = 128) -> np.ndarray:
+    """A mask file -> HxW bool: every label of `read_labels` is foreground (their union)."""
+    return read_labels(path, threshold) > 0
 
 
 def write_png(path: str | Path, array: np.ndarray) -> None:

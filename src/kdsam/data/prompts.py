@@ -26,6 +26,14 @@ def components(mask: np.ndarray, min_area: int = MIN_AREA) -> list[np.ndarray]:
     return [labels == k for k in keep]
 
 
+def objects(target: np.ndarray, min_area: int = MIN_AREA) -> list[np.ndarray]:
+    """The objects of a bool mask (`components`) or of an integer label map: each label's own
+    components, in label order, so touching structures of different labels stay apart."""
+    if target.dtype == bool:
+        return components(target, min_area)
+    return [c for k in np.unique(target) if k for c in components(target == k, min_area)]
+
+
 def boxes_from_mask(mask: np.ndarray, mode: str = "components", min_area: int = MIN_AREA) -> np.ndarray:
     """Kx4 float32 XYXY boxes; empty (0x4) for an empty mask, where a box prompt is undefined.
 

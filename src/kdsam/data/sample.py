@@ -15,9 +15,28 @@ class Sample:
     image: HxWx3 uint8 RGB. mask: HxW bool, the union of all annotated structures, at the image's
     own resolution. name: the file stem (`ISIC_0000000`, `benign (1)`), unique within a dataset.
     meta: anything else the adapter knows (class, pixel size in mm, source paths, ...).
+    labels: HxW integer label map (0 background, 1..K) when the mask file stores several labels;
+    None for a binary mask, which is one structure (label 1).
     """
 
     name: str
     image: np.ndarray
     mask: np.ndarray
     meta: dict[str, Any] = field(default_factory=dict)
+    labels: np.ndarray | None = None
+
+    @property
+    def target(self) -> np.ndarray:
+        """What objects are taken from: the label map of a multi-label mask, else the bool mask."""
+        return self.mask if self.labels is None else self.labels
+
+    def by_label(self) -> list[tuple[int, Sample]]:
+        """[(label, this sample with only that label as its mask)], label order; [(1, self)] for a
+        binary mask. Evaluation scores each label on its own, as the CVPR24 challenge does."""
+        if self.labels is None:
+            return [(1, self)]
+        return [
+            (int(k), Sample(self.name, self.image, self.labels == k, {**self.meta, "label": int(k)}))
+            for k in np.unique(self.labels)
+            if k
+        ]

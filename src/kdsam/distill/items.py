@@ -20,9 +20,9 @@ from PIL import Image
 from segment_anything.modeling import Sam
 from tqdm import tqdm
 
-from kdsam.data.dataset import Dataset
+from kdsam.data.dataset import Dataset, resize_nearest
 from kdsam.data.imageio import BadFileError
-from kdsam.data.prompts import box_around, components, jitter_boxes
+from kdsam.data.prompts import box_around, jitter_boxes, objects
 from kdsam.distill.cache import LOW_RES, EmbeddingCache, _load_checked, boxes_key, image_key
 from kdsam.distill.prompting import PromptMix
 from kdsam.distill.runtime import Runtime
@@ -91,7 +91,7 @@ def index_dataset(
         except BadFileError as err:
             skipped.append({"name": name, "reason": str(err)})
             continue
-        comps = components(sample.mask, min_area)
+        comps = objects(sample.target, min_area)
         if not comps:
             skipped.append({"name": name, "reason": "empty mask: no box prompt is defined"})
             continue
@@ -156,8 +156,8 @@ def preprocessor(model: KDSam) -> KDSam:
 
 
 def augment(image: np.ndarray, mask: np.ndarray, kinds: Sequence[str], rng: np.random.Generator):
-    """Flip, zoom (crop or pad) and intensity changes, applied to image and mask together; box prompts
-    are derived afterwards, so they move with the mask."""
+    """Flip, zoom (crop or pad) and intensity changes, applied to image and mask (or label map)
+    together; box prompts are derived afterwards, so they move with the mask."""
     if "flip" in kinds:
         if rng.random() < 0.5:
             image, mask = image[:, ::-1], mask[:, ::-1]
@@ -182,12 +182,11 @@ def _zoom(image: np.ndarray, mask: np.ndarray, s: float, rng: np.random.Generato
         if not mask[y : y + ch, x : x + cw].any():
             return image, mask
         image = np.asarray(Image.fromarray(image[y : y + ch, x : x + cw]).resize((w, h), Image.Resampling.BILINEAR))
-        m = Image.fromarray(mask[y : y + ch, x : x + cw].astype(np.uint8)).resize((w, h), Image.Resampling.NEAREST)
-        return image, np.asarray(m).astype(bool)
+        return image, resize_nearest(mask[y : y + ch, x : x + cw], (h, w))
     H, W = int(h / s), int(w / s)
     y, x = int(rng.integers(0, H - h + 1)), int(rng.integers(0, W - w + 1))
     big_image = np.zeros((H, W, 3), np.uint8)
-    big_mask = np.zeros((H, W), bool)
+    big_mask = np.zeros((H, W), mask.dtype)
     big_image[y : y + h, x : x + w], big_mask[y : y + h, x : x + w] = image, mask
     return big_image, big_mask
 
@@ -245,14 +244,14 @@ class TrainingSet(torch.utils.data.Dataset):
         entry = self.entries[i]
         rng = np.random.default_rng([self.seed, self.epoch, entry.index])
         sample = self.dataset[entry.index]
-        image, mask = sample.image, sample.mask
+        image, mask = sample.image, sample.target
         comps = None
         if self.augmentations:
             aug_image, aug_mask = augment(image, mask, self.augmentations, rng)
-            comps = components(aug_mask, self.min_area) or None
+            comps = objects(aug_mask, self.min_area) or None
             if comps is not None:
                 image, mask = aug_image, aug_mask
-        comps = comps or components(mask, self.min_area)
+        comps = comps or objects(mask, self.min_area)
         k = int(rng.integers(len(comps)))
         box = box_around(comps[k])[None]
         if self.jitter:

@@ -5,8 +5,9 @@ The result is the metrics.json schema:
  "per_image": [{"name", "dice", "iou", "hd95", "nsd", ...}], "n_skipped",
  "skipped": [{"name", "reason", "kind"}] (kind: empty_truth, unreadable, no_prediction or bad_prediction),
  "coverage": {"n_scored", "n_expected", "missing": [names without a usable prediction]}, "box_mode",
- "settings"}. Undefined values (hd95 where exactly one mask is empty) are null in it and means leave
-them out (`n_undefined` says how many).
+ "settings"}, plus for a dataset of label maps "per_label": {label: {"n_images", "mean", "n_undefined"}}
+(its rows hold label<K>_<metric> columns and the mean over their labels). Undefined values (hd95
+where exactly one mask is empty) are null in it and means leave them out (`n_undefined` says how many).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import numpy as np
 from tqdm import tqdm
 
 from kdsam.data.dataset import Dataset
-from kdsam.data.imageio import BadFileError, read_mask, write_png
+from kdsam.data.imageio import BadFileError, read_labels, write_png
 from kdsam.data.prompts import MIN_AREA, boxes_from_mask, jitter_boxes
 from kdsam.data.sample import Sample
 from kdsam.errors import KdsamError
@@ -107,9 +108,12 @@ class ModelSegmenter:
         self.protocol = protocol or parse_prompt("box")
         self.min_area = MIN_AREA
         self.extras: dict[str, Any] = {}
+        self._image: np.ndarray | None = None  # held, so `is` cannot match a freed image's reused id
 
     def __call__(self, sample: Sample, boxes: np.ndarray) -> np.ndarray:
-        self.predictor.set_image(sample.image)
+        if sample.image is not self._image:  # the labels of one image share its embedding
+            self.predictor.set_image(sample.image)
+            self._image = sample.image
         if not self.protocol.interactive:
             return self.predictor.segment(boxes)
         pred, self.extras = interactive_scores(self.predictor, sample.mask, self.protocol, self.min_area)
@@ -117,7 +121,8 @@ class ModelSegmenter:
 
 
 class PredictionFolder:
-    """Masks a model from elsewhere saved as <sample name>.png (any layout `read_mask` reads)."""
+    """Masks a model from elsewhere saved as <sample name>.png (any layout `read_labels` reads); for
+    a multi-label ground truth the file must be a label map with the same label values."""
 
     prompted = False
     extras: dict[str, Any] = {}  # noqa: RUF012 (never written)
@@ -133,15 +138,15 @@ class PredictionFolder:
         if not path.is_file():
             raise SkipSample(f"no prediction: {path} not found")
         try:
-            pred = read_mask(path)
+            labels = read_labels(path)
         except BadFileError as err:
             raise SkipSample(str(err), "bad_prediction") from err
-        if pred.shape != sample.mask.shape:
+        if labels.shape != sample.mask.shape:
             h, w = sample.mask.shape
             raise SkipSample(
-                f"{path}: prediction is {pred.shape[1]}x{pred.shape[0]}, its image is {w}x{h}", "bad_prediction"
+                f"{path}: prediction is {labels.shape[1]}x{labels.shape[0]}, its image is {w}x{h}", "bad_prediction"
             )
-        return pred
+        return labels == sample.meta["label"] if "label" in sample.meta else labels > 0
 
 
 Source = KDSam | KDSamPredictor | Segmenter | str | Path
@@ -162,13 +167,100 @@ def as_segmenter(source: Source, label: str | None = None) -> Segmenter:
     return ModelSegmenter(load_predictor(str(source)), label or str(source))
 
 
+@dataclass
+class Answer:
+    """A segmenter's answer for one sample: per label (one, label 1, for a binary mask) the part of
+    the sample that is that label, its prompts, the prediction and the segmenter's extras."""
+
+    labels: list[int]
+    parts: list[Sample]
+    boxes: list[np.ndarray]
+    preds: list[np.ndarray]
+    extras: list[dict[str, Any]]
+
+    def prediction(self, multi_label: bool) -> np.ndarray:
+        """The bool union, or for a multi-label sample a label map (later labels over earlier)."""
+        if not multi_label:
+            return np.logical_or.reduce(self.preds)
+        out = np.zeros(self.preds[0].shape, np.uint8 if max(self.labels) < 256 else np.uint16)
+        for k, pred in zip(self.labels, self.preds, strict=True):
+            out[pred] = k
+        return out
+
+    @property
+    def all_boxes(self) -> np.ndarray:
+        return np.concatenate(self.boxes)
+
+
+def answer(segmenter: Segmenter, sample: Sample, prompting: Prompting) -> Answer:
+    """Prompt and predict each label of `sample` on its own (one embedding per image)."""
+    out = Answer([], [], [], [], [])
+    for k, part in sample.by_label():
+        boxes = prompting.boxes(part) if segmenter.prompted else np.zeros((0, 4), np.float32)
+        out.labels.append(k)
+        out.parts.append(part)
+        out.boxes.append(boxes)
+        out.preds.append(segmenter(part, boxes))
+        out.extras.append(dict(segmenter.extras))
+    return out
+
+
+def _row(sample: Sample, ans: Answer, tolerance_px: float, tolerance_mm: float) -> dict[str, Any]:
+    """One per-image row. A multi-label sample is scored per label (columns label<K>_<metric>) and
+    its row holds the mean over its labels, as the CVPR24 challenge scores a case."""
+    meta = sample.meta
+    scores = [
+        metrics.score(pred, part.mask, meta.get("pixel_size_mm"), meta.get("hc_mm"), tolerance_px, tolerance_mm)
+        for part, pred in zip(ans.parts, ans.preds, strict=True)
+    ]
+    row: dict[str, Any] = {"name": sample.name}
+    if sample.labels is None:
+        row.update({k: _json_value(v) for k, v in scores[0].items()})
+        row.update(ans.extras[0])
+        return row
+    for key in scores[0]:
+        row[key] = _json_value(metrics.nanmean(s[key] for s in scores)[0])
+    for key in ans.extras[0]:
+        row[key] = metrics.nanmean(e.get(key) for e in ans.extras)[0]
+    row["n_labels"] = len(ans.labels)
+    for k, s in zip(ans.labels, scores, strict=True):
+        row.update({f"label{k}_{m}": _json_value(v) for m, v in s.items()})
+    return row
+
+
+def per_label(per_image: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per label, over the images that hold it: {"n_images", "mean", "n_undefined"}. A binary mask
+    in a multi-label dataset is its label 1 (a label map holding only label 1 reads as one)."""
+    split = [_label_columns(row) for row in per_image]
+    scored = {m for parts in split for scores in parts.values() for m in scores}
+    found: dict[int, list[dict[str, Any]]] = {}
+    for row, parts in zip(per_image, split, strict=True):
+        for k, scores in (parts or {1: {m: row[m] for m in scored if m in row}}).items():
+            found.setdefault(k, []).append(scores)
+    out = {}
+    for k in sorted(found):
+        mean, undefined = _summary(found[k])
+        out[str(k)] = {"n_images": len(found[k]), "mean": mean, "n_undefined": undefined}
+    return out
+
+
+def _label_columns(row: dict[str, Any]) -> dict[int, dict[str, Any]]:
+    """{label: {metric: value}} from a row's label<K>_<metric> columns."""
+    parts: dict[int, dict[str, Any]] = {}
+    for key, value in row.items():
+        if key.startswith("label"):
+            k, metric = key[len("label") :].split("_", 1)
+            parts.setdefault(int(k), {})[metric] = value
+    return parts
+
+
 def _json_value(value: Any) -> Any:
     """NaN is not JSON: undefined metrics are written as null."""
     return None if isinstance(value, float) and math.isnan(value) else value
 
 
 def _summary(per_image: list[dict[str, Any]]) -> tuple[dict[str, float | None], dict[str, int]]:
-    keys = [k for k in per_image[0] if k not in NOT_AVERAGED] if per_image else []
+    keys = [k for k in per_image[0] if k not in NOT_AVERAGED and not k.startswith("label")] if per_image else []
     mean, undefined = {}, {}
     for key in keys:
         mean[key], n_nan = metrics.nanmean(row.get(key) for row in per_image)
@@ -209,6 +301,7 @@ def evaluate(
     known_problems = len(dataset.problems)
     per_image: list[dict[str, Any]] = []
     skipped: list[dict[str, str]] = []
+    multi_label = False
     samples = tqdm(
         dataset.samples(), total=len(dataset), desc=f"evaluate {segmenter.label}", unit="img", disable=not progress
     )
@@ -216,22 +309,18 @@ def evaluate(
         if not sample.mask.any():
             skipped.append({"name": sample.name, "reason": EMPTY_TRUTH, "kind": "empty_truth"})
             continue
-        boxes = prompting.boxes(sample) if segmenter.prompted else np.zeros((0, 4), np.float32)
         try:
-            pred = segmenter(sample, boxes)
+            ans = answer(segmenter, sample, prompting)
         except SkipSample as err:
             skipped.append({"name": sample.name, "reason": str(err), "kind": err.kind})
             continue
+        multi_label = multi_label or sample.labels is not None
         if save_predictions is not None:
-            write_png(Path(save_predictions) / f"{sample.name}.png", pred)
-        scores = metrics.score(
-            pred, sample.mask, sample.meta.get("pixel_size_mm"), sample.meta.get("hc_mm"), tolerance_px, tolerance_mm
-        )
-        row: dict[str, Any] = {"name": sample.name, **{k: _json_value(v) for k, v in scores.items()}}
+            write_png(Path(save_predictions) / f"{sample.name}.png", ans.prediction(sample.labels is not None))
+        row = _row(sample, ans, tolerance_px, tolerance_mm)
         row.update({k: sample.meta[k] for k in ROW_META if k in sample.meta})
         if segmenter.prompted:
-            row["n_boxes"] = len(boxes)
-        row.update(segmenter.extras)
+            row["n_boxes"] = len(ans.all_boxes)
         per_image.append(row)
     skipped += [
         {"name": p["name"], "reason": p["error"], "kind": "unreadable"} for p in dataset.problems[known_problems:]
@@ -246,6 +335,7 @@ def evaluate(
         "mean": mean,
         "n_undefined": undefined,
         "per_image": per_image,
+        **({"per_label": per_label(per_image)} if multi_label else {}),
         "n_skipped": len(skipped),
         "skipped": skipped,
         "coverage": {"n_scored": len(per_image), "n_expected": len(per_image) + len(missing), "missing": missing},
@@ -303,13 +393,12 @@ def write_cases(
     rows, titles = [], []
     for title, name in cases:
         sample = dataset.subset([name])[0]
-        boxes = prompting.boxes(sample) if segmenter.prompted else np.zeros((0, 4), np.float32)
-        pred = segmenter(sample, boxes)
+        ans = answer(segmenter, sample, prompting)
         rows.append(
             [
-                draw_boxes(sample.image, boxes),
+                draw_boxes(sample.image, ans.all_boxes),
                 overlay(sample.image, sample.mask, TRUTH_COLOR),
-                overlay(sample.image, pred, PRED_COLOR),
+                overlay(sample.image, ans.prediction(False), PRED_COLOR),
             ]
         )
         titles.append(title)
