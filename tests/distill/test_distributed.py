@@ -1,4 +1,5 @@
-"""Data-parallel stage 1 on the CPU with 2 gloo processes (forked, so each test takes seconds).
+"""Data-parallel stage 1 (DistributedDataParallel) on the CPU with 2 gloo processes (forked, so
+each test takes seconds).
 
 The student here is a ConvNeXt (LayerNorm, no BatchNorm): BatchNorm normalises with per-rank batch
 statistics, so 2 ranks x batch 2 and 1 rank x batch 4 would differ by design, not by a bug.
@@ -19,6 +20,7 @@ import torch.multiprocessing as mp
 from kdsam.data import open_dataset
 from kdsam.distill.runtime import Runtime, close_runtime, init_runtime
 from kdsam.distill.stage1 import distill
+from kdsam.distill.stage2 import finetune
 from kdsam.errors import KdsamError
 from tests.distill.tiny import FAST, make_tiny_teacher
 
@@ -45,25 +47,28 @@ def _rank(rank: int, world: int, port: int, root: Path, run: Path, cache: Path, 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
     os.environ["LOCAL_RANK"] = str(rank)
     torch.set_num_threads(1)
-    from kdsam.distill.runtime import Runtime as R
+    from torch.nn.parallel import DistributedDataParallel as DDP
 
-    real = R.average_gradients
+    real = DDP.forward
     calls = {"n": 0}
 
-    def average_gradients(self, params):
+    def forward(self, *args, **kwargs):  # one call per training step
         calls["n"] += 1
         if mode == "interrupt" and calls["n"] == STEPS + 1:  # every rank, first step of epoch 2
             raise KeyboardInterrupt
         if mode == "die" and rank == 1 and calls["n"] == 2:
             os._exit(1)  # a rank killed outright (OOM, node lost)
-        real(self, params)
+        return real(self, *args, **kwargs)
 
-    R.average_gradients = average_gradients
+    DDP.forward = forward
     out = run.parent / f"{run.name}-rank{rank}.pt"
     try:
         rt = init_runtime("cpu", timeout_s=30)
-        student = distill(make_tiny_teacher(), *_splits(root), run, cache_dir=cache, cfg=CFG, resume=resume, runtime=rt,
-                          **STUDENT)  # fmt: skip
+        if mode == "finetune":
+            student = finetune(run, *_splits(root), cfg=CFG, cache_dir=cache, runtime=rt)
+        else:
+            student = distill(make_tiny_teacher(), *_splits(root), run, cache_dir=cache, cfg=CFG, resume=resume,
+                              runtime=rt, **STUDENT)  # fmt: skip
         torch.save({"state": student.state_dict()}, out)
     except KeyboardInterrupt:
         torch.save({"error": "interrupted"}, out)
@@ -131,3 +136,17 @@ def test_a_dead_rank_stops_the_others_with_one_line(runs, synthetic_root):
     out = _launch(2, synthetic_root, runs["tmp"] / "dead", runs["cache"], mode="die")
     assert "another rank has stopped" in out[0]["error"], out[0]
     assert out[0]["error"].startswith(KdsamError.__name__)
+
+
+def test_two_rank_finetune_with_clicks_takes_the_steps_of_one(runs, synthetic_root):
+    """Stage 2 under DDP: the decoder runs once per prompt (boxes, points, corrective clicks with
+    the previous logits fed back) within one step, and its IoU head gets no gradient."""
+    tmp = runs["tmp"]
+    shutil.copytree(tmp / "two", tmp / "two-ft")
+    shutil.copytree(tmp / "two", tmp / "one-ft")
+    two = _launch(2, synthetic_root, tmp / "two-ft", runs["cache"], mode="finetune")
+    assert all("state" in r for r in two), two
+    torch.manual_seed(0)
+    one = finetune(tmp / "one-ft", *_splits(synthetic_root), cfg=replace(CFG, batch_size=4), cache_dir=runs["cache"])
+    assert _max_diff(two[0]["state"], two[1]["state"]) == 0
+    assert _max_diff(two[0]["state"], one.state_dict()) < TOLERANCE

@@ -82,21 +82,6 @@ class Runtime:
             dist.all_reduce(t)
         return dict(zip(keys, t.tolist(), strict=True))
 
-    def average_gradients(self, params: Sequence[torch.nn.Parameter]) -> None:
-        """Mean of every gradient over the ranks, in one flat buffer: each rank then takes the step
-        one process would take on the union of the ranks' batches."""
-        if not self.distributed:
-            return
-        grads = [p.grad for p in params if p.grad is not None]
-        flat = torch.cat([g.reshape(-1) for g in grads])
-        with collective("gradient all_reduce"):
-            dist.all_reduce(flat)
-        flat /= self.world_size
-        offset = 0
-        for g in grads:
-            g.copy_(flat[offset : offset + g.numel()].view_as(g))
-            offset += g.numel()
-
     def gather(self, obj: Any) -> list[Any]:
         """Every rank's `obj`, in rank order, on every rank."""
         if not self.distributed:

@@ -4,6 +4,7 @@ non-finite loss."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import random
@@ -16,12 +17,13 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 from tqdm import tqdm
 
 from kdsam.distill.items import TrainingSet
 from kdsam.distill.run import RunDir
-from kdsam.distill.runtime import Runtime
+from kdsam.distill.runtime import Runtime, collective
 from kdsam.errors import KdsamError
 from kdsam.models.loading import save_model
 from kdsam.models.sam import KDSam
@@ -87,6 +89,36 @@ def to_device(batch: Batch, rt: Runtime) -> Batch:
     return out
 
 
+class StepModule(nn.Module):
+    """One training step's forward as a module holding the trainable part, so that
+    `DistributedDataParallel` can wrap it: stage 2 runs SAM's mask decoder once per prompt, several
+    times in a step, and DDP must see that as one forward."""
+
+    def __init__(self, trainable: nn.Module, step: StepFn) -> None:
+        super().__init__()
+        self.trainable = trainable
+        self.step = step
+
+    def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
+        return self.step(batch)
+
+
+def data_parallel(trainable: nn.Module, step: StepFn, rt: Runtime) -> nn.Module:
+    """The step under DDP when there are several ranks: it broadcasts rank 0's weights, then averages
+    the gradients over the ranks during backward. Unused parameters are expected (the decoder's IoU
+    head gets no gradient from a mask loss)."""
+    module = StepModule(trainable, step)
+    if not rt.distributed:
+        return module
+    with collective("DistributedDataParallel setup"):
+        return DistributedDataParallel(
+            module,
+            device_ids=[rt.device.index] if rt.device.type == "cuda" else None,
+            find_unused_parameters=True,
+            gradient_as_bucket_view=True,
+        )
+
+
 def _load_checkpoint(path: Path) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
@@ -113,8 +145,8 @@ def fit(
     validation set selects the model.
 
     Each rank trains on its share of every global batch (a DistributedSampler seeded per epoch) and
-    the gradients are averaged before each step, so N ranks with batch B take the steps one process
-    with batch N x B would. Every epoch ends with validation (sharded, sums all-reduced) and an
+    DistributedDataParallel averages the gradients, so N ranks with batch B take the steps one
+    process with batch N x B would. Every epoch ends with validation (sharded, sums all-reduced) and an
     atomic checkpoint written by rank 0 of everything needed to continue, so Ctrl-C or a crash loses
     at most one epoch; all ranks resume from it, with any number of ranks. Returns the epoch rows.
     """
@@ -137,6 +169,7 @@ def fit(
         log.info("%s: resumed after epoch %d from %s", stage, state["epoch"], ckpt_path)
         _apply_new_lr(optimizer, scheduler, ckpt.get("config", {}), cfg, stage)
     best_path = run.path / f"best-{stage}.pt"
+    forward = data_parallel(trainable, step, rt)
     sampler = DistributedSampler(train, rt.world_size, rt.rank, shuffle=True, seed=cfg.seed)
     val_loader = loader(Subset(val, rt.shard(range(len(val)))), cfg, rt)
     for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
@@ -155,11 +188,11 @@ def fit(
         for batch in bar:
             batch = to_device(batch, rt)
             with rt.autocast():
-                terms = step(batch)
+                terms = forward(batch)
             loss = terms["loss"]
             optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            rt.average_gradients(params)
+            with collective("gradient all-reduce") if rt.distributed else contextlib.nullcontext():
+                scaler.scale(loss).backward()
             finite = rt.all_reduce({"bad": float(not torch.isfinite(loss))})["bad"] == 0
             if not finite:
                 raise KdsamError(
