@@ -181,3 +181,29 @@ def test_int8_runtime_needs_an_int8_export(student: KDSam, tmp_path: Path) -> No
         load_export(tmp_path, "onnxruntime-int8")
     with pytest.raises(KdsamError, match="runs under"):
         load_export(tmp_path, "tensorrt")
+
+
+def test_volumes_and_challenge_cases_run_on_the_export(student: KDSam, exported: Path, tmp_path: Path) -> None:
+    """The 3D protocol and 2D cases on onnxruntime (fp32 and INT8) give the PyTorch model's labels."""
+    from kdsam.infer.challenge import labels_2d
+    from kdsam.infer.volume import segment_stack
+
+    rng = np.random.default_rng(0)
+    stack = rng.integers(0, 60, (6, 80, 96), dtype=np.uint8)
+    stack[:, 20:60, 30:70] += 150
+    boxes3d = np.array([[30, 20, 1, 69, 59, 4]])
+    want = segment_stack(student, stack, boxes3d, batch_size=4)
+    got = segment_stack(OnnxPredictor(exported), stack, boxes3d, batch_size=4)
+    assert got.shape == want.shape and got.dtype == np.uint8
+    assert (got == want).mean() > 0.99 and set(np.unique(want)) <= {0, 1}
+    int8 = segment_stack(OnnxPredictor(exported, runtime="onnxruntime-int8"), stack, boxes3d)
+    assert int8.shape == want.shape and not int8[0].any() and not int8[5].any()  # outside z0..z1: untouched
+    image = np.repeat(stack[2][..., None], 3, axis=2)
+    two_d = labels_2d(OnnxPredictor(exported), image, BOXES[:2] / 4)
+    assert (two_d == labels_2d(student, image, BOXES[:2] / 4)).mean() > 0.99
+    (tmp_path / "cases").mkdir()
+    np.savez(tmp_path / "cases" / "3DCase.npz", imgs=stack, boxes=boxes3d, spacing=[1.0, 1.0, 1.0])
+    out = tmp_path / "out"
+    int8_model = ["--model", str(exported), "--runtime", "onnxruntime-int8"]
+    assert main(["predict", *int8_model, "--input", str(tmp_path / "cases"), "--out", str(out)]) == 0
+    assert np.load(out / "3DCase.npz")["segs"].shape == stack.shape

@@ -11,6 +11,7 @@ people see).
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -168,6 +169,33 @@ class OnnxPredictor:
 
     # The union of per-box masks is defined once, on KDSamPredictor; it only uses predict_boxes.
     segment = KDSamPredictor.segment
+
+    def slices(self) -> OnnxSlices:
+        """This export as the 3D protocol's `kdsam.infer.volume.SliceModel`."""
+        return OnnxSlices(self)
+
+
+class OnnxSlices:
+    """`SliceModel` of an export: one encoder run per slice (the graph has batch 1), the box decoder
+    on a box already in the frame, and the same upsampling as `predict_boxes`."""
+
+    def __init__(self, predictor: OnnxPredictor) -> None:
+        self.predictor = predictor
+        self.img_size = int(predictor.config["img_size"])
+        self.transform = predictor.transform
+        self.recipe = predictor.config.get("recipe", "sam")
+
+    def embed(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        encoder, config = self.predictor.encoder, self.predictor.config
+        return [encoder.run(None, {"image": prepare_image(as_rgb_uint8(im), config)[0]})[0] for im in images]
+
+    def decode_box(
+        self, embedding: np.ndarray, frame_box: np.ndarray, input_size: tuple[int, int], original_size: tuple[int, int]
+    ) -> np.ndarray:
+        box = np.asarray(frame_box, np.float32).reshape(1, 4)
+        low_res, _ = self.predictor.decoder.run(None, {"image_embeddings": embedding, "boxes": box})
+        masks = postprocess_masks(low_res, self.img_size, input_size, original_size, self.recipe)
+        return masks[0, 0] > self.predictor.mask_threshold
 
 
 def encoder_file(config: dict[str, Any], runtime: str, folder: Path) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -63,11 +64,12 @@ def read_case(path: str | Path) -> Case:
     return Case(path, imgs, boxes.reshape(-1, want_box), spacing)
 
 
-def labels_2d(model: KDSam, image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """HxWx3 uint8 and Nx4 boxes -> HxW uint8 labels, one embedding for all boxes."""
+def labels_2d(model: Any, image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """HxWx3 uint8 and Nx4 boxes -> HxW uint8 labels, one embedding for all boxes. `model`: a KDSam or
+    an ONNX export's predictor."""
     from kdsam.predictor import KDSamPredictor
 
-    predictor = KDSamPredictor(model)
+    predictor = KDSamPredictor(model) if isinstance(model, KDSam) else model
     predictor.set_image(image)
     labels = np.zeros(image.shape[:2], dtype=np.uint8)
     if len(boxes):
@@ -77,7 +79,7 @@ def labels_2d(model: KDSam, image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     return labels
 
 
-def segment_case(model: KDSam, case: Case, batch_size: int = 8) -> np.ndarray:
+def segment_case(model: Any, case: Case, batch_size: int = 8) -> np.ndarray:
     """The case's `segs`."""
     if case.is_3d:
         try:

@@ -24,6 +24,7 @@ from kdsam.models.sam import KDSam
 from kdsam.utils.atomic import write_json
 
 VOLUME_SUFFIX = ".nii.gz"
+Model = Any  # a KDSam, or an ONNX export's OnnxPredictor (boxes only: no points, no everything mode)
 
 
 @dataclass
@@ -72,7 +73,7 @@ def sidecar(output: Path) -> Path:
     return output.with_name(stem(output) + ".json")
 
 
-def _model_label(model: KDSam) -> str:
+def _model_label(model: Model) -> str:
     return str(getattr(model, "name", type(model).__name__))
 
 
@@ -111,7 +112,7 @@ def _point_mask(predictor: Any, path: Path, prompts: Prompts) -> np.ndarray:
     return masks[int(np.argmax(scores))]
 
 
-def segment_image(model: KDSam, path: Path, prompts: Prompts, window: Any) -> tuple[np.ndarray, np.ndarray, dict]:
+def segment_image(model: Model, path: Path, prompts: Prompts, window: Any) -> tuple[np.ndarray, np.ndarray, dict]:
     """(HxW bool mask, or a uint16 label map in everything mode; the 8-bit RGB image; its intensity
     record). Boxes alone give the union of their masks; points give one object."""
     from kdsam.predictor import KDSamPredictor
@@ -138,7 +139,7 @@ def segment_image(model: KDSam, path: Path, prompts: Prompts, window: Any) -> tu
 
 
 def segment_volume(
-    model: KDSam, volume: medical.Volume, boxes3d: np.ndarray, window: Any, batch_size: int = 8
+    model: Model, volume: medical.Volume, boxes3d: np.ndarray, window: Any, batch_size: int = 8
 ) -> tuple[np.ndarray, np.ndarray, dict]:
     """((I, J, K) uint8 labels, the (K, J, I) 8-bit stack the model saw, its intensity record)."""
     from kdsam.data import intensity
@@ -154,7 +155,7 @@ def segment_volume(
 
 
 def run_file(
-    model: KDSam,
+    model: Model,
     path: Path,
     output: Path,
     prompts: Prompts,
@@ -164,8 +165,6 @@ def run_file(
 ) -> dict[str, Any]:
     """Segment one input into `output` (+ its JSON sidecar, + an overlay PNG if asked); the record."""
     kind = kind_of(path)
-    if kind in ("npz", "volume") and not isinstance(model, KDSam):
-        raise KdsamError(f"{path}: volumes and challenge cases need a PyTorch model; an ONNX export segments 2D images")
     start = time.perf_counter()
     record: dict[str, Any] = {"input": str(path), "output": str(output), "kind": kind, "model": _model_label(model)}
     if kind == "npz":

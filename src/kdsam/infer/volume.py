@@ -9,17 +9,23 @@ into the label map as box i -> label i + 1, later boxes over earlier ones. Every
 between image and frame is the model's own transform, so a teacher whose transform is the official
 one reproduces the official script. Slice embeddings are computed in batches and shared by all the
 boxes of a case.
+
+The model is a PyTorch `KDSam` or an ONNX export's `OnnxPredictor` (fp32 or INT8 encoder): both are
+seen through `SliceModel`, the two things the protocol asks of a model.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any, Protocol
 
 import numpy as np
 import torch
+from segment_anything.utils.transforms import ResizeLongestSide
 
 from kdsam.models.sam import KDSam
 
+Size = tuple[int, int]
 BOX_MARGIN = 3  # pixels in the model's frame, get_bbox256's bbox_shift
 
 
@@ -28,49 +34,77 @@ def as_rgb(image: np.ndarray) -> np.ndarray:
     return np.repeat(image[..., None], 3, axis=2) if image.ndim == 2 else image
 
 
+class SliceModel(Protocol):
+    """A model as the 3D protocol uses it: its frame, slice embeddings, one frame box decoded."""
+
+    img_size: int
+    transform: ResizeLongestSide
+
+    def embed(self, images: Sequence[np.ndarray]) -> list[Any]:
+        """HxW or HxWx3 uint8 slices -> one embedding each (computed as one batch where it helps)."""
+        ...
+
+    def decode_box(
+        self, embedding: Any, frame_box: np.ndarray, input_size: tuple[int, int], original_size: tuple[int, int]
+    ) -> np.ndarray:
+        """One box already in the model's frame -> HxW bool mask at the original size."""
+        ...
+
+
+class TorchSlices:
+    """`SliceModel` of a PyTorch model: batched encoder calls, the model's own decode and upsampling."""
+
+    def __init__(self, model: KDSam) -> None:
+        self.model = model
+        self.img_size = model.img_size
+        self.transform = model.transform()
+
+    @torch.no_grad()
+    def embed(self, images: Sequence[np.ndarray]) -> list[torch.Tensor]:
+        batch = torch.cat([self.model.prepare(as_rgb(image))[0] for image in images])
+        return [emb[None].float() for emb in self.model.image_encoder(batch)]
+
+    @torch.no_grad()
+    def decode_box(
+        self, embedding: torch.Tensor, frame_box: np.ndarray, input_size: tuple[int, int], original_size: Size
+    ) -> np.ndarray:
+        box = torch.as_tensor(np.asarray(frame_box, dtype=np.float32).reshape(1, 4), device=embedding.device)
+        low_res, _ = self.model.decode(embedding, box)
+        masks = self.model.postprocess_masks(low_res, input_size, original_size)
+        return (masks[0, 0] > self.model.mask_threshold).cpu().numpy()
+
+
+def slice_model(model: Any) -> SliceModel:
+    """A `KDSam`, or anything with a `slices()` view of itself (an ONNX export's predictor)."""
+    return TorchSlices(model) if isinstance(model, KDSam) else model.slices()
+
+
 class SliceEmbeddings:
     """Image embeddings of the slices of a (D, H, W[, 3]) uint8 stack, computed on first use in
     batches of `batch_size` (the slices about to be needed) and kept for the rest of the case."""
 
-    def __init__(self, model: KDSam, stack: np.ndarray, batch_size: int = 8) -> None:
+    def __init__(self, model: SliceModel, stack: np.ndarray, batch_size: int = 8) -> None:
         self.model, self.stack, self.batch_size = model, stack, max(1, batch_size)
-        self.cache: dict[int, torch.Tensor] = {}
-        self.input_size: tuple[int, int] = model.transform().get_preprocess_shape(
+        self.cache: dict[int, Any] = {}
+        self.input_size: tuple[int, int] = model.transform.get_preprocess_shape(
             stack.shape[1], stack.shape[2], model.img_size
         )
 
-    @torch.no_grad()
-    def get(self, z: int, upcoming: Sequence[int] = ()) -> torch.Tensor:
-        """The 1x256x64x64 embedding of slice z; computes it with the next uncached `upcoming` ones."""
+    def get(self, z: int, upcoming: Sequence[int] = ()) -> Any:
+        """The embedding of slice z; computes it with the next uncached `upcoming` ones."""
         if z not in self.cache:
             todo = [z, *[u for u in upcoming if u not in self.cache and u != z][: self.batch_size - 1]]
-            batch = torch.cat([self.model.prepare(as_rgb(self.stack[i]))[0] for i in todo])
-            for i, emb in zip(todo, self.model.image_encoder(batch), strict=True):
-                self.cache[i] = emb[None].float()
+            for i, emb in zip(todo, self.model.embed([self.stack[i] for i in todo]), strict=True):
+                self.cache[i] = emb
         return self.cache[z]
 
 
-@torch.no_grad()
-def decode_slice(
-    model: KDSam,
-    embedding: torch.Tensor,
-    frame_box: np.ndarray,
-    input_size: tuple[int, int],
-    original_size: tuple[int, int],
-) -> np.ndarray:
-    """One box already in the model's frame -> HxW bool mask at the original size."""
-    box = torch.as_tensor(np.asarray(frame_box, dtype=np.float32).reshape(1, 4), device=embedding.device)
-    low_res, _ = model.decode(embedding, box)
-    masks = model.postprocess_masks(low_res, input_size, original_size)
-    return (masks[0, 0] > model.mask_threshold).cpu().numpy()
-
-
-def box_from_neighbour(model: KDSam, mask: np.ndarray, label: int) -> np.ndarray | None:
+def box_from_neighbour(model: SliceModel, mask: np.ndarray, label: int) -> np.ndarray | None:
     """The neighbour's mask (stored as `label`, as the official script keeps it) resized into the
     model's frame by the model's image transform; its bounding box there widened by BOX_MARGIN and
     clipped to the frame. None when nothing of it survives the resize."""
     labelled = mask.astype(np.uint8) * np.uint8(label)
-    small = model.transform().apply_image(as_rgb(labelled))[..., 0]
+    small = model.transform.apply_image(as_rgb(labelled))[..., 0]
     ys, xs = np.nonzero(small)
     if len(xs) == 0:
         return None
@@ -101,28 +135,30 @@ def check_box3d(box: Sequence[float], shape: tuple[int, int, int], where: str) -
     return x0, y0, z0, x1, y1, z1
 
 
-def segment_box3d(model: KDSam, embeddings: SliceEmbeddings, box: Sequence[int], label: int = 1) -> np.ndarray:
+def segment_box3d(model: SliceModel, embeddings: SliceEmbeddings, box: Sequence[int], label: int = 1) -> np.ndarray:
     """(D, H, W) bool: one 3D box propagated from its middle slice outwards."""
     stack = embeddings.stack
     d, h, w = stack.shape[:3]
     x0, y0, z0, x1, y1, z1 = box
     out = np.zeros((d, h, w), dtype=bool)
     middle = int((z1 - z0) / 2 + z0)
-    first_box = model.transform().apply_boxes(np.array([[x0, y0, x1, y1]], dtype=np.float32), (h, w))[0]
+    first_box = model.transform.apply_boxes(np.array([[x0, y0, x1, y1]], dtype=np.float32), (h, w))[0]
     order = [*range(middle, min(z1 + 1, d)), *range(middle - 1, max(-1, z0 - 1), -1)]
     for n, z in enumerate(order):
         neighbour = z - 1 if z > middle else z + 1
         frame_box = None if z == middle else box_from_neighbour(model, out[neighbour], label)
         emb = embeddings.get(z, order[n + 1 :])
-        out[z] = decode_slice(model, emb, first_box if frame_box is None else frame_box, embeddings.input_size, (h, w))
+        out[z] = model.decode_box(emb, first_box if frame_box is None else frame_box, embeddings.input_size, (h, w))
     return out
 
 
 def segment_stack(
-    model: KDSam, stack: np.ndarray, boxes: np.ndarray, batch_size: int = 8, where: str = "box"
+    model: Any, stack: np.ndarray, boxes: np.ndarray, batch_size: int = 8, where: str = "box"
 ) -> np.ndarray:
-    """(D, H, W[, 3]) uint8 stack and Nx6 boxes -> (D, H, W) uint8 labels, box i -> i + 1, later over earlier."""
+    """(D, H, W[, 3]) uint8 stack and Nx6 boxes -> (D, H, W) uint8 labels, box i -> i + 1, later over
+    earlier. `model`: a KDSam or an ONNX export's predictor (`slice_model`)."""
     checked = [check_box3d(b, stack.shape[:3], where) for b in np.asarray(boxes).reshape(-1, 6)]
+    model = slice_model(model)
     embeddings = SliceEmbeddings(model, stack, batch_size)
     labels = np.zeros(stack.shape[:3], dtype=np.uint8)
     for i, box in enumerate(checked, start=1):
