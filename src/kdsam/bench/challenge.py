@@ -1,7 +1,8 @@
 """Seconds per CVPR24 challenge case, measured through `kdsam predict`'s own path (read npz, segment,
 write segs), as the challenge times a case: a 2D case (512x512x3, one box) and a 3D case
 (100 slices of 512x512, one box through every slice, so every slice is embedded and decoded).
-Targets on a laptop-class CPU: <= 0.5 s per 2D case and <= 5 s per 3D case.
+Targets on a laptop-class CPU: <= 0.5 s per 2D case and <= 5 s per 3D case. Under an onnxruntime
+runtime the model is exported (fp32 graphs and the INT8 encoder) into a temporary folder first.
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from kdsam.bench.latency import device_name, timed_model
+from kdsam.bench.latency import TORCH, Exports, device_name, timed_model
 from kdsam.bench.targets import load_targets
+from kdsam.errors import KdsamError
 from kdsam.infer.files import Prompts, run_file
-from kdsam.models.sam import KDSam
+from kdsam.infer.volume import slice_model
 from kdsam.models.spec import ModelSpec
+from kdsam.utils.device import resolve_device
 
 TARGETS_S = {k: float(v) for k, v in load_targets()["cvpr24_seconds_per_case"].items()}
 
@@ -40,23 +43,47 @@ def synthetic_cases(folder: Path, side: int = 512, slices: int = 100, seed: int 
     return {"2d": folder / "2DBench.npz", "3d": folder / "3DBench.npz"}
 
 
-@torch.no_grad()
-def per_slice_parts(model: KDSam, side: int, batch_size: int, rounds: int = 2) -> dict[str, float]:
-    """Seconds per slice of the two parts of a 3D step: the image encoder (in batches) and one
-    prompt-encoder + mask-decoder pass (sequential along z), medians over `rounds`."""
-    image = np.full((side, side, 3), 100, np.uint8)
-    batch = torch.cat([model.prepare(image)[0]] * batch_size)
-    box = torch.tensor([[10.0, 10.0, model.img_size / 2, model.img_size / 2]], device=batch.device)
-    embedding = model.image_encoder(batch[:1])
+def per_slice_parts(model: Any, side: int, batch_size: int, rounds: int = 2) -> dict[str, float]:
+    """Seconds per slice of the two parts of a 3D step: preparing and encoding a slice (in batches)
+    and decoding one box up to a full-size mask (sequential along z), medians over `rounds`."""
+    sm = slice_model(model)
+    images = [np.full((side, side), 100, np.uint8)] * batch_size
+    box = np.array([10.0, 10.0, sm.img_size / 2, sm.img_size / 2], np.float32)
+    embedding = sm.embed(images[:1])[0]
+    input_size = sm.transform.get_preprocess_shape(side, side, sm.img_size)
     encode, decode = [], []
     for _ in range(rounds):
         start = time.perf_counter()
-        model.image_encoder(batch)
+        sm.embed(images)
         encode.append((time.perf_counter() - start) / batch_size)
         start = time.perf_counter()
-        model.decode(embedding, box)
+        sm.decode_box(embedding, box, input_size, (side, side))
         decode.append(time.perf_counter() - start)
     return {"encoder_s": round(statistics.median(encode), 4), "decoder_s": round(statistics.median(decode), 4)}
+
+
+def _case_model(
+    spec: ModelSpec, device: str, threads: int | None, runtime: str, exports: Exports | None
+) -> tuple[Any, str, torch.device]:
+    """(what segments the cases: a KDSam, or an export's OnnxPredictor; its weights; the device)."""
+    from kdsam.export.onnx_predictor import RUNTIMES, OnnxPredictor
+
+    if runtime != TORCH and runtime not in RUNTIMES:
+        raise KdsamError(f"unknown runtime {runtime!r}; choose from {TORCH}, {', '.join(RUNTIMES)}")
+    if runtime != TORCH and resolve_device(device).type != "cpu":
+        raise KdsamError(f"{runtime} is timed on CPU only (onnxruntime's CPU provider); use --device cpu")
+    if spec.kind == "onnx":
+        if runtime == TORCH:
+            raise KdsamError(f"{spec.text}: an ONNX export has no PyTorch model; time it with --runtime onnxruntime")
+        if threads:
+            torch.set_num_threads(threads)
+        folder = Path(spec.text).expanduser()
+        return OnnxPredictor(folder, runtime=runtime, threads=threads), f"export ({folder})", torch.device("cpu")
+    model, weights, target = timed_model(spec, device, threads)
+    if runtime == TORCH:
+        return model, weights, target
+    folder = (exports or Exports()).folder(spec.label, model)
+    return OnnxPredictor(folder, runtime=runtime, threads=torch.get_num_threads()), weights, target
 
 
 def time_cases(
@@ -68,9 +95,12 @@ def time_cases(
     slices: int = 100,
     side: int = 512,
     batch_size: int = 8,
+    runtime: str = TORCH,
+    exports: Exports | None = None,
 ) -> dict[str, Any]:
-    """Median seconds per 2D and per 3D case for one model (after one untimed 2D warm-up case)."""
-    model, weights, target = timed_model(spec, device, threads)
+    """Median seconds per 2D and per 3D case for one model under one runtime (after one untimed 2D
+    warm-up case)."""
+    model, weights, target = _case_model(spec, device, threads, runtime, exports)
     load_before = os.getloadavg()
     times: dict[str, list[float]] = {"2d": [], "3d": []}
     cpu: dict[str, list[float]] = {"2d": [], "3d": []}
@@ -88,6 +118,7 @@ def time_cases(
     seconds = {kind: statistics.median(t) for kind, t in times.items()}
     return {
         "model": spec.label,
+        "runtime": runtime,
         "weights": weights,
         "device": device_name(target),
         "threads": torch.get_num_threads(),

@@ -186,11 +186,13 @@ def _run_everything(args: argparse.Namespace, models: list[ModelSpec]) -> int:
 
 
 def _run_cvpr24(args: argparse.Namespace, models: list[ModelSpec]) -> int:
-    """Seconds per challenge case for each model, printed and written as JSON."""
+    """Seconds per challenge case for each model under each --runtime, printed and written as JSON."""
     from kdsam.bench.challenge import time_cases
+    from kdsam.bench.latency import Exports
 
-    report = {
-        "cvpr24_cases": [
+    exports = Exports()
+    try:
+        rows = [
             time_cases(
                 m,
                 args.device,
@@ -199,8 +201,14 @@ def _run_cvpr24(args: argparse.Namespace, models: list[ModelSpec]) -> int:
                 slices=args.cvpr24_slices,
                 side=args.cvpr24_side,
                 batch_size=args.slice_batch,
+                runtime=runtime.strip(),
+                exports=exports,
             )
             for m in models
+            for runtime in args.runtime.split(",")
+            if runtime.strip()
         ]
-    }
+    finally:
+        exports.close()
+    report = {"cvpr24_cases": rows}
     return _write_report(args, report, "cvpr24.json")
