@@ -43,10 +43,11 @@ def synthetic_cases(folder: Path, side: int = 512, slices: int = 100, seed: int 
     return {"2d": folder / "2DBench.npz", "3d": folder / "3DBench.npz"}
 
 
-def per_slice_parts(model: Any, side: int, batch_size: int, rounds: int = 2) -> dict[str, float]:
+def per_slice_parts(model: Any, side: int, batch_size: int | None, rounds: int = 2) -> dict[str, float]:
     """Seconds per slice of the two parts of a 3D step: preparing and encoding a slice (in batches)
     and decoding one box up to a full-size mask (sequential along z), medians over `rounds`."""
     sm = slice_model(model)
+    batch_size = batch_size or sm.batch_size
     images = [np.full((side, side), 100, np.uint8)] * batch_size
     box = np.array([10.0, 10.0, sm.img_size / 2, sm.img_size / 2], np.float32)
     embedding = sm.embed(images[:1])[0]
@@ -94,7 +95,7 @@ def time_cases(
     repeats_3d: int = 1,
     slices: int = 100,
     side: int = 512,
-    batch_size: int = 8,
+    batch_size: int | None = None,
     runtime: str = TORCH,
     exports: Exports | None = None,
 ) -> dict[str, Any]:
@@ -127,7 +128,7 @@ def time_cases(
         "load_average_after": [round(v, 2) for v in os.getloadavg()],
         "case_2d": f"{side}x{side}x3, 1 box",
         "case_3d": f"{slices} slices of {side}x{side}, 1 box through all of them",
-        "batch_size": batch_size,
+        "batch_size": batch_size or slice_model(model).batch_size,
         "seconds_per_2d_case": round(seconds["2d"], 4),
         "seconds_per_3d_case": round(seconds["3d"], 4),
         "all_seconds": {k: [round(v, 4) for v in t] for k, t in times.items()},

@@ -69,7 +69,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cvpr24-slices", type=int, default=100, help="slices of the 3D case (default 100)")
     parser.add_argument("--cvpr24-repeats", type=int, default=5, help="timed 2D cases (median reported; default 5)")
     parser.add_argument("--cvpr24-side", type=int, default=512, help="image side of both cases (default 512)")
-    parser.add_argument("--slice-batch", type=int, default=8, help="slices per encoder batch in the 3D case")
+    parser.add_argument(
+        "--slice-batch", type=int, help="slices per encoder batch in the 3D case (default: 8 on a GPU, 1 on a CPU)"
+    )
     parser.add_argument(
         "--everything",
         action="store_true",

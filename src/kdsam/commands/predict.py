@@ -99,7 +99,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="intensities to 8 bits: auto (the DICOM's own window; CT soft tissue; else 0.5-99.5 percentiles), "
         "percentile, minmax, a CT preset (soft-tissue, lung, bone, brain) or LEVEL,WIDTH",
     )
-    p.add_argument("--batch-size", type=int, default=8, help="slices per image-encoder batch for volumes")
+    p.add_argument(
+        "--batch-size", type=int, help="slices per image-encoder batch for volumes (default: 8 on a GPU, 1 on a CPU)"
+    )
     p.add_argument("--overlay", type=Path, help="also write a picture: the mask tinted (a few slices of a volume)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     add_device_argument(p)

@@ -71,10 +71,13 @@ def prepare_image(image: np.ndarray, config: dict[str, Any]) -> tuple[np.ndarray
 
 
 def session_options(threads: int | None) -> ort.SessionOptions:
-    """CPU threads for onnxruntime's operators (None: onnxruntime's choice, one per core)."""
+    """CPU threads for onnxruntime's operators (None: onnxruntime's choice, one per core). Idle
+    threads do not spin: encoder and decoder each hold a thread pool, and torch's upsampling runs
+    between them, so a pool spinning after its run would steal the cores the next step needs."""
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return options
 
 
@@ -184,6 +187,7 @@ class OnnxSlices:
         self.img_size = int(predictor.config["img_size"])
         self.transform = predictor.transform
         self.recipe = predictor.config.get("recipe", "sam")
+        self.batch_size = 1  # the graph's batch
 
     def embed(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
         encoder, config = self.predictor.encoder, self.predictor.config

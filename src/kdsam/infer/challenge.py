@@ -79,7 +79,7 @@ def labels_2d(model: Any, image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     return labels
 
 
-def segment_case(model: Any, case: Case, batch_size: int = 8) -> np.ndarray:
+def segment_case(model: Any, case: Case, batch_size: int | None = None) -> np.ndarray:
     """The case's `segs`."""
     if case.is_3d:
         try:

@@ -139,7 +139,7 @@ def segment_image(model: Model, path: Path, prompts: Prompts, window: Any) -> tu
 
 
 def segment_volume(
-    model: Model, volume: medical.Volume, boxes3d: np.ndarray, window: Any, batch_size: int = 8
+    model: Model, volume: medical.Volume, boxes3d: np.ndarray, window: Any, batch_size: int | None = None
 ) -> tuple[np.ndarray, np.ndarray, dict]:
     """((I, J, K) uint8 labels, the (K, J, I) 8-bit stack the model saw, its intensity record)."""
     from kdsam.data import intensity
@@ -160,7 +160,7 @@ def run_file(
     output: Path,
     prompts: Prompts,
     window: Any = "auto",
-    batch_size: int = 8,
+    batch_size: int | None = None,
     overlay: Path | None = None,
 ) -> dict[str, Any]:
     """Segment one input into `output` (+ its JSON sidecar, + an overlay PNG if asked); the record."""
