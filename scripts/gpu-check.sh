@@ -5,6 +5,8 @@
 #
 #   scripts/gpu-check.sh                      # on a GPU machine
 #   DEVICE=cpu SMALL=1 scripts/gpu-check.sh /tmp/smoke   # smoke test of the script itself on a CPU
+#   PACK=1 scripts/gpu-check.sh $OUT/gpu      # also one gpu-check.tar.gz of it all (a device returns few files)
+# With 2 or more GPUs it also trains stage 1 under torchrun with DistributedDataParallel over nccl.
 set -uo pipefail  # no -e: a failing step is reported and the others still run
 OUT=${1:-docs/bench/gpu}
 DEVICE=${DEVICE:-cuda}
@@ -64,6 +66,17 @@ done
 "$PY" -c "import json,sys; json.dump([json.load(open(f)) for f in sys.argv[2:]], open(sys.argv[1],'w'), indent=2)" \
   "$OUT/stage1.json" "$WORK"/stage1-*.json
 
+GPUS=$("$PY" -c "import torch; print(torch.cuda.device_count())")
+if [ "$DEVICE" = cuda ] && [ "$GPUS" -ge 2 ]; then
+  step "stage 1 under torchrun, 2 GPUs, DistributedDataParallel over nccl"
+  "$PY" -m torch.distributed.run --standalone --nproc_per_node 2 -m kdsam distill --device cuda --data "$DATA" \
+    --out "$WORK/ddp" --backbone "$STUDENT" --input-size 256 --epochs 1 --batch-size 4 --max-side 512 \
+    && cp "$WORK/ddp/metrics.jsonl" "$OUT/ddp-metrics.jsonl"
+fi
+
 step "kdsam bench --device $DEVICE"
 kdsam bench --device "${DEVICE%%:*}" --models "$BENCH" --repeats 5 --budget-s 30 --json "$OUT/bench.json"
+if [ "${PACK:-0}" = 1 ]; then
+  tar -czf "$WORK/gpu-check.tar.gz" -C "$OUT" . && mv "$WORK/gpu-check.tar.gz" "$OUT/"
+fi
 step "done: $OUT"; ls -l "$OUT"
