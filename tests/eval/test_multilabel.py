@@ -105,3 +105,17 @@ def test_cli_prints_each_label(labelled_root: Path, tmp_path: Path, capsys: pyte
     assert main([*args, "--out", str(tmp_path / "out")]) == 0
     out = capsys.readouterr().out
     assert "label 1: Dice 1.0000 over 2 images" in out and "label 2: Dice 1.0000 over 1 images" in out
+
+
+def test_a_prompt_protocol_never_changes_the_segmenter_given(tmp_path: Path) -> None:
+    from kdsam.errors import KdsamError
+    from kdsam.eval.evaluate import with_protocol
+
+    given = ModelSegmenter(BoxFiller(), "boxes")  # type: ignore[arg-type]
+    clicks = with_protocol(given, "clicks:3")
+    assert clicks is not given and clicks.predictor is given.predictor  # type: ignore[attr-defined]
+    assert (given.protocol.name, clicks.protocol.name) == ("box", "clicks:3")  # type: ignore[attr-defined]
+    assert with_protocol(given, "box") is given
+    tmp_path.joinpath("preds").mkdir()
+    with pytest.raises(KdsamError, match="saved predictions take no prompts"):
+        with_protocol(PredictionFolder(tmp_path / "preds"), "point")

@@ -101,12 +101,16 @@ class ModelSegmenter:
     prompted = True
 
     def __init__(
-        self, predictor: KDSamPredictor | OnnxPredictor, label: str, protocol: PromptProtocol | None = None
+        self,
+        predictor: KDSamPredictor | OnnxPredictor,
+        label: str,
+        protocol: PromptProtocol | None = None,
+        min_area: int = MIN_AREA,
     ) -> None:
         self.predictor = predictor
         self.label = label
         self.protocol = protocol or parse_prompt("box")
-        self.min_area = MIN_AREA
+        self.min_area = min_area
         self.extras: dict[str, Any] = {}
         self._image: np.ndarray | None = None  # held, so `is` cannot match a freed image's reused id
 
@@ -165,6 +169,19 @@ def as_segmenter(source: Source, label: str | None = None) -> Segmenter:
     if path.is_dir() and not is_model_folder(path):
         return PredictionFolder(path, label)
     return ModelSegmenter(load_predictor(str(source)), label or str(source))
+
+
+def with_protocol(segmenter: Segmenter, prompt: str, min_area: int = MIN_AREA) -> Segmenter:
+    """`segmenter` prompted by `prompt` (`kdsam.eval.interactive`): itself when it already is, else a
+    new ModelSegmenter over the same predictor; the one given is never changed (callers reuse it)."""
+    protocol = parse_prompt(prompt)
+    if not isinstance(segmenter, ModelSegmenter):
+        if protocol.interactive:
+            raise KdsamError(f"--prompt {prompt} needs a model to prompt; saved predictions take no prompts")
+        return segmenter
+    if segmenter.protocol == protocol and segmenter.min_area == min_area:
+        return segmenter
+    return ModelSegmenter(segmenter.predictor, segmenter.label, protocol, min_area)
 
 
 @dataclass
@@ -291,12 +308,8 @@ def evaluate(
     with an empty ground truth, unreadable files and missing predictions are listed in "skipped"
     with the reason. `save_predictions`: also write each predicted mask as NAME.png.
     """
-    segmenter = as_segmenter(model_or_predictions, label)
+    segmenter = with_protocol(as_segmenter(model_or_predictions, label), prompt, min_area)
     protocol = parse_prompt(prompt)
-    if protocol.interactive:
-        if not isinstance(segmenter, ModelSegmenter):
-            raise KdsamError(f"--prompt {prompt} needs a model to prompt; saved predictions take no prompts")
-        segmenter.protocol, segmenter.min_area = protocol, min_area
     prompting = Prompting(box_mode, min_area, jitter_seed)
     known_problems = len(dataset.problems)
     per_image: list[dict[str, Any]] = []
@@ -448,7 +461,7 @@ def run_evaluation(
     arguments (tolerances, settings, progress, ...)."""
     out_dir = Path(out_dir)
     check_writable(out_dir, overwrite)
-    segmenter = as_segmenter(source, label)
+    segmenter = with_protocol(as_segmenter(source, label), options.get("prompt", "box"), min_area)
     result = evaluate(segmenter, dataset, box_mode, min_area, jitter_seed, **options)
     check_coverage(result, allow_missing)
     write_json(out_dir / METRICS_FILE, result)
