@@ -11,7 +11,8 @@ one reproduces the official script. Slice embeddings are computed in batches and
 boxes of a case.
 
 The model is a PyTorch `KDSam` or an ONNX export's `OnnxPredictor` (fp32 or INT8 encoder): both are
-seen through `SliceModel`, the two things the protocol asks of a model.
+seen through `SliceModel`: what the protocol asks of a model (its frame, slice embeddings, one
+box decoded).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from segment_anything.utils.transforms import ResizeLongestSide
 
 from kdsam.models.sam import KDSam
 
-Size = tuple[int, int]
+Size = tuple[int, int]  # (height, width)
 BOX_MARGIN = 3  # pixels in the model's frame, get_bbox256's bbox_shift
 
 
@@ -45,9 +46,7 @@ class SliceModel(Protocol):
         """HxW or HxWx3 uint8 slices -> one embedding each (computed as one batch where it helps)."""
         ...
 
-    def decode_box(
-        self, embedding: Any, frame_box: np.ndarray, input_size: tuple[int, int], original_size: tuple[int, int]
-    ) -> np.ndarray:
+    def decode_box(self, embedding: Any, frame_box: np.ndarray, input_size: Size, original_size: Size) -> np.ndarray:
         """One box already in the model's frame -> HxW bool mask at the original size."""
         ...
 
@@ -69,7 +68,7 @@ class TorchSlices:
 
     @torch.no_grad()
     def decode_box(
-        self, embedding: torch.Tensor, frame_box: np.ndarray, input_size: tuple[int, int], original_size: Size
+        self, embedding: torch.Tensor, frame_box: np.ndarray, input_size: Size, original_size: Size
     ) -> np.ndarray:
         box = torch.as_tensor(np.asarray(frame_box, dtype=np.float32).reshape(1, 4), device=embedding.device)
         low_res, _ = self.model.decode(embedding, box)
