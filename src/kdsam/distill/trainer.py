@@ -115,7 +115,6 @@ def data_parallel(trainable: nn.Module, step: StepFn, rt: Runtime) -> nn.Module:
             module,
             device_ids=[rt.device.index] if rt.device.type == "cuda" else None,
             find_unused_parameters=True,
-            gradient_as_bucket_view=True,
         )
 
 
