@@ -82,3 +82,22 @@ def test_nothing_readable_exits_1(folder_root: Path, tmp_path: Path) -> None:
         mask.unlink()
     code, report = _inspect(f"folder:{folder_root}", tmp_path / "r.json")
     assert code == 1 and report["n_ok"] == 0 and report["image_sizes"]["min_hw"] is None
+
+
+def test_label_maps_are_counted_per_label(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from kdsam.data.imageio import write_png
+
+    root = tmp_path / "organs"
+    (root / "images").mkdir(parents=True)
+    for i, present in enumerate(([1, 2], [2])):
+        Image.fromarray(np.full((32, 40, 3), 90, np.uint8)).save(root / "images" / f"case{i}.png")
+        labels = np.zeros((32, 40), np.uint8)
+        for k in present:
+            labels[4:20, 4 + 16 * (k - 1) : 18 + 16 * (k - 1)] = k
+        write_png(root / "masks" / f"case{i}.png", labels)
+    code, report = _inspect(f"folder:{root}", tmp_path / "r.json")
+    assert code == 0 and report["labels"] == {"1": 1, "2": 2}
+    assert "labels    1: 1 images  2: 2 images" in capsys.readouterr().out

@@ -24,15 +24,19 @@ def inspect_dataset(
 
     splits: names per split (official, from the split file, or seeded over the labelled records).
     image_sizes: the smallest and largest height and width seen, each taken on its own.
+    labels: images per label, for label-map masks (several structures per image); {} when every
+    mask is binary.
     """
     dataset = open_dataset(spec)
     splits = dataset_splits(spec, seed, split_file)
     heights, widths = [], []
     n_empty = 0
+    labels: Counter[int] = Counter()
     for sample in tqdm(dataset.samples(), total=len(dataset), desc="decoding", unit="img", disable=not progress):
         heights.append(sample.image.shape[0])
         widths.append(sample.image.shape[1])
         n_empty += not sample.mask.any()
+        labels.update(k for k, _ in sample.by_label() if sample.mask.any())
     classes = Counter(str(r.meta["class"]) for r in dataset.records if "class" in r.meta)
     return {
         "spec": spec,
@@ -42,6 +46,7 @@ def inspect_dataset(
         "problems": dataset.problems,
         "splits": {name: len(names) for name, names in splits.items()},
         "classes": dict(sorted(classes.items())),
+        "labels": {str(k): n for k, n in sorted(labels.items())} if set(labels) - {1} else {},
         "image_sizes": {
             "min_hw": [min(heights), min(widths)] if heights else None,
             "max_hw": [max(heights), max(widths)] if heights else None,
@@ -59,6 +64,8 @@ def format_report(report: dict[str, Any]) -> str:
     ]
     if report["classes"]:
         lines.append("classes   " + "  ".join(f"{k} {v}" for k, v in report["classes"].items()))
+    if report["labels"]:
+        lines.append("labels    " + "  ".join(f"{k}: {v} images" for k, v in report["labels"].items()))
     sizes = report["image_sizes"]
     if sizes["min_hw"]:
         lo, hi = sizes["min_hw"], sizes["max_hw"]
