@@ -14,7 +14,13 @@ from kdsam.cli import main
 from kdsam.data.synthetic import synthesize
 from kdsam.errors import KdsamError
 from kdsam.export.onnx import CONFIG_FILE, DECODER_FILE, ENCODER_FILE, export_onnx, preprocessing_config
-from kdsam.export.onnx_predictor import OnnxPredictor, is_export, load_export, postprocess_masks, preprocess
+from kdsam.export.onnx_predictor import (
+    OnnxPredictor,
+    is_export,
+    load_export,
+    postprocess_masks,
+    prepare_image,
+)
 from kdsam.export.quantize import INT8_ENCODER_FILE, calibration_from, synthetic_calibration
 from kdsam.models.loading import save_model
 from kdsam.models.sam import KDSam
@@ -103,9 +109,13 @@ def test_numpy_preprocessing_matches_the_model(
     want, resized = model.prepare(image)
     config = preprocessing_config(model, 17)
     transform = resize_transform(config["resize_mode"], config["img_size"], config["recipe"])
-    got = preprocess(transform.apply_image(image), config)
-    assert got.shape == (1, 3, SIZE, SIZE) and resized == transform.apply_image(image).shape[:2]
+    got, got_resized = prepare_image(image, config)  # what OnnxPredictor.set_image runs
+    assert got.shape == (1, 3, SIZE, SIZE) and resized == got_resized == transform.apply_image(image).shape[:2]
     np.testing.assert_allclose(got, want.numpy(), atol=1e-5)
+    grey = image[..., 1]  # a grey slice is resized before it is made RGB, to the same pixels
+    rgb = np.repeat(grey[..., None], 3, axis=2)
+    np.testing.assert_array_equal(model.prepare(grey)[0], model.prepare(rgb)[0])
+    np.testing.assert_array_equal(prepare_image(grey, config)[0], prepare_image(rgb, config)[0])
     size = image.shape[:2]
     want_boxes = model.boxes_to_prompt_frame(torch.as_tensor(BOXES), size).numpy()
     np.testing.assert_allclose(transform.apply_boxes(BOXES, size), want_boxes, rtol=1e-6)

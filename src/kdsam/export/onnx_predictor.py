@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from kdsam.errors import KdsamError
 from kdsam.export.onnx import CONFIG_FILE, DECODER_FILE, ENCODER_FILE
+from kdsam.models.sam import grey_to_rgb
 from kdsam.models.transforms import medsam_upsample, resize_transform
 from kdsam.predictor import KDSamPredictor, as_rgb_uint8
 
@@ -65,8 +66,10 @@ def preprocess(resized: np.ndarray, config: dict[str, Any]) -> np.ndarray:
 
 
 def prepare_image(image: np.ndarray, config: dict[str, Any]) -> tuple[np.ndarray, tuple[int, int]]:
-    """An HxWx3 uint8 RGB image -> (the encoder input, the resized hxw inside it)."""
-    resized = resize_transform(config["resize_mode"], int(config["img_size"])).apply_image(image)
+    """An HxWx3 uint8 RGB image, or HxW grey (resized first, as `KDSam.prepare`) -> (the encoder
+    input, the resized hxw inside it)."""
+    transform = resize_transform(config["resize_mode"], int(config["img_size"]), config.get("recipe", "sam"))
+    resized = grey_to_rgb(transform.apply_image(image))
     return preprocess(resized, config), resized.shape[:2]
 
 
@@ -191,7 +194,7 @@ class OnnxSlices:
 
     def embed(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
         encoder, config = self.predictor.encoder, self.predictor.config
-        return [encoder.run(None, {"image": prepare_image(as_rgb_uint8(im), config)[0]})[0] for im in images]
+        return [encoder.run(None, {"image": prepare_image(im, config)[0]})[0] for im in images]
 
     def decode_box(
         self, embedding: np.ndarray, frame_box: np.ndarray, input_size: tuple[int, int], original_size: tuple[int, int]

@@ -30,11 +30,6 @@ Size = tuple[int, int]  # (height, width)
 BOX_MARGIN = 3  # pixels in the model's frame, get_bbox256's bbox_shift
 
 
-def as_rgb(image: np.ndarray) -> np.ndarray:
-    """HxW or HxWx3 uint8 -> HxWx3 (greyscale repeated, as the official script does)."""
-    return np.repeat(image[..., None], 3, axis=2) if image.ndim == 2 else image
-
-
 class SliceModel(Protocol):
     """A model as the 3D protocol uses it: its frame, slice embeddings, one frame box decoded."""
 
@@ -63,7 +58,7 @@ class TorchSlices:
 
     @torch.no_grad()
     def embed(self, images: Sequence[np.ndarray]) -> list[torch.Tensor]:
-        batch = torch.cat([self.model.prepare(as_rgb(image))[0] for image in images])
+        batch = torch.cat([self.model.prepare(image)[0] for image in images])
         return [emb[None].float() for emb in self.model.image_encoder(batch)]
 
     @torch.no_grad()
@@ -106,7 +101,7 @@ def box_from_neighbour(model: SliceModel, mask: np.ndarray, label: int) -> np.nd
     model's frame by the model's image transform; its bounding box there widened by BOX_MARGIN and
     clipped to the frame. None when nothing of it survives the resize."""
     labelled = mask.astype(np.uint8) * np.uint8(label)
-    small = model.transform.apply_image(as_rgb(labelled))[..., 0]
+    small = model.transform.apply_image(labelled)  # grey: the same pixels as the official RGB copy
     ys, xs = np.nonzero(small)
     if len(xs) == 0:
         return None

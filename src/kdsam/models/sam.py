@@ -79,8 +79,10 @@ class KDSam(Sam):
         return F.pad(x, (0, self.img_size - w, 0, self.img_size - h))
 
     def prepare(self, image: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
-        """HxWx3 uint8 RGB -> (1x3xSxS encoder input on the model's device, resized (h, w))."""
-        resized = self.transform().apply_image(np.ascontiguousarray(image))
+        """HxWx3 uint8 RGB, or HxW grey -> (1x3xSxS encoder input on the model's device, resized (h, w)).
+        A grey image is resized before it is made RGB: the same pixels (every recipe's resize works
+        per channel), a third of the work, which volumes' slices repeat hundreds of times."""
+        resized = grey_to_rgb(self.transform().apply_image(np.ascontiguousarray(image)))
         t = torch.as_tensor(resized, device=self.device).permute(2, 0, 1)[None].float()
         return self.preprocess(t), (int(t.shape[-2]), int(t.shape[-1]))
 
@@ -119,6 +121,11 @@ class KDSam(Sam):
             masks.append(m)
             iou.append(q)
         return torch.cat(masks), torch.cat(iou)
+
+
+def grey_to_rgb(image: np.ndarray) -> np.ndarray:
+    """HxW -> HxWx3 by repeating the grey channel (as the official scripts do); HxWx3 unchanged."""
+    return np.repeat(image[..., None], 3, axis=2) if image.ndim == 2 else image
 
 
 def sam_heads(input_size: int) -> tuple[PromptEncoder, MaskDecoder]:
