@@ -206,6 +206,14 @@ def test_volumes_and_challenge_cases_run_on_the_export(student: KDSam, exported:
     got = segment_stack(OnnxPredictor(exported), stack, boxes3d, batch_size=4)
     assert got.shape == want.shape and got.dtype == np.uint8
     assert (got == want).mean() > 0.99 and set(np.unique(want)) <= {0, 1}
+    from concurrent.futures import ThreadPoolExecutor
+
+    from kdsam.infer.volume import SliceEmbeddings, check_box3d, segment_box3d
+
+    slices, box = OnnxPredictor(exported).slices(), check_box3d(boxes3d[0], stack.shape, "box")
+    one_by_one = segment_box3d(slices, SliceEmbeddings(slices, stack), box)
+    with ThreadPoolExecutor(2) as pool:  # both chains at once: the very same masks
+        assert np.array_equal(segment_box3d(slices, SliceEmbeddings(slices, stack), box, pool=pool), one_by_one)
     int8 = segment_stack(OnnxPredictor(exported, runtime="onnxruntime-int8"), stack, boxes3d)
     assert int8.shape == want.shape and not int8[0].any() and not int8[5].any()  # outside z0..z1: untouched
     image = np.repeat(stack[2][..., None], 3, axis=2)
@@ -214,6 +222,6 @@ def test_volumes_and_challenge_cases_run_on_the_export(student: KDSam, exported:
     (tmp_path / "cases").mkdir()
     np.savez(tmp_path / "cases" / "3DCase.npz", imgs=stack, boxes=boxes3d, spacing=[1.0, 1.0, 1.0])
     out = tmp_path / "out"
-    int8_model = ["--model", str(exported), "--runtime", "onnxruntime-int8"]
+    int8_model = ["--model", str(exported), "--runtime", "onnxruntime-int8", "--threads", "2"]
     assert main(["predict", *int8_model, "--input", str(tmp_path / "cases"), "--out", str(out)]) == 0
     assert np.load(out / "3DCase.npz")["segs"].shape == stack.shape

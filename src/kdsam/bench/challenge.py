@@ -79,12 +79,20 @@ def _case_model(
         if threads:
             torch.set_num_threads(threads)
         folder = Path(spec.text).expanduser()
-        return OnnxPredictor(folder, runtime=runtime, threads=threads), f"export ({folder})", torch.device("cpu")
+        predictor = OnnxPredictor(folder, runtime=runtime, threads=session_threads())
+        return predictor, f"export ({folder})", torch.device("cpu")
     model, weights, target = timed_model(spec, device, threads)
     if runtime == TORCH:
         return model, weights, target
     folder = (exports or Exports()).folder(spec.label, model)
-    return OnnxPredictor(folder, runtime=runtime, threads=torch.get_num_threads()), weights, target
+    return OnnxPredictor(folder, runtime=runtime, threads=session_threads()), weights, target
+
+
+def session_threads() -> int:
+    """onnxruntime threads per session within torch's thread budget (`threads_per_session`)."""
+    from kdsam.export.onnx_predictor import threads_per_session
+
+    return threads_per_session(torch.get_num_threads())
 
 
 def time_cases(
@@ -123,6 +131,8 @@ def time_cases(
         "weights": weights,
         "device": device_name(target),
         "threads": torch.get_num_threads(),
+        "slices_at_once": slice_model(model).workers,
+        **({"onnxruntime_threads_per_session": session_threads()} if runtime != TORCH else {}),
         "cpu_count": os.cpu_count(),
         "load_average_before": [round(v, 2) for v in load_before],
         "load_average_after": [round(v, 2) for v in os.getloadavg()],

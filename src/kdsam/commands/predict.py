@@ -110,6 +110,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         choices=["torch", "onnxruntime", "onnxruntime-int8"],
         help="for an ONNX export folder as --model: onnxruntime (fp32, default) or onnxruntime-int8",
     )
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="CPU threads to use (default: every core); an export runs two slices of a volume at once, each "
+        "on half of them",
+    )
 
 
 def parse_numbers(text: str, flag: str, n: int, names: str) -> list[float]:
@@ -216,7 +222,14 @@ def _load(args: argparse.Namespace) -> KDSam | OnnxPredictor:
     device = resolve_device(args.device)
     if args.device == "auto" and device.type == "cuda":
         device = torch.device(f"cuda:{os.environ.get('LOCAL_RANK', 0)}")
-    predictor = load_predictor(spec, str(device), args.runtime)
+    session = None
+    if spec.kind == "onnx":  # two slices of a volume at once, each session on half the threads
+        from kdsam.export.onnx_predictor import threads_per_session
+
+        session = threads_per_session(args.threads or os.cpu_count() or 1)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    predictor = load_predictor(spec, str(device), args.runtime, session)
     return predictor if spec.kind == "onnx" else predictor.model
 
 

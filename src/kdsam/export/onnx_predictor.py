@@ -181,9 +181,20 @@ class OnnxPredictor:
         return OnnxSlices(self)
 
 
+SLICES_AT_ONCE = 2  # a 3D box's chains up and down from its middle slice
+
+
+def threads_per_session(total: int) -> int:
+    """onnxruntime threads per session for a budget of `total` CPU threads, so that the two slices
+    a volume runs at once use it without oversubscribing (at least one)."""
+    return max(1, total // SLICES_AT_ONCE)
+
+
 class OnnxSlices:
     """`SliceModel` of an export: one encoder run per slice (the graph has batch 1), the box decoder
-    on a box already in the frame, and the same upsampling as `predict_boxes`."""
+    on a box already in the frame, and the same upsampling as `predict_boxes`. Sessions take
+    concurrent runs, so two slices are processed at once: the up and down chains of a 3D box (on
+    2 cores, sessions of 1 thread each, 3.3 s against 4.2 s one slice after another)."""
 
     def __init__(self, predictor: OnnxPredictor) -> None:
         self.predictor = predictor
@@ -191,6 +202,7 @@ class OnnxSlices:
         self.transform = predictor.transform
         self.recipe = predictor.config.get("recipe", "sam")
         self.batch_size = 1  # the graph's batch
+        self.workers = SLICES_AT_ONCE
 
     def embed(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
         encoder, config = self.predictor.encoder, self.predictor.config

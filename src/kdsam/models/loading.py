@@ -68,18 +68,18 @@ def load_model(
 
 
 def load_predictor(
-    model: str | ModelSpec, device: str | None = None, runtime: str | None = None
+    model: str | ModelSpec, device: str | None = None, runtime: str | None = None, threads: int | None = None
 ) -> KDSamPredictor | OnnxPredictor:
     """The predictor of any MODEL: torch models on their fast inference path on `device` (auto, cpu,
     cuda, cuda:N; auto is CUDA when present); an ONNX export folder under `runtime` onnxruntime (the
-    default) or onnxruntime-int8."""
+    default) or onnxruntime-int8, with `threads` onnxruntime threads per session (None: its choice)."""
     spec = as_spec(model)
     if spec.kind == "onnx":
         from kdsam.export.onnx_predictor import load_export
 
         if runtime == "torch":
             raise KdsamError(f"{spec.text}: an ONNX export runs under onnxruntime or onnxruntime-int8, not torch")
-        return load_export(spec.path, runtime or "onnxruntime")
+        return load_export(spec.path, runtime or "onnxruntime", threads)
     if runtime not in (None, "torch"):
         raise KdsamError(f"--runtime {runtime}: needs an ONNX export folder as the model (run `kdsam export`)")
     from kdsam.models.fast import optimize_for_inference
