@@ -105,6 +105,7 @@ def test_cli_prints_each_label(labelled_root: Path, tmp_path: Path, capsys: pyte
     assert main([*args, "--out", str(tmp_path / "out")]) == 0
     out = capsys.readouterr().out
     assert "label 1: Dice 1.0000 over 2 images" in out and "label 2: Dice 1.0000 over 1 images" in out
+    assert "Dice label 1 |" in out and "Dice label 2 |" in out  # the side-by-side table has a column each
 
 
 def test_a_prompt_protocol_never_changes_the_segmenter_given(tmp_path: Path) -> None:

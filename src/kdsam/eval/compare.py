@@ -1,4 +1,5 @@
-"""Side-by-side table of evaluations in the shape of the paper's: rows models, per dataset Dice/IoU/HD95/NSD.
+"""Side-by-side table of evaluations in the shape of the paper's: rows models, per dataset Dice/IoU/HD95/NSD
+(and the Dice of each label, for datasets of label maps).
 
 Input: metrics.json dicts (or their paths). Output: the table as JSON-able dict, markdown and HTML.
 """
@@ -25,9 +26,30 @@ def dataset_label(spec: str, split: str | None = None) -> str:
     return f"{kind} {name}" + (f" ({split})" if split else "")
 
 
+def label_metric(label: str) -> str:
+    """The column of one label's mean Dice (`per_label` of a multi-label evaluation)."""
+    return f"label{label}_dice"
+
+
+def _header(metric: str) -> str:
+    if metric.startswith("label"):
+        return f"Dice label {metric[len('label') :].split('_')[0]}"
+    return HEADERS.get(metric, metric)
+
+
+def _value(result: dict[str, Any], metric: str) -> float | None:
+    if metric.startswith("label"):
+        label = metric[len("label") :].split("_")[0]
+        return result.get("per_label", {}).get(label, {}).get("mean", {}).get("dice")
+    return result["mean"].get(metric)
+
+
 def comparison(results: Sequence[dict[str, Any]], metrics: Sequence[str] = TABLE_METRICS) -> dict[str, Any]:
     """{"models", "datasets", "metrics", "cells": {model: {dataset: {metric: mean, "n_images": n}}}},
-    models and datasets in first-seen order; a (model, dataset) pair given twice is an error."""
+    models and datasets in first-seen order; a (model, dataset) pair given twice is an error. Label
+    maps add one Dice column per label (`label_metric`)."""
+    labels = sorted({k for r in results for k in r.get("per_label", {})}, key=int)
+    metrics = [*metrics, *(label_metric(k) for k in labels)]
     models: dict[str, None] = {}
     datasets: dict[str, None] = {}
     cells: dict[str, dict[str, dict[str, Any]]] = {}
@@ -37,7 +59,7 @@ def comparison(results: Sequence[dict[str, Any]], metrics: Sequence[str] = TABLE
             raise KdsamError(f"two evaluations of {model} on {data}: give each pair once")
         models[model] = None
         datasets[data] = None
-        cell = {m: r["mean"].get(m) for m in metrics}
+        cell = {m: _value(r, m) for m in metrics}
         cells.setdefault(model, {})[data] = {**cell, "n_images": r["n_images"], "n_skipped": r["n_skipped"]}
     return {"models": list(models), "datasets": list(datasets), "metrics": list(metrics), "cells": cells}
 
@@ -67,7 +89,7 @@ def _n_images(table: dict[str, Any], data: str) -> str:
 
 def to_markdown(table: dict[str, Any]) -> str:
     """Markdown has no two-level headers, so each column says `dataset metric`."""
-    header = ["model"] + [f"{data} {HEADERS.get(m, m)}" for data in table["datasets"] for m in table["metrics"]]
+    header = ["model"] + [f"{data} {_header(m)}" for data in table["datasets"] for m in table["metrics"]]
     counts = ", ".join(f"{d}: {_n_images(table, d)}" for d in table["datasets"])
     note = f"Images scored per dataset: {counts}. Means skip undefined values."
     return markdown_table(header, _rows(table)) + f"\n{note}\n"
@@ -77,7 +99,7 @@ def to_html(table: dict[str, Any]) -> str:
     """A table with one header row of datasets (spanning their metrics) and one of metrics."""
     n = len(table["metrics"])
     groups = [(f"{d} (n={_n_images(table, d)})", n) for d in table["datasets"]]
-    header = ["model"] + [HEADERS.get(m, m) for _ in table["datasets"] for m in table["metrics"]]
+    header = ["model"] + [_header(m) for _ in table["datasets"] for m in table["metrics"]]
     return html_table(header, _rows(table), groups, css_class="kdsam-comparison")
 
 
