@@ -20,7 +20,15 @@ from kdsam.distill.trainer import FitConfig
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--run", required=True, metavar="RUN", help="a run folder written by kdsam distill")
+    parser.add_argument(
+        "--run-dir",
+        "--run",
+        dest="run",
+        required=True,
+        metavar="RUN",
+        help="a run folder written by kdsam distill (under torchrun write --run-dir: torchrun reads --run as "
+        "its own --run-path)",
+    )
     add_data_arguments(parser)
     parser.add_argument("--bce-weight", type=float, default=0.0, help="add BCE to the Dice loss")
     parser.add_argument("--train-encoder", action="store_true", help="also update the encoder (default frozen)")
