@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from kdsam.errors import KdsamError
+from kdsam.eval.metrics import label_column, split_label_column
 from kdsam.report.tables import html_table, markdown_table
 from kdsam.utils.atomic import write_json, write_text
 
@@ -26,30 +27,24 @@ def dataset_label(spec: str, split: str | None = None) -> str:
     return f"{kind} {name}" + (f" ({split})" if split else "")
 
 
-def label_metric(label: str) -> str:
-    """The column of one label's mean Dice (`per_label` of a multi-label evaluation)."""
-    return f"label{label}_dice"
-
-
 def _header(metric: str) -> str:
-    if metric.startswith("label"):
-        return f"Dice label {metric[len('label') :].split('_')[0]}"
-    return HEADERS.get(metric, metric)
+    split = split_label_column(metric)
+    return f"Dice label {split[0]}" if split else HEADERS.get(metric, metric)
 
 
 def _value(result: dict[str, Any], metric: str) -> float | None:
-    if metric.startswith("label"):
-        label = metric[len("label") :].split("_")[0]
-        return result.get("per_label", {}).get(label, {}).get("mean", {}).get("dice")
-    return result["mean"].get(metric)
+    split = split_label_column(metric)
+    if split is None:
+        return result["mean"].get(metric)
+    return result.get("per_label", {}).get(split[0], {}).get("mean", {}).get(split[1])
 
 
 def comparison(results: Sequence[dict[str, Any]], metrics: Sequence[str] = TABLE_METRICS) -> dict[str, Any]:
     """{"models", "datasets", "metrics", "cells": {model: {dataset: {metric: mean, "n_images": n}}}},
     models and datasets in first-seen order; a (model, dataset) pair given twice is an error. Label
-    maps add one Dice column per label (`label_metric`)."""
+    maps add one Dice column per label (`label_column`)."""
     labels = sorted({k for r in results for k in r.get("per_label", {})}, key=int)
-    metrics = [*metrics, *(label_metric(k) for k in labels)]
+    metrics = [*metrics, *(label_column(k, "dice") for k in labels)]
     models: dict[str, None] = {}
     datasets: dict[str, None] = {}
     cells: dict[str, dict[str, dict[str, Any]]] = {}

@@ -241,7 +241,7 @@ def _row(sample: Sample, ans: Answer, tolerance_px: float, tolerance_mm: float) 
         row[key] = metrics.nanmean(e.get(key) for e in ans.extras)[0]
     row["n_labels"] = len(ans.labels)
     for k, s in zip(ans.labels, scores, strict=True):
-        row.update({f"label{k}_{m}": _json_value(v) for m, v in s.items()})
+        row.update({metrics.label_column(k, m): _json_value(v) for m, v in s.items()})
     return row
 
 
@@ -265,9 +265,8 @@ def _label_columns(row: dict[str, Any]) -> dict[int, dict[str, Any]]:
     """{label: {metric: value}} from a row's label<K>_<metric> columns."""
     parts: dict[int, dict[str, Any]] = {}
     for key, value in row.items():
-        if key.startswith("label"):
-            k, metric = key[len("label") :].split("_", 1)
-            parts.setdefault(int(k), {})[metric] = value
+        if (split := metrics.split_label_column(key)) is not None:
+            parts.setdefault(int(split[0]), {})[split[1]] = value
     return parts
 
 
@@ -277,7 +276,8 @@ def _json_value(value: Any) -> Any:
 
 
 def _summary(per_image: list[dict[str, Any]]) -> tuple[dict[str, float | None], dict[str, int]]:
-    keys = [k for k in per_image[0] if k not in NOT_AVERAGED and not k.startswith("label")] if per_image else []
+    first = per_image[0] if per_image else {}
+    keys = [k for k in first if k not in NOT_AVERAGED and metrics.split_label_column(k) is None]
     mean, undefined = {}, {}
     for key in keys:
         mean[key], n_nan = metrics.nanmean(row.get(key) for row in per_image)

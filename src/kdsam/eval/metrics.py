@@ -29,6 +29,19 @@ NSD_TOLERANCE_PX = 2.0
 NSD_TOLERANCE_MM = 2.0
 
 
+def label_column(label: int | str, metric: str) -> str:
+    """The name of one label's score (`label2_dice`): per-image columns and per-label table columns."""
+    return f"label{label}_{metric}"
+
+
+def split_label_column(name: str) -> tuple[str, str] | None:
+    """(label, metric) of a `label_column` name; None for any other column."""
+    if not name.startswith("label"):
+        return None
+    label, _, metric = name[len("label") :].partition("_")
+    return label, metric
+
+
 def _check(pred: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     pred, truth = np.asarray(pred, dtype=bool), np.asarray(truth, dtype=bool)
     if pred.shape != truth.shape or pred.ndim not in (2, 3):
