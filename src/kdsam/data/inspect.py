@@ -36,7 +36,7 @@ def inspect_dataset(
         heights.append(sample.image.shape[0])
         widths.append(sample.image.shape[1])
         n_empty += not sample.mask.any()
-        labels.update(k for k, _ in sample.by_label() if sample.mask.any())
+        labels.update(sample.label_ids)
     classes = Counter(str(r.meta["class"]) for r in dataset.records if "class" in r.meta)
     return {
         "spec": spec,

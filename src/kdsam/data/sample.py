@@ -30,13 +30,16 @@ class Sample:
         """What objects are taken from: the label map of a multi-label mask, else the bool mask."""
         return self.mask if self.labels is None else self.labels
 
+    @property
+    def label_ids(self) -> list[int]:
+        """The labels present, ascending: [1] for a binary mask, [] for an empty one."""
+        if self.labels is None:
+            return [1] if self.mask.any() else []
+        return [int(k) for k in np.unique(self.labels) if k]
+
     def by_label(self) -> list[tuple[int, Sample]]:
         """[(label, this sample with only that label as its mask)], label order; [(1, self)] for a
         binary mask. Evaluation scores each label on its own, as the CVPR24 challenge does."""
         if self.labels is None:
             return [(1, self)]
-        return [
-            (int(k), Sample(self.name, self.image, self.labels == k, {**self.meta, "label": int(k)}))
-            for k in np.unique(self.labels)
-            if k
-        ]
+        return [(k, Sample(self.name, self.image, self.labels == k, {**self.meta, "label": k})) for k in self.label_ids]
