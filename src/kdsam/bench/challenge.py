@@ -21,7 +21,7 @@ from kdsam.bench.latency import TORCH, Exports, device_name, timed_model
 from kdsam.bench.targets import load_targets
 from kdsam.errors import KdsamError
 from kdsam.infer.files import Prompts, run_file
-from kdsam.infer.volume import slice_model
+from kdsam.infer.volume import SliceModel, slice_model
 from kdsam.models.spec import ModelSpec
 from kdsam.utils.device import resolve_device
 
@@ -43,11 +43,9 @@ def synthetic_cases(folder: Path, side: int = 512, slices: int = 100, seed: int 
     return {"2d": folder / "2DBench.npz", "3d": folder / "3DBench.npz"}
 
 
-def per_slice_parts(model: Any, side: int, batch_size: int | None, rounds: int = 2) -> dict[str, float]:
+def per_slice_parts(sm: SliceModel, side: int, batch_size: int, rounds: int = 2) -> dict[str, float]:
     """Seconds per slice of the two parts of a 3D step: preparing and encoding a slice (in batches)
     and decoding one box up to a full-size mask (sequential along z), medians over `rounds`."""
-    sm = slice_model(model)
-    batch_size = batch_size or sm.batch_size
     images = [np.full((side, side), 100, np.uint8)] * batch_size
     box = np.array([10.0, 10.0, sm.img_size / 2, sm.img_size / 2], np.float32)
     embedding = sm.embed(images[:1])[0]
@@ -110,6 +108,8 @@ def time_cases(
     """Median seconds per 2D and per 3D case for one model under one runtime (after one untimed 2D
     warm-up case)."""
     model, weights, target = _case_model(spec, device, threads, runtime, exports)
+    sm = slice_model(model)
+    batch_size = batch_size or sm.batch_size
     load_before = os.getloadavg()
     times: dict[str, list[float]] = {"2d": [], "3d": []}
     cpu: dict[str, list[float]] = {"2d": [], "3d": []}
@@ -123,7 +123,7 @@ def time_cases(
                 run_file(model, cases[kind], folder / "out" / f"{kind}{i}.npz", Prompts(), batch_size=batch_size)
                 times[kind].append(time.perf_counter() - start)
                 cpu[kind].append(time.process_time() - start_cpu)
-        parts = per_slice_parts(model, side, batch_size)
+        parts = per_slice_parts(sm, side, batch_size)
     seconds = {kind: statistics.median(t) for kind, t in times.items()}
     return {
         "model": spec.label,
@@ -131,14 +131,14 @@ def time_cases(
         "weights": weights,
         "device": device_name(target),
         "threads": torch.get_num_threads(),
-        "slices_at_once": slice_model(model).workers,
+        "slices_at_once": sm.workers,
         **({"onnxruntime_threads_per_session": session_threads()} if runtime != TORCH else {}),
         "cpu_count": os.cpu_count(),
         "load_average_before": [round(v, 2) for v in load_before],
         "load_average_after": [round(v, 2) for v in os.getloadavg()],
         "case_2d": f"{side}x{side}x3, 1 box",
         "case_3d": f"{slices} slices of {side}x{side}, 1 box through all of them",
-        "batch_size": batch_size or slice_model(model).batch_size,
+        "batch_size": batch_size,
         "seconds_per_2d_case": round(seconds["2d"], 4),
         "seconds_per_3d_case": round(seconds["3d"], 4),
         "all_seconds": {k: [round(v, 4) for v in t] for k, t in times.items()},
