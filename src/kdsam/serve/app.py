@@ -32,6 +32,12 @@ from kdsam.serve.inputs import MAX_PIXELS, MAX_UPLOAD_BYTES, BadRequest, decode_
 STATIC = resources.files("kdsam.serve") / "static"
 FORM_OVERHEAD = 2**20  # multipart boundaries and the boxes field, on top of the file itself
 
+# the form fields both image-taking endpoints share
+ImageFile = Annotated[UploadFile | None, File(description="any image file kdsam reads")]
+WindowForm = Annotated[
+    str | None, Form(description="intensity window: auto, soft-tissue, lung, bone, brain, percentile, L,W")
+]
+
 
 class MaskOut(BaseModel):
     box: list[float] | None = Field(description="the box prompt [x0, y0, x1, y1], or null for a click prompt")
@@ -130,11 +136,9 @@ def create_app(engine: Engine, max_upload_bytes: int = MAX_UPLOAD_BYTES, max_pix
 
     @app.post("/v1/segment", response_model=SegmentOut)
     def segment(
-        image: Annotated[UploadFile | None, File(description="any image file kdsam reads")] = None,
+        image: ImageFile = None,
         boxes: Annotated[str | None, Form(description="JSON [[x0, y0, x1, y1], ...] in image pixels")] = None,
-        window: Annotated[
-            str | None, Form(description="intensity window: auto, soft-tissue, lung, bone, brain, percentile, L,W")
-        ] = None,
+        window: WindowForm = None,
     ) -> dict[str, Any]:
         """One image and its box prompts -> one mask per box (the stateless call, for scripts)."""
         pixels = _read_upload(image, window)
@@ -150,10 +154,8 @@ def create_app(engine: Engine, max_upload_bytes: int = MAX_UPLOAD_BYTES, max_pix
 
     @app.post("/v1/sessions", response_model=SessionOut)
     def open_session(
-        image: Annotated[UploadFile | None, File(description="any image file kdsam reads")] = None,
-        window: Annotated[
-            str | None, Form(description="intensity window: auto, soft-tissue, lung, bone, brain, percentile, L,W")
-        ] = None,
+        image: ImageFile = None,
+        window: WindowForm = None,
     ) -> dict[str, Any]:
         """Upload and embed an image once (a volume: its middle slice); prompt it many times."""
         pixels = _read_upload(image, window)
