@@ -138,10 +138,16 @@ class OnnxPredictor:
         image = as_rgb_uint8(image)
         if image_format == "BGR":
             image = np.ascontiguousarray(image[..., ::-1])
-        encoder_input, self.input_size = prepare_image(image, self.config)
-        (self.features,) = self.encoder.run(None, {"image": encoder_input})
+        self.features, self.input_size = self.encode(image)
         self.original_size = image.shape[:2]
         self.is_image_set = True
+
+    def encode(self, image: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
+        """An HxWx3 RGB or HxW grey uint8 image -> (its 1x256x64x64 embedding, the resized hxw),
+        without changing the image set (volumes embed many slices)."""
+        encoder_input, input_size = prepare_image(image, self.config)
+        (features,) = self.encoder.run(None, {"image": encoder_input})
+        return features, input_size
 
     def get_image_embedding(self) -> np.ndarray:
         """The 1x256x64x64 float32 embedding of the image set (a numpy array, not a torch tensor)."""
@@ -168,10 +174,17 @@ class OnnxPredictor:
             raise ValueError("the ONNX box decoder was exported with single-mask output only")
         boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
         box_t = self.transform.apply_boxes(boxes, self.original_size).astype(np.float32)
-        low_res, scores = self.decoder.run(None, {"image_embeddings": self.features, "boxes": box_t})
-        img_size, recipe = int(self.config["img_size"]), self.config.get("recipe", "sam")
-        masks = postprocess_masks(low_res, img_size, self.input_size, self.original_size, recipe)
+        masks, scores, low_res = self.decode(self.features, box_t, self.input_size, self.original_size)
         return (masks if return_logits else masks > self.mask_threshold), scores, low_res
+
+    def decode(
+        self, features: np.ndarray, frame_boxes: np.ndarray, input_size: tuple[int, int], original_size: tuple[int, int]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Nx4 boxes already in the encoder frame -> (logits NxCxHxW at the original size, scores,
+        low-res logits), for any embedding."""
+        low_res, scores = self.decoder.run(None, {"image_embeddings": features, "boxes": frame_boxes})
+        img_size, recipe = int(self.config["img_size"]), self.config.get("recipe", "sam")
+        return postprocess_masks(low_res, img_size, input_size, original_size, recipe), scores, low_res
 
     # The union of per-box masks is defined once, on KDSamPredictor; it only uses predict_boxes.
     segment = KDSamPredictor.segment
@@ -200,20 +213,17 @@ class OnnxSlices:
         self.predictor = predictor
         self.img_size = int(predictor.config["img_size"])
         self.transform = predictor.transform
-        self.recipe = predictor.config.get("recipe", "sam")
         self.batch_size = 1  # the graph's batch
         self.workers = SLICES_AT_ONCE
 
     def embed(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
-        encoder, config = self.predictor.encoder, self.predictor.config
-        return [encoder.run(None, {"image": prepare_image(im, config)[0]})[0] for im in images]
+        return [self.predictor.encode(image)[0] for image in images]
 
     def decode_box(
         self, embedding: np.ndarray, frame_box: np.ndarray, input_size: tuple[int, int], original_size: tuple[int, int]
     ) -> np.ndarray:
         box = np.asarray(frame_box, np.float32).reshape(1, 4)
-        low_res, _ = self.predictor.decoder.run(None, {"image_embeddings": embedding, "boxes": box})
-        masks = postprocess_masks(low_res, self.img_size, input_size, original_size, self.recipe)
+        masks = self.predictor.decode(embedding, box, input_size, original_size)[0]
         return masks[0, 0] > self.predictor.mask_threshold
 
 
