@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 from segment_anything import SamPredictor
@@ -73,3 +75,8 @@ class KDSamPredictor(SamPredictor):
             return np.zeros(self.original_size, dtype=bool)
         masks, _, _ = self.predict_boxes(boxes)
         return masks[:, 0].any(axis=0)
+
+
+def predictor_of(model: Any) -> Any:
+    """A `KDSam`'s `KDSamPredictor`; anything else (an ONNX export's `OnnxPredictor`) is one already."""
+    return KDSamPredictor(model) if isinstance(model, KDSam) else model

@@ -17,7 +17,6 @@ import numpy as np
 
 from kdsam.data.imageio import BadFileError
 from kdsam.infer.volume import segment_stack
-from kdsam.models.sam import KDSam
 from kdsam.utils.atomic import atomic_path
 
 
@@ -67,9 +66,9 @@ def read_case(path: str | Path) -> Case:
 def labels_2d(model: Any, image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     """HxWx3 uint8 and Nx4 boxes -> HxW uint8 labels, one embedding for all boxes. `model`: a KDSam or
     an ONNX export's predictor."""
-    from kdsam.predictor import KDSamPredictor
+    from kdsam.predictor import predictor_of
 
-    predictor = KDSamPredictor(model) if isinstance(model, KDSam) else model
+    predictor = predictor_of(model)
     predictor.set_image(image)
     labels = np.zeros(image.shape[:2], dtype=np.uint8)
     if len(boxes):

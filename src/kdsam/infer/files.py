@@ -115,7 +115,7 @@ def _point_mask(predictor: Any, path: Path, prompts: Prompts) -> np.ndarray:
 def segment_image(model: Model, path: Path, prompts: Prompts, window: Any) -> tuple[np.ndarray, np.ndarray, dict]:
     """(HxW bool mask, or a uint16 label map in everything mode; the 8-bit RGB image; its intensity
     record). Boxes alone give the union of their masks; points give one object."""
-    from kdsam.predictor import KDSamPredictor
+    from kdsam.predictor import predictor_of
 
     if not (len(prompts.boxes) or len(prompts.points) or prompts.everything):
         raise KdsamError(
@@ -131,7 +131,7 @@ def segment_image(model: Model, path: Path, prompts: Prompts, window: Any) -> tu
         return segment_everything(model, image, prompts.everything).label_map, image, intensity
     _check_boxes2d(path, prompts.boxes, image.shape[:2])
     _check_points(path, prompts.points, image.shape[:2])
-    predictor = KDSamPredictor(model) if isinstance(model, KDSam) else model  # an ONNX export's predictor
+    predictor = predictor_of(model)
     predictor.set_image(image)
     if len(prompts.points):
         return _point_mask(predictor, path, prompts), image, intensity
