@@ -68,9 +68,9 @@ done
 
 GPUS=$("$PY" -c "import torch; print(torch.cuda.device_count())")
 if [ "$DEVICE" = cuda ] && [ "$GPUS" -ge 2 ]; then
-  step "stage 1 under torchrun, 2 GPUs, DistributedDataParallel over nccl"
+  step "stage 1 under torchrun, 2 GPUs, DistributedDataParallel over nccl, SyncBatchNorm"
   "$PY" -m torch.distributed.run --standalone --nproc_per_node 2 -m kdsam distill --device cuda --data "$DATA" \
-    --out "$WORK/ddp" --backbone "$STUDENT" --input-size 256 --epochs 1 --batch-size 4 --max-side 512 \
+    --out "$WORK/ddp" --backbone "$STUDENT" --input-size 256 --epochs 1 --batch-size 4 --max-side 512 --sync-bn \
     && cp "$WORK/ddp/metrics.jsonl" "$OUT/ddp-metrics.jsonl"
 fi
 

@@ -1,8 +1,9 @@
 """Data-parallel stage 1 (DistributedDataParallel) on the CPU with 2 gloo processes (forked, so
 each test takes seconds).
 
-The student here is a ConvNeXt (LayerNorm, no BatchNorm): BatchNorm normalises with per-rank batch
-statistics, so 2 ranks x batch 2 and 1 rank x batch 4 would differ by design, not by a bug.
+The student here is a ConvNeXt (LayerNorm, no BatchNorm): plain BatchNorm normalises with per-rank batch
+statistics, so 2 ranks x batch 2 and 1 rank x batch 4 would differ by design, not by a bug; `--sync-bn`
+(SyncBatchNorm) removes that difference, but torch runs it on CUDA only.
 """
 
 from __future__ import annotations
@@ -150,3 +151,25 @@ def test_two_rank_finetune_with_clicks_takes_the_steps_of_one(runs, synthetic_ro
     one = finetune(tmp / "one-ft", *_splits(synthetic_root), cfg=replace(CFG, batch_size=4), cache_dir=runs["cache"])
     assert _max_diff(two[0]["state"], two[1]["state"]) == 0
     assert _max_diff(two[0]["state"], one.state_dict()) < TOLERANCE
+
+
+def test_sync_bn_swaps_every_batchnorm_and_keeps_parameters_and_keys():
+    """The conversion itself needs no GPU (only SyncBatchNorm's forward does)."""
+    from kdsam.models.student import build_student
+
+    encoder = build_student(make_tiny_teacher(), "resnet18", 64).image_encoder
+    params, keys = list(encoder.parameters()), list(encoder.state_dict())
+    assert Runtime(torch.device("cpu")).sync_batchnorm(encoder) is encoder  # one process: nothing to sync
+    synced = Runtime(torch.device("cuda", 0), rank=0, world_size=2).sync_batchnorm(encoder)
+    norms = [type(m) for m in synced.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert norms and set(norms) == {torch.nn.SyncBatchNorm}
+    assert all(a is b for a, b in zip(synced.parameters(), params, strict=True))  # the optimizer's tensors
+    assert list(synced.state_dict()) == keys  # checkpoints and model.pt load either way
+
+
+def test_sync_bn_on_cpu_ranks_is_refused_before_any_teacher_work(synthetic_root, tmp_path):
+    teacher = make_tiny_teacher()
+    teacher.image_encoder.forward = None  # the teacher must not run: its cache would be filled first
+    with pytest.raises(KdsamError, match=r"--sync-bn: .*CUDA only"):
+        distill(teacher, *_splits(synthetic_root), tmp_path / "run", cfg=replace(CFG, sync_bn=True),
+                runtime=Runtime(torch.device("cpu"), rank=0, world_size=2), **STUDENT)  # fmt: skip

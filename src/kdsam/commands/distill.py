@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 
 from kdsam.commands.options import (
     add_data_arguments,
@@ -34,12 +35,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache-dir", help="teacher embedding cache (default $KDSAM_CACHE or ~/.cache/kdsam)")
     parser.add_argument("--cache-batch-size", type=int, default=8, help="images per teacher forward when filling it")
     add_fit_arguments(parser, FitConfig())
+    parser.add_argument(
+        "--sync-bn",
+        action="store_true",
+        help="under torchrun on GPUs: BatchNorm statistics over the global batch (SyncBatchNorm), not per rank",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     log_to_stderr()
     rt = runtime_of(args)
-    cfg = fit_config(args, rt)
+    cfg = replace(fit_config(args, rt), sync_bn=args.sync_bn)
     teacher = load_model(args.teacher, ("teacher",), "--teacher")
     train, val = train_val(args)
     distill(

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
+from torch import nn
 
 from kdsam.errors import KdsamError
 from kdsam.utils.device import resolve_device
@@ -90,6 +91,19 @@ class Runtime:
         with collective("all_gather_object"):
             dist.all_gather_object(out, obj)
         return out
+
+    def sync_batchnorm(self, module: nn.Module) -> nn.Module:
+        """`module` with its BatchNorm layers normalising over the global batch instead of each rank's
+        share, so that N ranks x batch B train as one process with batch N x B would. The layers keep
+        their parameters (an optimizer built on them stays valid) and their state-dict keys."""
+        if not self.distributed:
+            return module
+        if self.device.type != "cuda":
+            raise KdsamError(
+                "--sync-bn: torch's SyncBatchNorm runs on CUDA only; on CPU drop it "
+                "(each rank then normalises with its own batch)"
+            )
+        return nn.SyncBatchNorm.convert_sync_batchnorm(module)
 
     @property
     def _comm_device(self) -> torch.device:

@@ -121,6 +121,8 @@ def distill(
         run.write_split("distill", train.spec, splits)
     seed_everything(cfg.seed)
     student = build_student(teacher, backbone, input_size, backbone_weights, teacher_name=teacher.name)
+    if cfg.sync_bn:  # before the teacher's cache is filled: a refusal must not cost that
+        student.image_encoder = rt.sync_batchnorm(student.image_encoder)
     teacher.to(rt.device)
     cache = open_cache(teacher, cache_dir, rt)
     logits = perceptual == "decoder"

@@ -43,6 +43,7 @@ class FitConfig:
     seed: int = 0
     grad_clip: float = 1.0
     workers: int = 0  # DataLoader worker processes (0: load in the training process)
+    sync_bn: bool = False  # under DDP on CUDA: BatchNorm statistics over the global batch
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
