@@ -55,7 +55,7 @@ def _rank(rank: int, world: int, port: int, root: Path, run: Path, cache: Path, 
 
     def forward(self, *args, **kwargs):  # one call per training step
         calls["n"] += 1
-        if mode == "interrupt" and calls["n"] == STEPS + 1:  # every rank, first step of epoch 2
+        if mode == "interrupt" and calls["n"] == STEPS + 2:  # every rank, second step of epoch 2
             raise KeyboardInterrupt
         if mode == "die" and rank == 1 and calls["n"] == 2:
             os._exit(1)  # a rank killed outright (OOM, node lost)
@@ -67,8 +67,9 @@ def _rank(rank: int, world: int, port: int, root: Path, run: Path, cache: Path, 
         rt = init_runtime("cpu", timeout_s=30)
         if mode == "finetune":
             student = finetune(run, *_splits(root), cfg=CFG, cache_dir=cache, runtime=rt)
-        else:
-            student = distill(make_tiny_teacher(), *_splits(root), run, cache_dir=cache, cfg=CFG, resume=resume,
+        else:  # the cut run checkpoints after every step, so it stops mid-epoch with a checkpoint
+            cfg = replace(CFG, checkpoint_minutes=1e-9) if mode == "interrupt" else CFG
+            student = distill(make_tiny_teacher(), *_splits(root), run, cache_dir=cache, cfg=cfg, resume=resume,
                               runtime=rt, **STUDENT)  # fmt: skip
         torch.save({"state": student.state_dict()}, out)
     except KeyboardInterrupt:
@@ -124,6 +125,8 @@ def test_two_rank_run_cut_mid_epoch_resumes_with_two_or_one_rank(runs, synthetic
     tmp = runs["tmp"]
     cut = _launch(2, synthetic_root, tmp / "cut", runs["cache"], mode="interrupt")
     assert all(r.get("error") == "interrupted" for r in cut)
+    state = torch.load(tmp / "cut" / "checkpoint-distill.pt", weights_only=True)["state"]
+    assert (state["epoch"], state["partial"]["position"]) == (1, 4)  # one global step of 2 x 2 into epoch 2
     shutil.copytree(tmp / "cut", tmp / "cut1")
     resumed = _launch(2, synthetic_root, tmp / "cut", runs["cache"], resume=True)
     assert _max_diff(resumed[0]["state"], runs["two"][0]["state"]) < TOLERANCE

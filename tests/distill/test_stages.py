@@ -70,7 +70,14 @@ def test_stage2_updates_the_decoder_only(tmp_path, tiny_teacher, splits):
     assert stages == ["distill", "distill", "finetune", "finetune"]
 
 
-def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path, tiny_teacher, splits, monkeypatch):
+@pytest.mark.parametrize(
+    ("minutes", "cut_at_save", "position"),
+    [(30.0, 1, None), (1e-9, 4, 4)],  # 10 images, batch 4: saves after steps 1, 2, epoch 1's end, step 1
+    ids=["after-epoch-1", "mid-epoch-2"],
+)
+def test_resume_after_interruption_matches_an_uninterrupted_run(
+    tmp_path, tiny_teacher, splits, monkeypatch, minutes, cut_at_save, position
+):
     args = {"cache_dir": tmp_path, "perceptual": "none", **STUDENT}
     torch.manual_seed(0)
     full = distill(tiny_teacher, splits["train"], splits["val"], tmp_path / "full", cfg=FAST, **args)
@@ -80,22 +87,28 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path, tiny_t
     calls = {"n": 0}
     real_save = trainer.save_torch
 
-    def interrupt_after_first_epoch(path, obj):
+    def interrupt_after_a_checkpoint(path, obj):
         real_save(path, obj)
         calls["n"] += 1
-        if calls["n"] == 1:
+        if calls["n"] == cut_at_save:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(trainer, "save_torch", interrupt_after_first_epoch)
+    monkeypatch.setattr(trainer, "save_torch", interrupt_after_a_checkpoint)
     torch.manual_seed(0)
     with pytest.raises(KeyboardInterrupt):
-        distill(tiny_teacher, splits["train"], splits["val"], tmp_path / "cut", cfg=FAST, **args)
+        distill(tiny_teacher, splits["train"], splits["val"], tmp_path / "cut",
+                cfg=replace(FAST, checkpoint_minutes=minutes), **args)  # fmt: skip
     monkeypatch.setattr(trainer, "save_torch", real_save)
+    partial = torch.load(tmp_path / "cut" / "checkpoint-distill.pt", weights_only=True)["state"].get("partial")
+    assert (partial or {}).get("position") == position
     with pytest.raises(KdsamError, match="--resume"):
         distill(tiny_teacher, splits["train"], splits["val"], tmp_path / "cut", cfg=FAST, **args)
     resumed = distill(tiny_teacher, splits["train"], splits["val"], tmp_path / "cut", cfg=FAST, resume=True, **args)
     for (k, a), b in zip(full.state_dict().items(), resumed.state_dict().values(), strict=True):
         assert torch.allclose(a, b, atol=1e-6), k
+    rows = {run: [json.loads(x) for x in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+            for run in ("full", "cut")}  # fmt: skip
+    assert [r["train_loss"] for r in rows["cut"]] == pytest.approx([r["train_loss"] for r in rows["full"]], rel=1e-6)
 
 
 def test_non_finite_loss_stops_with_a_clear_message(tmp_path, tiny_teacher, splits):

@@ -44,6 +44,13 @@ def add_fit_arguments(parser: argparse.ArgumentParser, defaults: FitConfig) -> N
         "--workers", type=int, default=None, help="data loader processes per rank (default: 4 on CUDA, 0 on CPU)"
     )
     g.add_argument("--resume", action="store_true", help="continue the run from its last checkpoint")
+    g.add_argument(
+        "--checkpoint-minutes",
+        type=float,
+        default=defaults.checkpoint_minutes,
+        metavar="M",
+        help="also checkpoint mid-epoch every M minutes, resumable exactly (0: at epoch ends only)",
+    )
     add_device_argument(parser)
     parser.add_argument(
         "--dist-timeout",
@@ -77,6 +84,7 @@ def fit_config(args: argparse.Namespace, rt: Runtime) -> FitConfig:
         patience=args.patience,
         seed=args.seed,
         workers=workers,
+        checkpoint_minutes=args.checkpoint_minutes,
     )
 
 

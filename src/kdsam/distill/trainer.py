@@ -18,12 +18,13 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler, Subset
+from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from kdsam.distill.items import TrainingSet
 from kdsam.distill.run import RunDir
 from kdsam.distill.runtime import Runtime, collective
+from kdsam.distill.sampling import EpochSampler
 from kdsam.errors import KdsamError
 from kdsam.models.loading import save_model
 from kdsam.models.sam import KDSam
@@ -44,6 +45,7 @@ class FitConfig:
     grad_clip: float = 1.0
     workers: int = 0  # DataLoader worker processes (0: load in the training process)
     sync_bn: bool = False  # under DDP on CUDA: BatchNorm statistics over the global batch
+    checkpoint_minutes: float = 30.0  # also checkpoint mid-epoch this often (0: at epoch ends only)
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -56,6 +58,8 @@ class FitConfig:
             raise KdsamError(f"--weight-decay {self.weight_decay}: must be a finite number >= 0")
         if self.patience < 1 or self.workers < 0:
             raise KdsamError("--patience must be at least 1 and --workers at least 0")
+        if not (math.isfinite(self.checkpoint_minutes) and self.checkpoint_minutes >= 0):
+            raise KdsamError(f"--checkpoint-minutes {self.checkpoint_minutes}: must be a finite number >= 0")
 
 
 Batch = dict[str, torch.Tensor]
@@ -144,11 +148,14 @@ def fit(
     """Train `trainable` (a part of `model`) on `train`; `val_step`'s summed "val_loss" over the
     validation set selects the model.
 
-    Each rank trains on its share of every global batch (a DistributedSampler seeded per epoch) and
+    Each rank trains on its share of every global batch (a permutation seeded per epoch) and
     DistributedDataParallel averages the gradients, so N ranks with batch B take the steps one
     process with batch N x B would. Every epoch ends with validation (sharded, sums all-reduced) and an
-    atomic checkpoint written by rank 0 of everything needed to continue, so Ctrl-C or a crash loses
-    at most one epoch; all ranks resume from it, with any number of ranks. Returns the epoch rows.
+    atomic checkpoint written by rank 0 of everything needed to continue; every
+    `cfg.checkpoint_minutes` one is also written mid-epoch, with the epoch's position and partial
+    sums, so Ctrl-C, a crash or a pre-empted job loses at most that much. All ranks resume from it,
+    with any number of ranks, and take the steps the uninterrupted run would have. Returns the epoch
+    rows.
     """
     if len(train) == 0:
         raise KdsamError(f"{stage}: no usable training images (all unreadable or with empty masks)")
@@ -170,22 +177,42 @@ def fit(
         _apply_new_lr(optimizer, scheduler, ckpt.get("config", {}), cfg, stage)
     best_path = run.path / f"best-{stage}.pt"
     forward = data_parallel(trainable, step, rt)
-    sampler = DistributedSampler(train, rt.world_size, rt.rank, shuffle=True, seed=cfg.seed)
+    sampler = EpochSampler(len(train), rt.world_size, rt.rank, seed=cfg.seed)
+    save_every_s = cfg.checkpoint_minutes * 60 or math.inf  # rank 0's clock decides, for every rank
+
+    def save_checkpoint() -> None:
+        save_torch(
+            ckpt_path,
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict(),
+                "state": state,
+                "config": asdict(cfg),
+                "world_size": rt.world_size,
+            },
+        )
+
     val_loader = loader(Subset(val, rt.shard(range(len(val)))), cfg, rt)
     for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
         if state["bad_epochs"] >= cfg.patience:
             log.info("%s: early stop after %d epochs without improvement", stage, cfg.patience)
             break
         torch.manual_seed(cfg.seed * 1000 + epoch)
-        sampler.set_epoch(epoch)
+        part = state.pop("partial", None)  # where a mid-epoch checkpoint left this epoch
+        position = part["position"] if part else 0
+        sampler.set_epoch(epoch, start=position)
         train.set_epoch(epoch)
         trainable.train()
-        sums: dict[str, float] = {}
-        seen = 0
-        t0 = time.perf_counter()
-        bar = tqdm(loader(train, cfg, rt, sampler), desc=f"{stage} epoch {epoch}/{cfg.epochs}", leave=False,
-                   disable=not rt.is_main)  # fmt: skip
-        for batch in bar:
+        # the sums so far are global: rank 0 carries them, the end-of-epoch all-reduce adds the rest
+        sums: dict[str, float] = dict(part["sums"]) if part and rt.is_main else {}
+        seen = part["seen"] if part and rt.is_main else 0
+        t0 = time.perf_counter() - (part["train_seconds"] if part else 0.0)
+        last_save = time.monotonic()
+        batches = loader(train, cfg, rt, sampler)
+        bar = tqdm(batches, desc=f"{stage} epoch {epoch}/{cfg.epochs}", leave=False, disable=not rt.is_main)
+        for i, batch in enumerate(bar):
             batch = to_device(batch, rt)
             with rt.autocast():
                 terms = forward(batch)
@@ -193,8 +220,9 @@ def fit(
             optimizer.zero_grad(set_to_none=True)
             with collective("gradient all-reduce") if rt.distributed else contextlib.nullcontext():
                 scaler.scale(loss).backward()
-            finite = rt.all_reduce({"bad": float(not torch.isfinite(loss))})["bad"] == 0
-            if not finite:
+            due = rt.is_main and time.monotonic() - last_save >= save_every_s
+            flags = rt.all_reduce({"bad": float(not torch.isfinite(loss)), "save": float(due)})  # one collective
+            if flags["bad"]:
                 raise KdsamError(
                     f"{stage}: loss became {loss.item()} in epoch {epoch}; the last good checkpoint "
                     f"{ckpt_path} is kept: lower --lr and rerun with --resume"
@@ -208,6 +236,16 @@ def fit(
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach()) * n
             bar.set_postfix(loss=f"{loss.item():.4f}")
+            position += cfg.batch_size * rt.world_size
+            if flags["save"] and i + 1 < len(batches):  # the last step's checkpoint follows validation
+                totals = rt.all_reduce({**sums, "n_seen": seen}, same_keys=False)
+                state["partial"] = {"epoch": epoch, "position": position, "seen": totals.pop("n_seen"),
+                                    "sums": totals, "train_seconds": time.perf_counter() - t0}  # fmt: skip
+                if rt.is_main:
+                    save_checkpoint()
+                    log.info("%s epoch %d: checkpoint at image %d of %d", stage, epoch, position, len(train))
+                del state["partial"]
+                last_save = time.monotonic()
         train_seconds = time.perf_counter() - t0
         trainable.eval()
         val_sums: dict[str, float] = {}
@@ -242,18 +280,7 @@ def fit(
             if improved:
                 save_model(model, best_path)
             run.append_metrics(row)
-            save_torch(
-                ckpt_path,
-                {
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "scaler": scaler.state_dict(),
-                    "state": state,
-                    "config": asdict(cfg),
-                    "world_size": rt.world_size,
-                },
-            )
+            save_checkpoint()
         rt.barrier()
         log.info("%s epoch %d: %s", stage, epoch, {k: round(v, 5) for k, v in row.items() if isinstance(v, float)})
     if best_path.is_file():  # absent when a resumed run had nothing left to train
