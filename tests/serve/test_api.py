@@ -232,3 +232,15 @@ def decode_png_bytes(response) -> object:
     from PIL import Image
 
     return Image.open(BytesIO(response.content))
+
+
+def test_dicom_upload_is_measured_by_its_own_header_not_its_tiff_preamble(engine):
+    """pydicom's CT_small.dcm is 128x128 and its preamble is a TIFF header: the pixel limit must read
+    the DICOM header (and PIL must not be asked first)."""
+    from pydicom.data import get_testdata_file
+
+    ct = Path(get_testdata_file("CT_small.dcm")).read_bytes()
+    fields = {"files": {"image": ("ct.dcm", ct)}, "data": {"boxes": "[[1, 1, 5, 5]]"}}
+    reply = TestClient(create_app(engine, max_pixels=128 * 128 - 1)).post("/v1/segment", **fields)
+    assert reply.status_code == 413 and "16384 pixels" in reply.json()["error"]
+    assert TestClient(create_app(engine, max_pixels=128 * 128)).post("/v1/segment", **fields).status_code == 200

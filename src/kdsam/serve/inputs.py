@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from kdsam.data.imageio import read_image
 from kdsam.errors import KdsamError
@@ -28,13 +28,26 @@ class BadRequest(Exception):
 
 
 def _claimed_pixels(path: Path) -> float | None:
-    """Width x height from the file's header without decoding it (None: not a format PIL knows)."""
+    """The pixels of one image (a volume's slice) that the file's header claims, without decoding it
+    (None: a header none of the readers knows). DICOM comes first: a DICOM file's 128-byte preamble
+    may be a TIFF header (dual-format files), which PIL would read instead."""
+    from kdsam.data import medical
+
     try:
+        if medical.is_dicom(path):
+            import pydicom
+
+            ds = pydicom.dcmread(str(path), stop_before_pixels=True)
+            return float(ds.Rows) * float(ds.Columns)
+        if medical.is_nifti(path):
+            import nibabel as nib
+
+            return float(math.prod(nib.load(str(path)).header.get_data_shape()[:2]))
         with Image.open(path) as img:
             return img.size[0] * img.size[1]
     except Image.DecompressionBombError:  # PIL's own ceiling, far above ours
         return math.inf
-    except (UnidentifiedImageError, OSError, ValueError):
+    except Exception:  # unreadable header: the reader below names the problem
         return None
 
 
