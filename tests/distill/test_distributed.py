@@ -68,7 +68,8 @@ def _rank(rank: int, world: int, port: int, root: Path, run: Path, cache: Path, 
         if mode == "finetune":
             student = finetune(run, *_splits(root), cfg=CFG, cache_dir=cache, runtime=rt)
         else:  # the cut run checkpoints after every step, so it stops mid-epoch with a checkpoint
-            cfg = replace(CFG, checkpoint_minutes=1e-9) if mode == "interrupt" else CFG
+            cfg = {"interrupt": replace(CFG, checkpoint_minutes=1e-9),
+                   "accumulate": replace(CFG, batch_size=3, accumulate=2)}.get(mode, CFG)  # fmt: skip
             student = distill(make_tiny_teacher(), *_splits(root), run, cache_dir=cache, cfg=cfg, resume=resume,
                               runtime=rt, **STUDENT)  # fmt: skip
         torch.save({"state": student.state_dict()}, out)
@@ -176,3 +177,27 @@ def test_sync_bn_on_cpu_ranks_is_refused_before_any_teacher_work(synthetic_root,
     with pytest.raises(KdsamError, match=r"--sync-bn: .*CUDA only"):
         distill(teacher, *_splits(synthetic_root), tmp_path / "run", cfg=replace(CFG, sync_bn=True),
                 runtime=Runtime(torch.device("cpu"), rank=0, world_size=2), **STUDENT)  # fmt: skip
+
+
+def test_accumulated_forwards_take_the_steps_of_one_big_batch(runs, synthetic_root):
+    """One step per epoch over all 10 images, three ways: 1 rank x batch 10; 1 rank x 3 x accumulate 4
+    (forwards of 3, 3, 3 and 1 images); 2 ranks x 3 x accumulate 2 (3 and 2 images each; DDP
+    all-reduces only in the last backward). Uneven forwards make the weighting matter: AdamW would
+    hide a plain sum of equal forwards, whose direction is the same."""
+    tmp = runs["tmp"]
+    common = {"cache_dir": runs["cache"], **STUDENT}
+
+    def one_rank(name: str, batch: int, accumulate: int) -> dict:
+        torch.manual_seed(0)
+        cfg = replace(CFG, batch_size=batch, accumulate=accumulate)
+        return distill(make_tiny_teacher(), *_splits(synthetic_root), tmp / name, cfg=cfg, **common).state_dict()
+
+    big = one_rank("batch10", 10, 1)
+    assert _max_diff(one_rank("acc4", 3, 4), big) < TOLERANCE
+    two = _launch(2, synthetic_root, tmp / "acc2", runs["cache"], mode="accumulate")
+    assert all("state" in r for r in two), two
+    assert _max_diff(two[0]["state"], big) < TOLERANCE
+    import json
+
+    config = json.loads((tmp / "acc2" / "config.json").read_text())["distill"]
+    assert (config["batch_size_per_rank"], config["accumulate"], config["global_batch_size"]) == (3, 2, 12)

@@ -37,7 +37,14 @@ def add_fit_arguments(parser: argparse.ArgumentParser, defaults: FitConfig) -> N
     g.add_argument("--epochs", type=int, default=defaults.epochs)
     g.add_argument("--lr", type=float, default=defaults.lr)
     g.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
-    g.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    g.add_argument("--batch-size", type=int, default=defaults.batch_size, help="images per forward and rank")
+    g.add_argument(
+        "--accumulate",
+        type=int,
+        default=defaults.accumulate,
+        metavar="A",
+        help="forwards per optimizer step (gradient accumulation): global batch = batch size x A x ranks",
+    )
     g.add_argument("--patience", type=int, default=defaults.patience, help="early stopping, in epochs")
     g.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's choice)")
     g.add_argument(
@@ -81,6 +88,7 @@ def fit_config(args: argparse.Namespace, rt: Runtime) -> FitConfig:
         lr=args.lr,
         weight_decay=args.weight_decay,
         batch_size=args.batch_size,
+        accumulate=args.accumulate,
         patience=args.patience,
         seed=args.seed,
         workers=workers,

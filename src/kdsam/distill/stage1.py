@@ -66,7 +66,8 @@ def runtime_config(rt: Runtime, cfg: FitConfig) -> dict:
         "precision": str(rt.amp_dtype or torch.float32).replace("torch.", ""),
         "world_size": rt.world_size,
         "batch_size_per_rank": cfg.batch_size,
-        "global_batch_size": cfg.batch_size * rt.world_size,
+        "accumulate": cfg.accumulate,
+        "global_batch_size": cfg.global_batch(rt.world_size),
     }
 
 

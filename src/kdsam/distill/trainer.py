@@ -38,7 +38,8 @@ class FitConfig:
     epochs: int = 30
     lr: float = 1e-3
     weight_decay: float = 1e-4
-    batch_size: int = 8  # per rank; the global batch is batch_size x world size
+    batch_size: int = 8  # per rank and forward; the global batch is batch_size x accumulate x world size
+    accumulate: int = 1  # forwards whose gradients add up to one optimizer step (a batch too big for memory)
     lr_patience: int = 5  # ReduceLROnPlateau(factor 0.1), as the paper
     patience: int = 10  # early stopping, as the paper
     seed: int = 0
@@ -52,6 +53,8 @@ class FitConfig:
             raise KdsamError(f"--epochs {self.epochs}: train for at least 1 epoch")
         if self.batch_size < 1:
             raise KdsamError(f"--batch-size {self.batch_size}: a batch needs at least 1 image")
+        if self.accumulate < 1:
+            raise KdsamError(f"--accumulate {self.accumulate}: an optimizer step needs at least 1 forward")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise KdsamError(f"--lr {self.lr}: the learning rate must be a positive finite number")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
@@ -60,6 +63,10 @@ class FitConfig:
             raise KdsamError("--patience must be at least 1 and --workers at least 0")
         if not (math.isfinite(self.checkpoint_minutes) and self.checkpoint_minutes >= 0):
             raise KdsamError(f"--checkpoint-minutes {self.checkpoint_minutes}: must be a finite number >= 0")
+
+    def global_batch(self, world_size: int) -> int:
+        """Items per optimizer step over all ranks."""
+        return self.batch_size * self.accumulate * world_size
 
 
 Batch = dict[str, torch.Tensor]
@@ -150,12 +157,14 @@ def fit(
 
     Each rank trains on its share of every global batch (a permutation seeded per epoch) and
     DistributedDataParallel averages the gradients, so N ranks with batch B take the steps one
-    process with batch N x B would. Every epoch ends with validation (sharded, sums all-reduced) and an
-    atomic checkpoint written by rank 0 of everything needed to continue; every
-    `cfg.checkpoint_minutes` one is also written mid-epoch, with the epoch's position and partial
-    sums, so Ctrl-C, a crash or a pre-empted job loses at most that much. All ranks resume from it,
-    with any number of ranks, and take the steps the uninterrupted run would have. Returns the epoch
-    rows.
+    process with batch N x B would; with `cfg.accumulate` A, each rank adds the gradients of A
+    forwards (weighted by their share of the items) before the step, as one forward of A x B would.
+
+    Every epoch ends with validation (sharded, sums all-reduced) and an atomic checkpoint written by
+    rank 0 of everything needed to continue; every `cfg.checkpoint_minutes` one is also written
+    mid-epoch, with the epoch's position and partial sums, so Ctrl-C, a crash or a pre-empted job
+    loses at most that much. All ranks resume from it, with any number of ranks, and take the steps
+    the uninterrupted run would have. Returns the epoch rows.
     """
     if len(train) == 0:
         raise KdsamError(f"{stage}: no usable training images (all unreadable or with empty masks)")
@@ -213,30 +222,40 @@ def fit(
         batches = loader(train, cfg, rt, sampler)
         bar = tqdm(batches, desc=f"{stage} epoch {epoch}/{cfg.epochs}", leave=False, disable=not rt.is_main)
         for i, batch in enumerate(bar):
+            if i % cfg.accumulate == 0:  # a step's first forward
+                optimizer.zero_grad(set_to_none=True)
+                step_items = min(cfg.accumulate * cfg.batch_size, len(sampler) - i * cfg.batch_size)
+                bad_loss = None
+            last = (i + 1) % cfg.accumulate == 0 or i + 1 == len(batches)
             batch = to_device(batch, rt)
-            with rt.autocast():
-                terms = forward(batch)
-            loss = terms["loss"]
-            optimizer.zero_grad(set_to_none=True)
-            with collective("gradient all-reduce") if rt.distributed else contextlib.nullcontext():
-                scaler.scale(loss).backward()
+            n = len(batch["index"])
+            # DDP all-reduces the gradients only in the step's last backward
+            with forward.no_sync() if rt.distributed and not last else contextlib.nullcontext():
+                with rt.autocast():
+                    terms = forward(batch)
+                loss = terms["loss"]
+                with collective("gradient all-reduce") if rt.distributed else contextlib.nullcontext():
+                    scaler.scale(loss * (n / step_items)).backward()
+            if not torch.isfinite(loss):
+                bad_loss = loss.item()
+            seen += n
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach()) * n
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+            if not last:
+                continue
             due = rt.is_main and time.monotonic() - last_save >= save_every_s
-            flags = rt.all_reduce({"bad": float(not torch.isfinite(loss)), "save": float(due)})  # one collective
+            flags = rt.all_reduce({"bad": float(bad_loss is not None), "save": float(due)})  # one collective
             if flags["bad"]:
                 raise KdsamError(
-                    f"{stage}: loss became {loss.item()} in epoch {epoch}; the last good checkpoint "
-                    f"{ckpt_path} is kept: lower --lr and rerun with --resume"
+                    f"{stage}: loss became {bad_loss if bad_loss is not None else 'non-finite on another rank'} in "
+                    f"epoch {epoch}; the last good checkpoint {ckpt_path} is kept: lower --lr and rerun with --resume"
                 )
             scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             scaler.step(optimizer)
             scaler.update()
-            n = len(batch["index"])
-            seen += n
-            for k, v in terms.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach()) * n
-            bar.set_postfix(loss=f"{loss.item():.4f}")
-            position += cfg.batch_size * rt.world_size
+            position += cfg.global_batch(rt.world_size)
             if flags["save"] and i + 1 < len(batches):  # the last step's checkpoint follows validation
                 totals = rt.all_reduce({**sums, "n_seen": seen}, same_keys=False)
                 state["partial"] = {"epoch": epoch, "position": position, "seen": totals.pop("n_seen"),
@@ -265,7 +284,7 @@ def fit(
             "train_seconds": round(train_seconds, 2),
             "val_seconds": round(time.perf_counter() - t0 - train_seconds, 2),
             "world_size": rt.world_size,
-            "global_batch_size": cfg.batch_size * rt.world_size,
+            "global_batch_size": cfg.global_batch(rt.world_size),
             "train_images_per_s": round(n_train / max(train_seconds, 1e-9), 2),
         }
         scheduler.step(row["val_loss"])
