@@ -10,7 +10,7 @@ import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -168,143 +168,208 @@ def fit(
     """
     if len(train) == 0:
         raise KdsamError(f"{stage}: no usable training images (all unreadable or with empty masks)")
-    params = [p for p in trainable.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.1, patience=cfg.lr_patience)
-    scaler = rt.grad_scaler()
-    state: dict[str, Any] = {"epoch": 0, "best_val": math.inf, "bad_epochs": 0, "rows": []}
-    ckpt_path = run.checkpoint(stage)
+    loop = _Loop(run, stage, model, trainable, train, val, step, val_step, cfg, rt)
     if resume:
-        ckpt = _load_checkpoint(ckpt_path)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        if "scaler" in ckpt:
-            scaler.load_state_dict(ckpt["scaler"])
-        state = ckpt["state"]
-        log.info("%s: resumed after epoch %d from %s", stage, state["epoch"], ckpt_path)
-        _apply_new_lr(optimizer, scheduler, ckpt.get("config", {}), cfg, stage)
-    best_path = run.path / f"best-{stage}.pt"
-    forward = data_parallel(trainable, step, rt)
-    sampler = EpochSampler(len(train), rt.world_size, rt.rank, seed=cfg.seed)
-    save_every_s = cfg.checkpoint_minutes * 60 or math.inf  # rank 0's clock decides, for every rank
+        loop.resume()
+    return loop.run()
 
-    def save_checkpoint() -> None:
-        save_torch(
-            ckpt_path,
-            {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict(),
-                "state": state,
-                "config": asdict(cfg),
-                "world_size": rt.world_size,
-            },
+
+@dataclass
+class _Epoch:
+    """One epoch's progress on this rank. A resumed epoch starts at its checkpoint's position, and
+    rank 0 carries the global sums so far (the end-of-epoch all-reduce adds every rank's rest)."""
+
+    number: int
+    position: int = 0  # index into the epoch's permutation where the next global step starts
+    sums: dict[str, float] = field(default_factory=dict)  # loss terms x items
+    seen: int = 0
+    t0: float = field(default_factory=time.perf_counter)
+
+    @classmethod
+    def resumed(cls, number: int, partial: dict[str, Any] | None, rt: Runtime) -> _Epoch:
+        if partial is None:
+            return cls(number)
+        carried = rt.is_main
+        return cls(number, partial["position"], dict(partial["sums"]) if carried else {},
+                   partial["seen"] if carried else 0, time.perf_counter() - partial["train_seconds"])  # fmt: skip
+
+    def add(self, terms: dict[str, torch.Tensor], n: int) -> None:
+        self.seen += n
+        for k, v in terms.items():
+            self.sums[k] = self.sums.get(k, 0.0) + float(v.detach()) * n
+
+
+class _Loop:
+    """The training state of one stage (optimizer, schedule, counters, checkpoint) and the parts of
+    its loop: `run` goes through the epochs, each a pass of optimizer steps, then validation and a
+    checkpoint."""
+
+    def __init__(self, run: RunDir, stage: str, model: KDSam, trainable: nn.Module, train: TrainingSet,
+                 val: TrainingSet, step: StepFn, val_step: ValFn, cfg: FitConfig, rt: Runtime) -> None:  # fmt: skip
+        self.run_dir, self.stage, self.model, self.trainable = run, stage, model, trainable
+        self.train, self.val, self.val_step, self.cfg, self.rt = train, val, val_step, cfg, rt
+        self.params = [p for p in trainable.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            self.optimizer, factor=0.1, patience=cfg.lr_patience
         )
+        self.scaler = rt.grad_scaler()
+        self.state: dict[str, Any] = {"epoch": 0, "best_val": math.inf, "bad_epochs": 0, "rows": []}
+        self.ckpt_path = run.checkpoint(stage)
+        self.best_path = run.path / f"best-{stage}.pt"
+        self.forward = data_parallel(trainable, step, rt)
+        self.sampler = EpochSampler(len(train), rt.world_size, rt.rank, seed=cfg.seed)
+        self.val_loader = loader(Subset(val, rt.shard(range(len(val)))), cfg, rt)
+        self.save_every_s = cfg.checkpoint_minutes * 60 or math.inf  # rank 0's clock decides for all
 
-    val_loader = loader(Subset(val, rt.shard(range(len(val)))), cfg, rt)
-    for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
-        if state["bad_epochs"] >= cfg.patience:
-            log.info("%s: early stop after %d epochs without improvement", stage, cfg.patience)
-            break
-        torch.manual_seed(cfg.seed * 1000 + epoch)
-        part = state.pop("partial", None)  # where a mid-epoch checkpoint left this epoch
-        position = part["position"] if part else 0
-        sampler.set_epoch(epoch, start=position)
-        train.set_epoch(epoch)
-        trainable.train()
-        # the sums so far are global: rank 0 carries them, the end-of-epoch all-reduce adds the rest
-        sums: dict[str, float] = dict(part["sums"]) if part and rt.is_main else {}
-        seen = part["seen"] if part and rt.is_main else 0
-        t0 = time.perf_counter() - (part["train_seconds"] if part else 0.0)
+    def resume(self) -> None:
+        ckpt = _load_checkpoint(self.ckpt_path)
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        if "scaler" in ckpt:
+            self.scaler.load_state_dict(ckpt["scaler"])
+        self.state = ckpt["state"]
+        log.info("%s: resumed after epoch %d from %s", self.stage, self.state["epoch"], self.ckpt_path)
+        _apply_new_lr(self.optimizer, self.scheduler, ckpt.get("config", {}), self.cfg, self.stage)
+
+    def run(self) -> list[dict[str, Any]]:
+        for number in range(self.state["epoch"] + 1, self.cfg.epochs + 1):
+            if self.state["bad_epochs"] >= self.cfg.patience:
+                log.info("%s: early stop after %d epochs without improvement", self.stage, self.cfg.patience)
+                break
+            epoch = self._train_epoch(number)
+            self._end_epoch(epoch, time.perf_counter() - epoch.t0)
+        if self.best_path.is_file():  # absent when a resumed run had nothing left to train
+            state = torch.load(self.best_path, map_location="cpu", weights_only=True)["state_dict"]
+            self.model.load_state_dict(state)
+        return self.state["rows"]
+
+    def _train_epoch(self, number: int) -> _Epoch:
+        cfg, rt = self.cfg, self.rt
+        torch.manual_seed(cfg.seed * 1000 + number)
+        epoch = _Epoch.resumed(number, self.state.pop("partial", None), rt)
+        self.sampler.set_epoch(number, start=epoch.position)
+        self.train.set_epoch(number)
+        self.trainable.train()
         last_save = time.monotonic()
-        batches = loader(train, cfg, rt, sampler)
-        bar = tqdm(batches, desc=f"{stage} epoch {epoch}/{cfg.epochs}", leave=False, disable=not rt.is_main)
+        batches = loader(self.train, cfg, rt, self.sampler)
+        bar = tqdm(batches, desc=f"{self.stage} epoch {number}/{cfg.epochs}", leave=False, disable=not rt.is_main)
         for i, batch in enumerate(bar):
             if i % cfg.accumulate == 0:  # a step's first forward
-                optimizer.zero_grad(set_to_none=True)
-                step_items = min(cfg.accumulate * cfg.batch_size, len(sampler) - i * cfg.batch_size)
+                self.optimizer.zero_grad(set_to_none=True)
+                step_items = min(cfg.accumulate * cfg.batch_size, len(self.sampler) - i * cfg.batch_size)
                 bad_loss = None
             last = (i + 1) % cfg.accumulate == 0 or i + 1 == len(batches)
-            batch = to_device(batch, rt)
-            n = len(batch["index"])
-            # DDP all-reduces the gradients only in the step's last backward
-            with forward.no_sync() if rt.distributed and not last else contextlib.nullcontext():
-                with rt.autocast():
-                    terms = forward(batch)
-                loss = terms["loss"]
-                with collective("gradient all-reduce") if rt.distributed else contextlib.nullcontext():
-                    scaler.scale(loss * (n / step_items)).backward()
+            loss = self._forward_backward(to_device(batch, rt), step_items, epoch, sync=last)
             if not torch.isfinite(loss):
                 bad_loss = loss.item()
-            seen += n
-            for k, v in terms.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach()) * n
             bar.set_postfix(loss=f"{loss.item():.4f}")
             if not last:
                 continue
-            due = rt.is_main and time.monotonic() - last_save >= save_every_s
+            due = rt.is_main and time.monotonic() - last_save >= self.save_every_s
             flags = rt.all_reduce({"bad": float(bad_loss is not None), "save": float(due)})  # one collective
             if flags["bad"]:
                 raise KdsamError(
-                    f"{stage}: loss became {bad_loss if bad_loss is not None else 'non-finite on another rank'} in "
-                    f"epoch {epoch}; the last good checkpoint {ckpt_path} is kept: lower --lr and rerun with --resume"
+                    f"{self.stage}: loss became {bad_loss if bad_loss is not None else 'non-finite on another rank'} "
+                    f"in epoch {number}; the last good checkpoint {self.ckpt_path} is kept: lower --lr and rerun "
+                    "with --resume"
                 )
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            position += cfg.global_batch(rt.world_size)
+            self._optimizer_step()
+            epoch.position += cfg.global_batch(rt.world_size)
             if flags["save"] and i + 1 < len(batches):  # the last step's checkpoint follows validation
-                totals = rt.all_reduce({**sums, "n_seen": seen}, same_keys=False)
-                state["partial"] = {"epoch": epoch, "position": position, "seen": totals.pop("n_seen"),
-                                    "sums": totals, "train_seconds": time.perf_counter() - t0}  # fmt: skip
-                if rt.is_main:
-                    save_checkpoint()
-                    log.info("%s epoch %d: checkpoint at image %d of %d", stage, epoch, position, len(train))
-                del state["partial"]
+                self._save_partial(epoch)
                 last_save = time.monotonic()
-        train_seconds = time.perf_counter() - t0
-        trainable.eval()
-        val_sums: dict[str, float] = {}
-        with torch.no_grad(), rt.autocast():
-            for batch in val_loader:
-                for k, v in val_step(to_device(batch, rt)).items():
-                    val_sums[k] = val_sums.get(k, 0.0) + v
-        totals = rt.all_reduce({**{f"train_{k}": v for k, v in sums.items()}, "n_train": seen,
+        return epoch
+
+    def _forward_backward(self, batch: Batch, step_items: int, epoch: _Epoch, sync: bool) -> torch.Tensor:
+        """One forward's gradient, weighted by its share of the step's items; DDP all-reduces the
+        gradients only in a step's last backward (`sync`)."""
+        rt = self.rt
+        n = len(batch["index"])
+        with self.forward.no_sync() if rt.distributed and not sync else contextlib.nullcontext():
+            with rt.autocast():
+                terms = self.forward(batch)
+            with collective("gradient all-reduce") if rt.distributed else contextlib.nullcontext():
+                self.scaler.scale(terms["loss"] * (n / step_items)).backward()
+        epoch.add(terms, n)
+        return terms["loss"]
+
+    def _optimizer_step(self) -> None:
+        self.scaler.unscale_(self.optimizer)
+        torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+
+    def _save_partial(self, epoch: _Epoch) -> None:
+        """A mid-epoch checkpoint: the weights after this step, the position and the global sums."""
+        totals = self.rt.all_reduce({**epoch.sums, "n_seen": epoch.seen}, same_keys=False)
+        self.state["partial"] = {"epoch": epoch.number, "position": epoch.position, "seen": totals.pop("n_seen"),
+                                 "sums": totals, "train_seconds": time.perf_counter() - epoch.t0}  # fmt: skip
+        if self.rt.is_main:
+            self._save()
+            log.info("%s epoch %d: checkpoint at image %d of %d", self.stage, epoch.number, epoch.position,
+                     len(self.train))  # fmt: skip
+        del self.state["partial"]
+
+    def _validate(self) -> dict[str, float]:
+        self.trainable.eval()
+        sums: dict[str, float] = {}
+        with torch.no_grad(), self.rt.autocast():
+            for batch in self.val_loader:
+                for k, v in self.val_step(to_device(batch, self.rt)).items():
+                    sums[k] = sums.get(k, 0.0) + v
+        return sums
+
+    def _end_epoch(self, epoch: _Epoch, train_seconds: float) -> None:
+        """Validation, the epoch's row, the schedule and early-stopping counters, and the checkpoint."""
+        rt, state = self.rt, self.state
+        val_sums = self._validate()
+        totals = rt.all_reduce({**{f"train_{k}": v for k, v in epoch.sums.items()}, "n_train": epoch.seen,
                                 **{f"val:{k}": v for k, v in val_sums.items()}}, same_keys=False)  # fmt: skip
         n_train = totals.pop("n_train")
         row = {
-            "stage": stage,
-            "epoch": epoch,
+            "stage": self.stage,
+            "epoch": epoch.number,
             **{k: v / n_train for k, v in totals.items() if k.startswith("train_")},
-            **{k[4:]: v / len(val) for k, v in totals.items() if k.startswith("val:")},
-            "lr": optimizer.param_groups[0]["lr"],
+            **{k[4:]: v / len(self.val) for k, v in totals.items() if k.startswith("val:")},
+            "lr": self.optimizer.param_groups[0]["lr"],
             "train_seconds": round(train_seconds, 2),
-            "val_seconds": round(time.perf_counter() - t0 - train_seconds, 2),
+            "val_seconds": round(time.perf_counter() - epoch.t0 - train_seconds, 2),
             "world_size": rt.world_size,
-            "global_batch_size": cfg.global_batch(rt.world_size),
+            "global_batch_size": self.cfg.global_batch(rt.world_size),
             "train_images_per_s": round(n_train / max(train_seconds, 1e-9), 2),
         }
-        scheduler.step(row["val_loss"])
+        self.scheduler.step(row["val_loss"])
         improved = row["val_loss"] < state["best_val"]
         if improved:
             state["best_val"], state["bad_epochs"] = row["val_loss"], 0
         else:
             state["bad_epochs"] += 1
-        state["epoch"] = epoch
+        state["epoch"] = epoch.number
         state["rows"].append(row)
         if rt.is_main:
             if improved:
-                save_model(model, best_path)
-            run.append_metrics(row)
-            save_checkpoint()
+                save_model(self.model, self.best_path)
+            self.run_dir.append_metrics(row)
+            self._save()
         rt.barrier()
-        log.info("%s epoch %d: %s", stage, epoch, {k: round(v, 5) for k, v in row.items() if isinstance(v, float)})
-    if best_path.is_file():  # absent when a resumed run had nothing left to train
-        model.load_state_dict(torch.load(best_path, map_location="cpu", weights_only=True)["state_dict"])
-    return state["rows"]
+        log.info("%s epoch %d: %s", self.stage, epoch.number,
+                 {k: round(v, 5) for k, v in row.items() if isinstance(v, float)})  # fmt: skip
+
+    def _save(self) -> None:
+        save_torch(
+            self.ckpt_path,
+            {
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict(),
+                "state": self.state,
+                "config": asdict(self.cfg),
+                "world_size": self.rt.world_size,
+            },
+        )
 
 
 def _apply_new_lr(optimizer, scheduler, old: dict[str, Any], cfg: FitConfig, stage: str) -> None:
