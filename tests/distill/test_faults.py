@@ -119,7 +119,7 @@ def test_unwritable_cache_folder_is_one_line(tmp_path, tiny_teacher, splits):
 @pytest.mark.parametrize(
     ("option", "value", "message"),
     [("epochs", 0, "--epochs 0"), ("batch_size", 0, "--batch-size 0"), ("lr", math.nan, "--lr nan"),
-     ("checkpoint_minutes", -1.0, "--checkpoint-minutes -1")],
+     ("checkpoint_minutes", -1.0, "--checkpoint-minutes -1"), ("accumulate", 0, "--accumulate 0")],
 )  # fmt: skip
 def test_invalid_options_are_refused_up_front(option, value, message):
     with pytest.raises(KdsamError, match=message):
