@@ -21,6 +21,7 @@ from kdsam.data.splits import make_split, read_split_file
 from kdsam.data.synthetic import write_synthetic
 from kdsam.distill.prompting import DEFAULT_MIX, parse_mix
 from kdsam.distill.run import RunDir
+from kdsam.distill.runtime import Runtime
 from kdsam.distill.stage1 import distill
 from kdsam.distill.stage2 import finetune
 from kdsam.distill.trainer import FitConfig
@@ -53,6 +54,7 @@ class DemoConfig:
     seed: int = 0
     fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)
     prompt_mix: str = DEFAULT_MIX  # stage 2 trains on boxes, points and corrective clicks
+    precision: str = "fp32"  # training's autocast dtype; bf16 needs a CPU with AVX512-BF16 or AMX
 
 
 def _latencies(student_input: int, backbone: str) -> dict[str, float]:
@@ -158,6 +160,7 @@ def run_demo(out: str | Path, cfg: DemoConfig | None = None) -> dict[str, Any]:
     out = Path(out)
     if (out / "report.json").exists():
         raise KdsamError(f"{out}/report.json exists: the demo already finished there; choose another --out")
+    runtime = Runtime(torch.device("cpu"), precision=cfg.precision)  # refused before any work
     torch.manual_seed(cfg.seed)
     data_dir = out / "data"
     if not (data_dir / "synthetic.json").exists():
@@ -177,12 +180,14 @@ def run_demo(out: str | Path, cfg: DemoConfig | None = None) -> dict[str, Any]:
         distill(
             teacher, train, val, run, backbone=cfg.backbone, input_size=cfg.input_size, cache_dir=out / "cache",
             cfg=FitConfig(epochs=cfg.distill_epochs, lr=1e-3, **common), resume=resume, splits=splits,
+            runtime=runtime,
         )  # fmt: skip
     if not run_dir.is_done("finetune"):
         resume = run_dir.checkpoint("finetune").is_file()
         ft_cfg = FitConfig(epochs=cfg.finetune_epochs, lr=1e-4, **common)
         mix = parse_mix(cfg.prompt_mix)
-        finetune(run, train, val, cfg=ft_cfg, resume=resume, splits=splits, cache_dir=out / "cache", prompt_mix=mix)
+        finetune(run, train, val, cfg=ft_cfg, resume=resume, splits=splits, cache_dir=out / "cache", prompt_mix=mix,
+                 runtime=runtime)  # fmt: skip
     student = load_saved_student(run)
     results = {
         who: run_evaluation(model, test, out / "eval" / who, overwrite=True, label=label)
@@ -222,6 +227,7 @@ def run_demo(out: str | Path, cfg: DemoConfig | None = None) -> dict[str, Any]:
             "dice_1_click": clicks["student"]["dice@1"],
             f"dice_{CLICKS}_clicks": clicks["student"][f"dice@{CLICKS}"],
             "prompt_mix": cfg.prompt_mix,
+            "training_precision": cfg.precision,
             "dice_int8": int8["dice"],
             "iou_int8": int8["iou"],
         },

@@ -3,7 +3,8 @@
 - stage-1 images/s with 1 and N processes (torchrun, gloo or nccl), the same global batch;
 - teacher cache images/s per teacher (`kdsam cache`'s code path, batched);
 - peak RSS of `kdsam distill` against the number of training images (streamed training keeps it
-  flat; the old in-memory items grew ~2.5 MB per image at 256 px).
+  flat; the old in-memory items grew ~2.5 MB per image at 256 px);
+- the student's training step in fp32 and in bf16 autocast (`--precision`), and how far apart.
 
 Every child is a fresh process, so one measurement never inherits another's memory or threads.
 """
@@ -25,9 +26,11 @@ import torch
 from kdsam.data import open_dataset
 from kdsam.data.synthetic import write_synthetic
 from kdsam.distill.fill import fill_teacher_cache
-from kdsam.distill.runtime import init_runtime
+from kdsam.distill.runtime import Runtime, init_runtime
 from kdsam.errors import KdsamError
+from kdsam.models.student import build_student
 from kdsam.models.teachers import build_architecture, load_teacher
+from kdsam.utils.device import resolve_device
 
 TRAIN_FRACTION = 0.7  # of a seeded split (kdsam.data.splits): n images give about 0.7 n training images
 
@@ -177,3 +180,53 @@ def cache_speed(
             torch.cuda.empty_cache()
     return {"what": "teacher cache fill, images/s (embedding + mask logits)", "device": str(rt.device),
             "batch_size": batch_size, "rows": rows}  # fmt: skip
+
+
+def precision_speed(
+    *, student: str, input_size: int, batch_size: int = 4, device: str = "cpu", rounds: int = 5
+) -> dict[str, Any]:
+    """Seconds per stage-1 training step (student forward, embedding MSE, backward) in fp32 and in
+    bf16 autocast, interleaved over `rounds` on the same weights and batch (first round dropped as
+    warm-up), and bf16's relative L2 distance from fp32 in the embedding and in the gradient."""
+    dev = resolve_device(device)
+    try:
+        Runtime(dev, precision="bf16")
+    except KdsamError as err:
+        return {"what": "stage-1 step, fp32 vs bf16 autocast", "device": str(dev), "skipped": str(err)}
+    torch.manual_seed(0)
+    encoder = build_student(load_teacher("litemedsam"), student, input_size).image_encoder.to(dev).train()
+    x = torch.randn(batch_size, 3, input_size, input_size, device=dev)
+    target = torch.randn(batch_size, 256, 64, 64, device=dev)
+
+    def step(dtype: torch.dtype | None) -> tuple[float, torch.Tensor, torch.Tensor]:
+        encoder.zero_grad(set_to_none=True)
+        start = time.perf_counter()
+        with torch.autocast(dev.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            emb = encoder(x).float()
+        torch.nn.functional.mse_loss(emb, target).backward()
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        grad = torch.cat([p.grad.flatten() for p in encoder.parameters() if p.grad is not None])
+        return time.perf_counter() - start, emb.detach(), grad
+
+    seconds: dict[str, list[float]] = {"fp32": [], "bf16": []}
+    outputs = {}
+    for _ in range(rounds):
+        for name, dtype in (("fp32", None), ("bf16", torch.bfloat16)):
+            s, emb, grad = step(dtype)
+            seconds[name].append(s)
+            outputs[name] = (emb, grad)
+    median = {k: float(torch.tensor(v[1:] or v).median()) for k, v in seconds.items()}
+    (e32, g32), (e16, g16) = outputs["fp32"], outputs["bf16"]
+    return {
+        "what": "stage-1 step (student fwd + MSE + bwd), fp32 vs bf16 autocast, interleaved rounds",
+        "device": str(dev),
+        "student": f"{student}@{input_size}",
+        "batch_size": batch_size,
+        "rounds": rounds,
+        "fp32_step_s": round(median["fp32"], 4),
+        "bf16_step_s": round(median["bf16"], 4),
+        "bf16_speedup": round(median["fp32"] / median["bf16"], 3),
+        "embedding_rel_l2": round(float((e16 - e32).norm() / e32.norm()), 5),
+        "gradient_rel_l2": round(float((g16 - g32).norm() / g32.norm()), 5),
+    }

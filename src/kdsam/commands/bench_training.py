@@ -11,7 +11,7 @@ from pathlib import Path
 
 from kdsam.errors import KdsamError
 
-PARTS = ("scaling", "cache", "rss")
+PARTS = ("scaling", "cache", "rss", "precision")
 
 
 def _ints(text: str) -> list[int]:
@@ -39,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from kdsam.bench.training import cache_speed, peak_rss, stage1_scaling
+    from kdsam.bench.training import cache_speed, peak_rss, precision_speed, stage1_scaling
     from kdsam.utils.atomic import write_json
 
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
@@ -62,6 +62,9 @@ def run(args: argparse.Namespace) -> int:
         if "rss" in parts:
             report["peak_rss"] = peak_rss(_ints(args.sizes), root=root, batch_size=args.batch_size, **common)
             print(json.dumps(report["peak_rss"]))
+        if "precision" in parts:
+            report["precision"] = precision_speed(batch_size=args.batch_size, **common)
+            print(json.dumps(report["precision"]))
     report["host"]["load_average_end"] = os.getloadavg()
     if args.json:
         write_json(args.json, report)

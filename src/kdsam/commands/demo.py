@@ -19,6 +19,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input-size", type=int, default=d.input_size)
     parser.add_argument("--seed", type=int, default=d.seed)
     parser.add_argument("--prompt-mix", default=d.prompt_mix, help="stage 2's prompts (kdsam finetune --help)")
+    parser.add_argument(
+        "--precision", choices=("fp32", "bf16"), default=d.precision, help="training in bf16 needs AVX512-BF16/AMX"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -31,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
         input_size=args.input_size,
         seed=args.seed,
         prompt_mix=args.prompt_mix,
+        precision=args.precision,
     )
     out = Path(args.out)
     print_summary(out, run_demo(out, cfg))

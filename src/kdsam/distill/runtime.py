@@ -21,11 +21,12 @@ import torch.distributed as dist
 from torch import nn
 
 from kdsam.errors import KdsamError
-from kdsam.utils.device import resolve_device
+from kdsam.utils.device import cpu_has_native_bf16, resolve_device
 
 log = logging.getLogger("kdsam")
 
 T = TypeVar("T")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEFAULT_TIMEOUT_S = 1800  # a collective waits this long for a silent rank before every rank stops
 
 
@@ -37,6 +38,22 @@ class Runtime:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    precision: str = "auto"  # one of PRECISIONS: the autocast dtype of training
+
+    def __post_init__(self) -> None:
+        """Refuse a precision this device cannot run well, in one line, before any work."""
+        p, on = self.precision, self.device.type
+        if p not in PRECISIONS:
+            raise KdsamError(f"--precision {p}: choose one of {', '.join(PRECISIONS)}")
+        if on == "cpu" and p == "fp16":
+            raise KdsamError("--precision fp16: autocast in fp16 is for CUDA; on a CPU use bf16 or fp32")
+        if on == "cpu" and p == "bf16" and not cpu_has_native_bf16():
+            raise KdsamError(
+                "--precision bf16: this CPU has no native bf16 (AVX512-BF16 or AMX), so it would run "
+                "emulated and slower than fp32; use --precision fp32"
+            )
+        if on == "cuda" and p == "bf16" and not torch.cuda.is_bf16_supported():
+            raise KdsamError(f"--precision bf16: {torch.cuda.get_device_name(self.device)} lacks bf16; use fp16")
 
     @property
     def is_main(self) -> bool:
@@ -48,16 +65,19 @@ class Runtime:
 
     @property
     def amp_dtype(self) -> torch.dtype | None:
-        """bf16 where the GPU has it (no loss scaling needed), else fp16; CPU stays fp32."""
-        if self.device.type != "cuda":
-            return None
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        """None for fp32. auto: on CUDA bf16 where the GPU has it (no loss scaling needed), else
+        fp16; a CPU stays fp32 unless bf16 is asked for (measured in docs/training.md)."""
+        if self.precision == "auto":
+            if self.device.type != "cuda":
+                return None
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[self.precision]
 
     def autocast(self) -> contextlib.AbstractContextManager:
         dtype = self.amp_dtype
         if dtype is None:
             return contextlib.nullcontext()
-        return torch.autocast("cuda", dtype=dtype)
+        return torch.autocast(self.device.type, dtype=dtype)
 
     def grad_scaler(self) -> torch.amp.GradScaler:
         """Active only for fp16, whose small gradients would underflow without scaling."""
@@ -124,13 +144,14 @@ def collective(what: str) -> Iterator[None]:
         ) from err
 
 
-def init_runtime(device: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S) -> Runtime:
+def init_runtime(device: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S, precision: str = "auto") -> Runtime:
     """The Runtime of this process: under torchrun (WORLD_SIZE > 1) it joins the process group,
     gloo on CPU, nccl on CUDA, with each rank on its LOCAL_RANK-th GPU."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     dev = resolve_device(device)
+    Runtime(dev, precision=precision)  # a refused precision stops here, before joining the group
     if dev.type == "cuda" and dev.index is None:  # torch.cuda.set_device needs an index
         dev = torch.device("cuda", local_rank if world > 1 else torch.cuda.current_device())
     if dev.type == "cuda":
@@ -141,7 +162,7 @@ def init_runtime(device: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S
         atexit.register(close_runtime)
     if world > 1 and rank != 0:
         logging.getLogger("kdsam").setLevel(logging.WARNING)  # one voice: rank 0 reports progress
-    return Runtime(dev, rank, world, local_rank)
+    return Runtime(dev, rank, world, local_rank, precision)
 
 
 def close_runtime() -> None:

@@ -315,10 +315,11 @@ class _Loop:
     def _validate(self) -> dict[str, float]:
         self.trainable.eval()
         sums: dict[str, float] = {}
-        with torch.no_grad(), self.rt.autocast():
-            for batch in self.val_loader:
-                for k, v in self.val_step(to_device(batch, self.rt)).items():
-                    sums[k] = sums.get(k, 0.0) + v
+        for batch in self.val_loader:  # loaded outside autocast: a CPU's autocast would reach the data code too
+            with torch.no_grad(), self.rt.autocast():
+                values = self.val_step(to_device(batch, self.rt))
+            for k, v in values.items():
+                sums[k] = sums.get(k, 0.0) + v
         return sums
 
     def _end_epoch(self, epoch: _Epoch, train_seconds: float) -> None:

@@ -7,6 +7,17 @@ import torch
 from kdsam.errors import KdsamError
 
 
+def cpu_has_native_bf16() -> bool:
+    """Does this CPU compute in bf16 natively (AVX512-BF16 or AMX)? Elsewhere oneDNN emulates bf16,
+    slower than fp32. Read from Linux's /proc/cpuinfo; False where that is missing."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def resolve_device(name: str | None) -> torch.device:
     """'auto' (or None): CUDA when present, else CPU; 'cpu', 'cuda', 'cuda:N' as given, checked."""
     name = (name or "auto").strip()

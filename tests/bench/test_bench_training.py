@@ -1,0 +1,29 @@
+"""`kdsam bench-training --parts precision`: fp32 against bf16 training steps, side by side."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import kdsam.distill.runtime as runtime
+from kdsam.cli import main
+
+
+def test_precision_part_times_both_and_says_how_far_apart(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: True)  # emulated bf16 computes the same
+    out = tmp_path / "report.json"
+    args = ["bench-training", "--parts", "precision", "--student", "resnet18", "--input-size", "64",
+            "--batch-size", "2", "--json", str(out)]  # fmt: skip
+    assert main(args) == 0
+    row = json.loads(out.read_text())["precision"]
+    assert row["fp32_step_s"] > 0 and row["bf16_step_s"] > 0
+    assert row["bf16_speedup"] == pytest.approx(row["fp32_step_s"] / row["bf16_step_s"], rel=0.01)
+    assert 0 < row["embedding_rel_l2"] < 0.05 and 0 < row["gradient_rel_l2"] < 0.5  # bf16: 8-bit mantissa
+    assert json.loads(capsys.readouterr().out.splitlines()[0]) == row
+
+
+def test_precision_part_on_a_cpu_without_bf16_says_why(monkeypatch, capsys):
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: False)
+    assert main(["bench-training", "--parts", "precision", "--student", "resnet18", "--input-size", "64"]) == 0
+    assert "no native bf16" in json.loads(capsys.readouterr().out.splitlines()[0])["skipped"]
