@@ -210,9 +210,17 @@ def _file_prompts(path: Path, table: dict[str, list[list[float]]] | None, defaul
     return Prompts(np.array(b2, np.float32).reshape(-1, 4), np.array(b3, np.float32).reshape(-1, 6))
 
 
-def _load(args: argparse.Namespace) -> KDSam | OnnxPredictor:
+def _slice_by_slice(inputs: list[tuple[Path, str]]) -> bool:
+    """Does any input run slice by slice (a volume, a 3D challenge case)?"""
+    from kdsam.infer.challenge import is_3d_name
+
+    return any(kind == "volume" or (kind == "npz" and is_3d_name(path.name)) for path, kind in inputs)
+
+
+def _load(args: argparse.Namespace, slices: bool) -> KDSam | OnnxPredictor:
     """The model on its fast path on --device (under torchrun, auto gives each rank its own GPU),
-    or an ONNX export folder's predictor under --runtime."""
+    or an ONNX export folder's predictor under --runtime. For `slices` (volumes among the inputs) an
+    export runs two slices at once, each session on half the threads; 2D inputs get them all."""
     import torch
 
     from kdsam.models.loading import load_predictor
@@ -223,10 +231,11 @@ def _load(args: argparse.Namespace) -> KDSam | OnnxPredictor:
     if args.device == "auto" and device.type == "cuda":
         device = torch.device(f"cuda:{os.environ.get('LOCAL_RANK', 0)}")
     session = None
-    if spec.kind == "onnx":  # two slices of a volume at once, each session on half the threads
+    if spec.kind == "onnx":
         from kdsam.export.onnx_predictor import threads_per_session
 
-        session = threads_per_session(args.threads or os.cpu_count() or 1)
+        total = args.threads or os.cpu_count() or 1
+        session = threads_per_session(total) if slices else total
     if args.threads:
         torch.set_num_threads(args.threads)
     predictor = load_predictor(spec, str(device), args.runtime, session)
@@ -273,7 +282,8 @@ def run_one(args: argparse.Namespace) -> int:
     from kdsam.data.intensity import parse_window
 
     window = parse_window(args.window)
-    record = run_file(_load(args), args.image, out, prompts, window, args.batch_size, args.overlay)
+    model = _load(args, _slice_by_slice([(args.image, kind)]))
+    record = run_file(model, args.image, out, prompts, window, args.batch_size, args.overlay)
     share = record["foreground"] / max(1, int(np.prod(record["shape"])))
     unit = "voxels" if record["kind"] == "volume" else "pixels"
     print(
@@ -342,7 +352,7 @@ def run_folder(args: argparse.Namespace) -> int:
     times = read_efficiency(efficiency)
     todo = [(p, k) for p, k in mine if args.overwrite or not (args.out / output_name(p, k)).exists()]
     done_before, failed = len(mine) - len(todo), []
-    model = _load(args) if todo else None
+    model = _load(args, _slice_by_slice(todo)) if todo else None
     for path, kind in tqdm(todo, desc=f"predict (rank {rank}/{world})" if world > 1 else "predict", unit="case"):
         try:
             record = run_file(
