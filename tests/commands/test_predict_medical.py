@@ -145,3 +145,11 @@ def test_folder_of_volumes_and_images_takes_boxes_from_json_and_skips_bad_files(
     assert (out / "photo.png").is_file() and not (out / "broken.npz").exists()
     assert predict(tiny_model, *argv) == 1
     assert "0 segmented, 2 already done, 1 failed" in capsys.readouterr().out
+
+
+def test_exports_split_their_threads_only_where_two_slices_run_at_once():
+    from kdsam.commands.predict import _slice_by_slice
+
+    assert not _slice_by_slice([(Path("a.png"), "image"), (Path("2DCT_case.npz"), "npz"), (Path("b.dcm"), "image")])
+    assert _slice_by_slice([(Path("a.png"), "image"), (Path("3DCT_case.npz"), "npz")])
+    assert _slice_by_slice([(Path("ct"), "volume")])
