@@ -16,11 +16,14 @@ def test_precision_part_times_both_and_says_how_far_apart(tmp_path, monkeypatch,
     args = ["bench-training", "--parts", "precision", "--student", "resnet18", "--input-size", "64",
             "--batch-size", "2", "--json", str(out)]  # fmt: skip
     assert main(args) == 0
-    row = json.loads(out.read_text())["precision"]
-    assert row["fp32_step_s"] > 0 and row["bf16_step_s"] > 0
-    assert row["bf16_speedup"] == pytest.approx(row["fp32_step_s"] / row["bf16_step_s"], rel=0.01)
-    assert 0 < row["embedding_rel_l2"] < 0.05 and 0 < row["gradient_rel_l2"] < 0.5  # bf16: 8-bit mantissa
-    assert json.loads(capsys.readouterr().out.splitlines()[0]) == row
+    report = json.loads(out.read_text())["precision"]
+    for row in (report["student"], *report["teachers"]):
+        assert row["fp32_s"] > 0 and row["bf16_s"] > 0
+        assert row["bf16_speedup"] == pytest.approx(row["fp32_s"] / row["bf16_s"], rel=0.01)
+        assert 0 < row["embedding_rel_l2"] < 0.05  # bf16 keeps 8 bits of mantissa
+    assert 0 < report["student"]["gradient_rel_l2"] < 0.5
+    assert [t["teacher"] for t in report["teachers"]] == ["litemedsam"] and report["teachers"][0]["input_size"] == 256
+    assert json.loads(capsys.readouterr().out.splitlines()[0]) == report
 
 
 def test_precision_part_on_a_cpu_without_bf16_says_why(monkeypatch, capsys):

@@ -6,10 +6,12 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 
 import kdsam.distill.runtime as runtime
+from kdsam.distill.cache import open_cache
 from kdsam.distill.runtime import Runtime
 from kdsam.distill.stage1 import distill
 from kdsam.distill.stage2 import finetune
@@ -58,3 +60,13 @@ def test_bf16_training_on_cpu_lands_where_fp32_does(tmp_path, tiny_teacher, spli
         assert config["distill"]["precision"] == {"fp32": "float32", "bf16": "bfloat16"}[precision]
     for fp32, bf16 in zip(rows["fp32"], rows["bf16"], strict=True):
         assert bf16["val_loss"] == pytest.approx(fp32["val_loss"], rel=0.05), (fp32, bf16)
+
+
+def test_the_teacher_fills_the_cache_in_the_runs_precision(tmp_path, tiny_teacher, native_bf16):
+    """Under the same key: entries computed in bf16 serve fp32 runs, as a GPU-filled cache serves CPUs."""
+    images = [np.random.default_rng(0).integers(0, 256, (96, 128, 3), dtype=np.uint8)]
+    fp32_cache = open_cache(tiny_teacher, tmp_path, Runtime(CPU))
+    bf16_cache = open_cache(tiny_teacher, tmp_path, Runtime(CPU, precision="bf16"))
+    assert (fp32_cache.dtype, bf16_cache.dtype) == (None, torch.bfloat16) and fp32_cache.dir == bf16_cache.dir
+    fp32, bf16 = (c.compute(images).float() for c in (fp32_cache, bf16_cache))
+    assert 1e-4 < float((bf16 - fp32).norm() / fp32.norm()) < 0.05  # bf16 did run, and stays close

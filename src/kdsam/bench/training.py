@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -182,51 +183,79 @@ def cache_speed(
             "batch_size": batch_size, "rows": rows}  # fmt: skip
 
 
+def _fp32_vs_bf16(run: Callable[[], tuple[torch.Tensor, ...]], device: torch.device, rounds: int) -> dict[str, Any]:
+    """`run` timed under fp32 and under bf16 autocast, interleaved over `rounds` (the first round is
+    warm-up), and how far bf16's outputs are from fp32's (relative L2, one value per output)."""
+    seconds: dict[str, list[float]] = {"fp32": [], "bf16": []}
+    outputs: dict[str, tuple[torch.Tensor, ...]] = {}
+    for _ in range(rounds):
+        for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+            start = time.perf_counter()
+            with torch.autocast(device.type, dtype=dtype, enabled=name == "bf16"):
+                outputs[name] = tuple(t.float() for t in run())
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            seconds[name].append(time.perf_counter() - start)
+    median = {k: statistics.median(v[1:] or v) for k, v in seconds.items()}
+    distance = [float((b - a).norm() / a.norm()) for a, b in zip(outputs["fp32"], outputs["bf16"], strict=True)]
+    return {
+        "fp32_s": round(median["fp32"], 4),
+        "bf16_s": round(median["bf16"], 4),
+        "bf16_speedup": round(median["fp32"] / median["bf16"], 3),
+        "rel_l2": [round(d, 5) for d in distance],
+    }
+
+
 def precision_speed(
-    *, student: str, input_size: int, batch_size: int = 4, device: str = "cpu", rounds: int = 5
+    *,
+    student: str,
+    input_size: int,
+    teachers: Sequence[str] = ("litemedsam",),
+    random_weights: bool = False,
+    batch_size: int = 4,
+    device: str = "cpu",
+    rounds: int = 5,
 ) -> dict[str, Any]:
-    """Seconds per stage-1 training step (student forward, embedding MSE, backward) in fp32 and in
-    bf16 autocast, interleaved over `rounds` on the same weights and batch (first round dropped as
-    warm-up), and bf16's relative L2 distance from fp32 in the embedding and in the gradient."""
+    """fp32 against bf16 autocast, side by side: the student's stage-1 training step (forward,
+    embedding MSE, backward; distances of the embedding and the gradient) and each teacher's
+    embedding forward as `kdsam cache` runs it (inference mode; distance of the embedding)."""
     dev = resolve_device(device)
+    what = "fp32 vs bf16 autocast: student training step, teacher embedding forward; interleaved rounds"
     try:
         Runtime(dev, precision="bf16")
     except KdsamError as err:
-        return {"what": "stage-1 step, fp32 vs bf16 autocast", "device": str(dev), "skipped": str(err)}
+        return {"what": what, "device": str(dev), "skipped": str(err)}
     torch.manual_seed(0)
     encoder = build_student(load_teacher("litemedsam"), student, input_size).image_encoder.to(dev).train()
     x = torch.randn(batch_size, 3, input_size, input_size, device=dev)
     target = torch.randn(batch_size, 256, 64, 64, device=dev)
 
-    def step(dtype: torch.dtype | None) -> tuple[float, torch.Tensor, torch.Tensor]:
+    def train_step() -> tuple[torch.Tensor, torch.Tensor]:
         encoder.zero_grad(set_to_none=True)
-        start = time.perf_counter()
-        with torch.autocast(dev.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            emb = encoder(x).float()
-        torch.nn.functional.mse_loss(emb, target).backward()
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-        grad = torch.cat([p.grad.flatten() for p in encoder.parameters() if p.grad is not None])
-        return time.perf_counter() - start, emb.detach(), grad
+        emb = encoder(x)
+        with torch.autocast(dev.type, enabled=False):
+            torch.nn.functional.mse_loss(emb.float(), target).backward()
+        return emb.detach(), torch.cat([p.grad.flatten() for p in encoder.parameters() if p.grad is not None])
 
-    seconds: dict[str, list[float]] = {"fp32": [], "bf16": []}
-    outputs = {}
-    for _ in range(rounds):
-        for name, dtype in (("fp32", None), ("bf16", torch.bfloat16)):
-            s, emb, grad = step(dtype)
-            seconds[name].append(s)
-            outputs[name] = (emb, grad)
-    median = {k: float(torch.tensor(v[1:] or v).median()) for k, v in seconds.items()}
-    (e32, g32), (e16, g16) = outputs["fp32"], outputs["bf16"]
-    return {
-        "what": "stage-1 step (student fwd + MSE + bwd), fp32 vs bf16 autocast, interleaved rounds",
-        "device": str(dev),
-        "student": f"{student}@{input_size}",
-        "batch_size": batch_size,
-        "rounds": rounds,
-        "fp32_step_s": round(median["fp32"], 4),
-        "bf16_step_s": round(median["bf16"], 4),
-        "bf16_speedup": round(median["fp32"] / median["bf16"], 3),
-        "embedding_rel_l2": round(float((e16 - e32).norm() / e32.norm()), 5),
-        "gradient_rel_l2": round(float((g16 - g32).norm() / g32.norm()), 5),
-    }
+    step = _fp32_vs_bf16(train_step, dev, rounds)
+    report = {"what": what, "device": str(dev), "batch_size": batch_size, "rounds": rounds,
+              "student": {"model": f"{student}@{input_size}", **{k: v for k, v in step.items() if k != "rel_l2"},
+                          "embedding_rel_l2": step["rel_l2"][0], "gradient_rel_l2": step["rel_l2"][1]},
+              "teachers": []}  # fmt: skip
+    for name in teachers:
+        teacher = build_architecture(name) if random_weights else load_teacher(name)
+        teacher = teacher.eval().requires_grad_(False).to(dev)
+        side = teacher.image_encoder.img_size
+        images = torch.randn(batch_size, 3, side, side, device=dev)
+
+        def embed(teacher=teacher, images=images) -> tuple[torch.Tensor]:
+            with torch.inference_mode():
+                return (teacher.image_encoder(images),)
+
+        row = _fp32_vs_bf16(embed, dev, rounds)
+        weights = "RANDOM (timing only)" if random_weights else "pretrained"
+        report["teachers"].append({"teacher": name, "weights": weights, "input_size": side,
+                                   **{k: v for k, v in row.items() if k != "rel_l2"},
+                                   "embedding_rel_l2": row["rel_l2"][0]})  # fmt: skip
+        del teacher
+    return report

@@ -45,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
     if not parts or set(parts) - set(PARTS):
         raise KdsamError(f"--parts {args.parts}: choose from {', '.join(PARTS)}")
+    teachers = [t.strip() for t in args.teachers.split(",") if t.strip()]
     common = {"student": args.student, "input_size": args.input_size, "device": args.device}
     report = {"host": {"cpus": os.cpu_count(), "machine": platform.machine(), "load_average_start": os.getloadavg()}}
     with tempfile.TemporaryDirectory() as tmp:
@@ -55,7 +56,6 @@ def run(args: argparse.Namespace) -> int:
                                                       global_batch=args.batch_size, **common)  # fmt: skip
             print(json.dumps(report["stage1_scaling"]))
         if "cache" in parts:
-            teachers = [t.strip() for t in args.teachers.split(",") if t.strip()]
             report["cache"] = cache_speed(teachers, root=root, n_images=args.cache_images, device=args.device,
                                           random_weights=args.random_weights, batch_size=args.batch_size)  # fmt: skip
             print(json.dumps(report["cache"]))
@@ -63,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
             report["peak_rss"] = peak_rss(_ints(args.sizes), root=root, batch_size=args.batch_size, **common)
             print(json.dumps(report["peak_rss"]))
         if "precision" in parts:
-            report["precision"] = precision_speed(batch_size=args.batch_size, **common)
+            report["precision"] = precision_speed(batch_size=args.batch_size, teachers=teachers,
+                                                  random_weights=args.random_weights, **common)  # fmt: skip
             print(json.dumps(report["precision"]))
     report["host"]["load_average_end"] = os.getloadavg()
     if args.json:

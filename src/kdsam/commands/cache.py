@@ -8,7 +8,7 @@ import json
 import logging
 from pathlib import Path
 
-from kdsam.commands.options import add_device_argument, log_to_stderr
+from kdsam.commands.options import add_device_argument, add_precision_argument, log_to_stderr
 from kdsam.data import open_dataset
 from kdsam.distill.runtime import DEFAULT_TIMEOUT_S, init_runtime
 from kdsam.errors import KdsamError
@@ -40,6 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=8, help="images per teacher forward")
     parser.add_argument("--no-logits", action="store_true", help="embeddings only (--perceptual vgg16 or none)")
     add_device_argument(parser)
+    add_precision_argument(parser)
     parser.add_argument("--dist-timeout", type=float, default=DEFAULT_TIMEOUT_S, help=argparse.SUPPRESS)
     parser.add_argument("--json", type=Path, help='write {"images", "computed", "reused", "seconds", ...} here')
 
@@ -52,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         raise KdsamError(f"--split {args.split}: choose from {', '.join(SPLITS)}")
     if args.batch_size < 1:
         raise KdsamError(f"--batch-size {args.batch_size}: at least 1")
-    rt = init_runtime(args.device, args.dist_timeout)
+    rt = init_runtime(args.device, args.dist_timeout, args.precision)
     spec = require_kind(parse_model(args.teacher), ("teacher",), "--teacher")
     if args.random_weights:
         if spec.checkpoint:

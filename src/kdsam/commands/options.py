@@ -59,13 +59,7 @@ def add_fit_arguments(parser: argparse.ArgumentParser, defaults: FitConfig) -> N
         help="also checkpoint mid-epoch every M minutes, resumable exactly (0: at epoch ends only)",
     )
     add_device_argument(parser)
-    parser.add_argument(
-        "--precision",
-        choices=PRECISIONS,
-        default="auto",
-        help="autocast dtype of training: auto = bf16 (else fp16) on CUDA, fp32 on CPU; bf16 on a CPU with "
-        "AVX512-BF16/AMX trains about 2x faster (docs/training.md)",
-    )
+    add_precision_argument(parser)
     parser.add_argument(
         "--dist-timeout",
         type=float,
@@ -78,6 +72,16 @@ def add_fit_arguments(parser: argparse.ArgumentParser, defaults: FitConfig) -> N
 def add_device_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--device", default="auto", metavar="DEVICE", help="auto (CUDA when present), cpu, cuda or cuda:N"
+    )
+
+
+def add_precision_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="autocast dtype of the teacher's and the student's forwards: auto = bf16 (else fp16) on CUDA, "
+        "fp32 on CPU; bf16 on a CPU with AVX512-BF16/AMX runs about 2x faster (docs/training.md)",
     )
 
 

@@ -74,8 +74,11 @@ class EmbeddingCache:
     """Disk cache of a model's 256x64x64 fp16 embeddings (and, for a teacher, its mask logits per
     box set); `n_computed` counts model forwards, `n_reused` entries read back."""
 
-    def __init__(self, model: KDSam, root: str | Path | None = None) -> None:
+    def __init__(self, model: KDSam, root: str | Path | None = None, dtype: torch.dtype | None = None) -> None:
+        """dtype: the encoder's autocast dtype (None: fp32). Not part of the key: entries computed in
+        bf16 on one machine serve fp32 runs on another, as a GPU-filled cache serves CPUs."""
         self.model = model
+        self.dtype = dtype
         safe = re.sub(r"[^\w.@-]", "_", model.name)
         self.dir = Path(root or default_cache_dir()) / "embeddings" / f"{safe}-{model_key(model)}"
         self.n_computed = 0
@@ -129,15 +132,12 @@ class EmbeddingCache:
 
     @torch.inference_mode()
     def compute(self, images: list[np.ndarray]) -> torch.Tensor:
-        """Embeddings of a batch of images in one forward (fp16 on the CPU); not stored."""
+        """Embeddings of a batch of images in one forward, returned on the CPU in fp16 (as stored);
+        not stored here."""
         x = torch.cat([self.model.prepare(im)[0] for im in images])
-        device = x.device
-        if device.type == "cuda":
+        if x.device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
-            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-            with torch.autocast("cuda", dtype=dtype):
-                emb = self.model.image_encoder(x)
-        else:
+        with torch.autocast(x.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None):
             emb = self.model.image_encoder(x)
         self.n_computed += len(images)
         return emb.float().to(torch.float16).cpu()
@@ -165,7 +165,7 @@ class EmbeddingCache:
 def open_cache(model: KDSam, root: str | Path | None, rt: Runtime) -> EmbeddingCache:
     """`model`'s cache, checked writable and rid of dead writers' temporaries by rank 0 before any
     rank uses it."""
-    cache = EmbeddingCache(model, root)
+    cache = EmbeddingCache(model, root, rt.amp_dtype)
     if rt.is_main:
         cache.ensure_writable()
         cache.clean_stale()
