@@ -54,7 +54,7 @@ class DemoConfig:
     seed: int = 0
     fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)
     prompt_mix: str = DEFAULT_MIX  # stage 2 trains on boxes, points and corrective clicks
-    precision: str = "fp32"  # training's autocast dtype; bf16 needs a CPU with AVX512-BF16 or AMX
+    precision: str = "fp32"  # autocast dtype of teacher and student; bf16 needs a CPU with AVX512-BF16 or AMX
 
 
 def _latencies(student_input: int, backbone: str) -> dict[str, float]:

@@ -20,7 +20,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=d.seed)
     parser.add_argument("--prompt-mix", default=d.prompt_mix, help="stage 2's prompts (kdsam finetune --help)")
     parser.add_argument(
-        "--precision", choices=("fp32", "bf16"), default=d.precision, help="training in bf16 needs AVX512-BF16/AMX"
+        "--precision",
+        choices=("fp32", "bf16"),
+        default=d.precision,
+        help="teacher and student forwards in bf16 (a CPU with AVX512-BF16/AMX)",
     )
 
 
