@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # GPU proof of issue 8, under 8 minutes on one GPU: CUDA tests, a short distill + finetune with AMP,
 # teacher-cache images/s for SAM ViT-B and ViT-H (RANDOM weights, labelled so: timing only), stage-1
-# images/s for ResNet-50 at 512 and 1024, and `kdsam bench`. JSON lands in docs/bench/gpu/ (or $1).
+# images/s for ResNet-50 at 512 and 1024, fp32 against bf16, and `kdsam bench`. JSON lands in
+# docs/bench/gpu/ (or $1).
 #
 #   scripts/gpu-check.sh                      # on a GPU machine
 #   DEVICE=cpu SMALL=1 scripts/gpu-check.sh /tmp/smoke   # smoke test of the script itself on a CPU
@@ -12,6 +13,7 @@ OUT=${1:-docs/bench/gpu}
 DEVICE=${DEVICE:-cuda}
 SMALL=${SMALL:-0}
 WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT  # data, caches and runs: the results are copied to $OUT
 mkdir -p "$OUT"
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 KDSAM_CACHE="$WORK/cache"
 PY=${PYTHON:-python3}
@@ -73,6 +75,10 @@ if [ "$DEVICE" = cuda ] && [ "$GPUS" -ge 2 ]; then
     --out "$WORK/ddp" --backbone "$STUDENT" --input-size 256 --epochs 1 --batch-size 4 --max-side 512 --sync-bn \
     && cp "$WORK/ddp/metrics.jsonl" "$OUT/ddp-metrics.jsonl"
 fi
+
+step "fp32 vs bf16: the $STUDENT student's training step and a teacher's forward"
+kdsam bench-training --parts precision --device "$DEVICE" --student "$STUDENT" --input-size "${SIZES##* }" \
+  --batch-size 4 --teachers "${TEACHERS%% *}" --random-weights --json "$OUT/precision.json"
 
 step "kdsam bench --device $DEVICE"
 kdsam bench --device "${DEVICE%%:*}" --models "$BENCH" --repeats 5 --budget-s 30 --json "$OUT/bench.json"
