@@ -101,3 +101,14 @@ def test_read_labels_keeps_label_values(tmp_path: Path) -> None:
     palette.putpalette([0, 0, 0, 128, 0, 0, 0, 0, 0, 0, 128, 0])  # index 2 is black too: background
     palette.save(tmp_path / "p.png")
     assert np.array_equal(read_labels(tmp_path / "p.png"), labels)
+
+
+def test_a_grey_palette_mask_reads_as_the_grey_mask_it_shows(tmp_path: Path) -> None:
+    """PIL's L -> P keeps grey levels as indices: white 255 on black is label 1, not label 255, and
+    small grey levels stay labels; a coloured palette keeps its indices (test above)."""
+    labels = np.zeros((6, 8), np.uint8)
+    labels[1:3, 1:4], labels[3:5, 4:7] = 1, 3
+    Image.fromarray((labels > 0).astype(np.uint8) * 255, "L").convert("P").save(tmp_path / "white.png")
+    assert np.array_equal(read_labels(tmp_path / "white.png"), (labels > 0).astype(np.uint8))
+    Image.fromarray(labels, "L").convert("P").save(tmp_path / "levels.png")
+    assert np.array_equal(read_labels(tmp_path / "levels.png"), labels)

@@ -134,9 +134,12 @@ def read_labels(path: str | Path, threshold: int = 128) -> np.ndarray:
     if img.mode in ("P", "PA"):  # (128,0,0) is a label too: only a black palette entry is background
         index = np.asarray(img.convert("P") if img.mode == "PA" else img)
         colours = np.asarray(img.getpalette() or [0, 0, 0], np.uint8).reshape(-1, 3)
-        black = np.zeros(256, bool)
-        black[: len(colours)] = colours.max(axis=1) == 0
-        return np.where(black[index], 0, index).astype(np.uint8)
+        used = np.unique(index)
+        if not _grey_palette(colours, used):
+            black = np.zeros(256, bool)
+            black[: len(colours)] = colours.max(axis=1) == 0
+            return np.where(black[index], 0, index).astype(np.uint8)
+        img = img.convert("L")  # index i shows grey i: a grey mask stored as a palette, read as one
     arr = np.asarray(img)
     if arr.ndim == 3:
         arr = arr[..., :3].max(axis=2) if arr.shape[2] >= 3 else arr[..., 0]
@@ -148,6 +151,12 @@ def read_labels(path: str | Path, threshold: int = 128) -> np.ndarray:
     if img.format != "JPEG" and arr.max() < threshold:  # labels 1..K
         return arr.astype(np.uint8)
     return (arr >= threshold).astype(np.uint8)
+
+
+def _grey_palette(colours: np.ndarray, used: np.ndarray) -> bool:
+    """Does every index in use show the grey of its own value (PIL's L -> P conversion)? Then
+    white (255) on black is a binary mask, not label 255."""
+    return bool(used.max() < len(colours)) and bool((colours[used] == used[:, None]).all())
 
 
 def read_mask(path: str | Path, threshold: int = 128) -> np.ndarray:
