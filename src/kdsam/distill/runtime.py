@@ -151,18 +151,18 @@ def init_runtime(device: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     dev = resolve_device(device)
-    Runtime(dev, precision=precision)  # a refused precision stops here, before joining the group
     if dev.type == "cuda" and dev.index is None:  # torch.cuda.set_device needs an index
         dev = torch.device("cuda", local_rank if world > 1 else torch.cuda.current_device())
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
+    rt = Runtime(dev, rank, world, local_rank, precision)  # a refused precision stops here, before the group
     if world > 1 and not dist.is_initialized():
         backend = "nccl" if dev.type == "cuda" else "gloo"
         dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
         atexit.register(close_runtime)
     if world > 1 and rank != 0:
         logging.getLogger("kdsam").setLevel(logging.WARNING)  # one voice: rank 0 reports progress
-    return Runtime(dev, rank, world, local_rank, precision)
+    return rt
 
 
 def close_runtime() -> None:
