@@ -26,7 +26,7 @@ import torch
 
 from kdsam.data import open_dataset
 from kdsam.data.synthetic import write_synthetic
-from kdsam.distill.fill import fill_teacher_cache
+from kdsam.distill.fill import RANDOM_WEIGHTS, fill_teacher_cache
 from kdsam.distill.runtime import Runtime, init_runtime
 from kdsam.errors import KdsamError
 from kdsam.models.student import build_student
@@ -253,7 +253,7 @@ def precision_speed(
                 return (teacher.image_encoder(images),)
 
         row = _fp32_vs_bf16(embed, dev, rounds)
-        weights = "RANDOM (timing only)" if random_weights else "pretrained"
+        weights = RANDOM_WEIGHTS if random_weights else "pretrained"
         report["teachers"].append({"teacher": name, "weights": weights, "input_size": side,
                                    **{k: v for k, v in row.items() if k != "rel_l2"},
                                    "embedding_rel_l2": row["rel_l2"][0]})  # fmt: skip

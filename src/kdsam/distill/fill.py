@@ -17,6 +17,9 @@ from kdsam.models.sam import KDSam
 log = logging.getLogger("kdsam")
 
 
+RANDOM_WEIGHTS = "RANDOM (timing only: not a pretrained teacher)"  # how every report labels such a teacher
+
+
 def fill_teacher_cache(
     teacher: KDSam,
     datasets: Sequence[Dataset],
@@ -46,9 +49,7 @@ def fill_teacher_cache(
         "seconds": round(seconds, 3),
         "computed_images_per_s": round(totals["computed"] / seconds, 3) if totals["computed"] else None,
         "teacher": teacher.name,
-        "weights": "RANDOM (timing only: not a pretrained teacher)"
-        if teacher.spec.get("weights") == "random"
-        else teacher.spec.get("sha256", "unknown"),
+        "weights": RANDOM_WEIGHTS if teacher.spec.get("weights") == "random" else teacher.spec.get("sha256", "unknown"),
         "device": str(rt.device),
         "world_size": rt.world_size,
         "batch_size": batch_size,
