@@ -18,7 +18,7 @@ from kdsam.data.imageio import write_png
 from kdsam.distill.stage1 import distill
 from kdsam.distill.trainer import FitConfig
 from kdsam.errors import KdsamError
-from tests.distill.tiny import FAST, STUDENT
+from tests.distill.tiny import FAST, STUDENT, cut_after_checkpoint
 
 ARGS = {"perceptual": "none", **STUDENT}
 
@@ -26,19 +26,11 @@ ARGS = {"perceptual": "none", **STUDENT}
 @pytest.fixture(scope="module")
 def cut_once(tmp_path_factory, synthetic_root):
     """A stage-1 run stopped after its first epoch's checkpoint (made once, copied per test)."""
-    import kdsam.distill.trainer as trainer
     from tests.distill.tiny import make_tiny_teacher
 
     tmp = tmp_path_factory.mktemp("cut")
-    real = trainer.save_torch
-
-    def stop_after_first(path, obj):
-        real(path, obj)
-        raise KeyboardInterrupt
-
     train, val = (open_dataset(f"folder:{synthetic_root}", s, max_side=128) for s in ("train", "val"))
-    with pytest.MonkeyPatch.context() as mp, pytest.raises(KeyboardInterrupt):
-        mp.setattr(trainer, "save_torch", stop_after_first)
+    with cut_after_checkpoint(1):
         distill(make_tiny_teacher(), train, val, tmp / "run", cache_dir=tmp, cfg=FAST, **ARGS)
     return tmp
 

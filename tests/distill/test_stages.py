@@ -16,7 +16,7 @@ from kdsam.distill.stage2 import finetune
 from kdsam.errors import KdsamError
 from kdsam.models.loading import load_saved_student
 from kdsam.models.student import build_student
-from tests.distill.tiny import FAST, STUDENT
+from tests.distill.tiny import FAST, STUDENT, cut_after_checkpoint
 
 
 def _snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -76,29 +76,15 @@ def test_stage2_updates_the_decoder_only(tmp_path, tiny_teacher, splits):
     ids=["after-epoch-1", "mid-epoch-2"],
 )
 def test_resume_after_interruption_matches_an_uninterrupted_run(
-    tmp_path, tiny_teacher, splits, monkeypatch, minutes, cut_at_save, position
+    tmp_path, tiny_teacher, splits, minutes, cut_at_save, position
 ):
     args = {"cache_dir": tmp_path, "perceptual": "none", **STUDENT}
     torch.manual_seed(0)
     full = distill(tiny_teacher, splits["train"], splits["val"], tmp_path / "full", cfg=FAST, **args)
-
-    import kdsam.distill.trainer as trainer
-
-    calls = {"n": 0}
-    real_save = trainer.save_torch
-
-    def interrupt_after_a_checkpoint(path, obj):
-        real_save(path, obj)
-        calls["n"] += 1
-        if calls["n"] == cut_at_save:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(trainer, "save_torch", interrupt_after_a_checkpoint)
     torch.manual_seed(0)
-    with pytest.raises(KeyboardInterrupt):
+    with cut_after_checkpoint(cut_at_save):
         distill(tiny_teacher, splits["train"], splits["val"], tmp_path / "cut",
                 cfg=replace(FAST, checkpoint_minutes=minutes), **args)  # fmt: skip
-    monkeypatch.setattr(trainer, "save_torch", real_save)
     partial = torch.load(tmp_path / "cut" / "checkpoint-distill.pt", weights_only=True)["state"].get("partial")
     assert (partial or {}).get("position") == position
     with pytest.raises(KdsamError, match="--resume"):

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
+import pytest
 import torch
 from segment_anything.modeling import ImageEncoderViT, Sam
 
@@ -36,3 +40,22 @@ def make_tiny_teacher(seed: int = 0) -> KDSam:
     sam = Sam(image_encoder=CountingEncoder(encoder), prompt_encoder=prompt_encoder, mask_decoder=mask_decoder)
     model = KDSam(sam, name="tiny", spec={"kind": "teacher", "name": "tiny", "sha256": f"seed{seed}"})
     return model.eval().requires_grad_(False)
+
+
+@contextlib.contextmanager
+def cut_after_checkpoint(n: int) -> Iterator[None]:
+    """The training inside stops like a Ctrl-C or a pre-emption, right after its n-th checkpoint
+    is written; the interrupt is expected and swallowed."""
+    import kdsam.distill.trainer as trainer
+
+    real, written = trainer.save_torch, [0]
+
+    def save_then_stop(path, obj) -> None:
+        real(path, obj)
+        written[0] += 1
+        if written[0] == n:
+            raise KeyboardInterrupt
+
+    with pytest.MonkeyPatch.context() as mp, pytest.raises(KeyboardInterrupt):
+        mp.setattr(trainer, "save_torch", save_then_stop)
+        yield
