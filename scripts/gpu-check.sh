@@ -1,19 +1,19 @@
 #!/usr/bin/env bash
 # GPU proof of issue 8, under 8 minutes on one GPU: CUDA tests, a short distill + finetune with AMP,
 # teacher-cache images/s for SAM ViT-B and ViT-H (RANDOM weights, labelled so: timing only), stage-1
-# images/s for ResNet-50 at 512 and 1024, fp32 against bf16, and `kdsam bench`. JSON lands in
-# docs/bench/gpu/ (or $1).
+# images/s for ResNet-50 at 512 and 1024, fp32 against bf16, the batched mask decoder, and
+# `kdsam bench`. JSON lands in docs/bench/gpu/ (or $1).
 #
 #   scripts/gpu-check.sh                      # on a GPU machine
 #   DEVICE=cpu SMALL=1 scripts/gpu-check.sh /tmp/smoke   # smoke test of the script itself on a CPU
 #   PACK=1 scripts/gpu-check.sh $OUT/gpu      # also one gpu-check.tar.gz of it all (a device returns few files)
-#   STEPS="tests stage1" scripts/gpu-check.sh  # only some steps (of: tests train cache stage1 ddp precision bench)
+#   STEPS="tests stage1" scripts/gpu-check.sh  # only some steps (of: tests train cache stage1 ddp precision decode bench)
 # With 2 or more GPUs it also trains stage 1 under torchrun with DistributedDataParallel over nccl.
 set -uo pipefail  # no -e: a failing step is reported and the others still run
 OUT=${1:-docs/bench/gpu}
 DEVICE=${DEVICE:-cuda}
 SMALL=${SMALL:-0}
-STEPS=" ${STEPS:-tests train cache stage1 ddp precision bench} "
+STEPS=" ${STEPS:-tests train cache stage1 ddp precision decode bench} "
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT  # data, caches and runs: the results are copied to $OUT
 mkdir -p "$OUT"
@@ -89,6 +89,11 @@ if want precision; then
   step "fp32 vs bf16: the $STUDENT student's training step and a teacher's forward"
   kdsam bench-training --parts precision --device "$DEVICE" --student "$STUDENT" --input-size "${SIZES##* }" \
     --batch-size 4 --teachers "${TEACHERS%% *}" --random-weights --json "$OUT/precision.json"
+fi
+
+if want decode; then
+  step "the mask decoder over a batch: a loop of calls vs one vmap call (stage 1's perceptual loss, stage 2)"
+  kdsam bench-training --parts decode --device "$DEVICE" --batch-size 8 --json "$OUT/decode.json"
 fi
 
 if want bench; then

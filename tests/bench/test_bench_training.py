@@ -1,4 +1,5 @@
-"""`kdsam bench-training --parts precision`: fp32 against bf16 training steps, side by side."""
+"""`kdsam bench-training --parts precision,decode`: fp32 against bf16 training steps, and the mask
+decoder looped against vmapped, side by side."""
 
 from __future__ import annotations
 
@@ -30,3 +31,14 @@ def test_precision_part_on_a_cpu_without_bf16_says_why(monkeypatch, capsys):
     monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: False)
     assert main(["bench-training", "--parts", "precision", "--student", "resnet18", "--input-size", "64"]) == 0
     assert "no native bf16" in json.loads(capsys.readouterr().out.splitlines()[0])["skipped"]
+
+
+def test_decode_part_times_loop_and_vmap_on_the_same_numbers(tmp_path, capsys):
+    out = tmp_path / "report.json"
+    assert main(["bench-training", "--parts", "decode", "--batch-size", "2", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())["decode"]
+    assert report["default_path"] == "loop" and report["precision"] == "float32"  # on a CPU
+    (row,) = report["rows"]
+    assert row["teacher"] == "litemedsam" and row["loop_s"] > 0 and row["vmap_s"] > 0
+    assert row["logits_rel_l2"] < 1e-5 and row["gradient_rel_l2"] < 1e-5
+    assert json.loads(capsys.readouterr().out.splitlines()[0]) == report

@@ -4,7 +4,8 @@
 - teacher cache images/s per teacher (`kdsam cache`'s code path, batched);
 - peak RSS of `kdsam distill` against the number of training images (streamed training keeps it
   flat; the old in-memory items grew ~2.5 MB per image at 256 px);
-- the student's training step in fp32 and in bf16 autocast (`--precision`), and how far apart.
+- the student's training step in fp32 and in bf16 autocast (`--precision`), and how far apart;
+- the mask decoder over a batch, one call per image against one `vmap` call (`KDSam.decode`).
 
 Every child is a fresh process, so one measurement never inherits another's memory or threads.
 """
@@ -183,27 +184,81 @@ def cache_speed(
             "batch_size": batch_size, "rows": rows}  # fmt: skip
 
 
-def _fp32_vs_bf16(run: Callable[[], tuple[torch.Tensor, ...]], device: torch.device, rounds: int) -> dict[str, Any]:
-    """`run` timed under fp32 and under bf16 autocast, interleaved over `rounds` (the first round is
-    warm-up), and how far bf16's outputs are from fp32's (relative L2, one value per output)."""
-    seconds: dict[str, list[float]] = {"fp32": [], "bf16": []}
+def _interleaved(
+    runs: dict[str, Callable[[], tuple[torch.Tensor, ...]]], device: torch.device, rounds: int
+) -> tuple[dict[str, float], dict[str, tuple[torch.Tensor, ...]]]:
+    """Each run timed once per round, in turn, so that drifting clocks or load hit all alike; the
+    median over the rounds after the first (warm-up), and each run's last outputs (as fp32)."""
+    seconds: dict[str, list[float]] = {name: [] for name in runs}
     outputs: dict[str, tuple[torch.Tensor, ...]] = {}
     for _ in range(rounds):
-        for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        for name, run in runs.items():
             start = time.perf_counter()
-            with torch.autocast(device.type, dtype=dtype, enabled=name == "bf16"):
-                outputs[name] = tuple(t.float() for t in run())
+            outputs[name] = tuple(t.float() for t in run())
             if device.type == "cuda":
                 torch.cuda.synchronize()
             seconds[name].append(time.perf_counter() - start)
-    median = {k: statistics.median(v[1:] or v) for k, v in seconds.items()}
-    distance = [float((b - a).norm() / a.norm()) for a, b in zip(outputs["fp32"], outputs["bf16"], strict=True)]
+    return {k: statistics.median(v[1:] or v) for k, v in seconds.items()}, outputs
+
+
+def _rel_l2(a: tuple[torch.Tensor, ...], b: tuple[torch.Tensor, ...]) -> list[float]:
+    return [round(float((y - x).norm() / x.norm()), 5) for x, y in zip(a, b, strict=True)]
+
+
+def _fp32_vs_bf16(run: Callable[[], tuple[torch.Tensor, ...]], device: torch.device, rounds: int) -> dict[str, Any]:
+    """`run` timed under fp32 and under bf16 autocast, interleaved, and how far bf16's outputs are
+    from fp32's (relative L2, one value per output)."""
+
+    def under(dtype: torch.dtype | None) -> Callable[[], tuple[torch.Tensor, ...]]:
+        def autocast_run() -> tuple[torch.Tensor, ...]:
+            with torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+                return run()
+
+        return autocast_run
+
+    median, outputs = _interleaved({"fp32": under(None), "bf16": under(torch.bfloat16)}, device, rounds)
     return {
         "fp32_s": round(median["fp32"], 4),
         "bf16_s": round(median["bf16"], 4),
         "bf16_speedup": round(median["fp32"] / median["bf16"], 3),
-        "rel_l2": [round(d, 5) for d in distance],
+        "rel_l2": _rel_l2(outputs["fp32"], outputs["bf16"]),
     }
+
+
+def decode_speed(
+    *, teachers: Sequence[str] = ("litemedsam",), batch_size: int = 8, device: str = "cpu", rounds: int = 10
+) -> dict[str, Any]:
+    """The mask decoder's forward and backward for a batch of images with one box each, as stage 1's
+    perceptual loss and stage 2 run it: a loop of one decoder call per image against one call under
+    `vmap` (`KDSam.decode(batched=...)`), in the precision training uses on the device."""
+    rt = init_runtime(device)
+    dev = rt.device
+    rows = []
+    for name in teachers:
+        model = load_teacher(name).to(dev)
+        torch.manual_seed(0)
+        emb = torch.randn(batch_size, 256, 64, 64, device=dev, requires_grad=True)
+        boxes = torch.tensor([[10.0, 20.0, 200.0, 220.0]], device=dev) + torch.arange(batch_size, device=dev)[:, None]
+
+        def step(batched: bool, model=model, emb=emb, boxes=boxes) -> Callable[[], tuple[torch.Tensor, ...]]:
+            def forward_backward() -> tuple[torch.Tensor, ...]:
+                emb.grad = None
+                with rt.autocast():
+                    logits, _ = model.decode(emb, boxes, batched=batched)
+                logits.float().square().mean().backward()
+                return logits.detach(), emb.grad
+
+            return forward_backward
+
+        median, outputs = _interleaved({"loop": step(False), "vmap": step(True)}, dev, rounds)
+        distance = _rel_l2(outputs["loop"], outputs["vmap"])
+        rows.append({"teacher": name, "loop_s": round(median["loop"], 4), "vmap_s": round(median["vmap"], 4),
+                     "vmap_speedup": round(median["loop"] / median["vmap"], 3),
+                     "logits_rel_l2": distance[0], "gradient_rel_l2": distance[1]})  # fmt: skip
+    return {"what": "mask decoder forward + backward, one box per image: loop of calls vs one vmap call",
+            "device": str(dev), "precision": str(rt.amp_dtype or torch.float32).replace("torch.", ""),
+            "batch_size": batch_size, "rounds": rounds, "default_path": "vmap" if dev.type == "cuda" else "loop",
+            "rows": rows}  # fmt: skip
 
 
 def precision_speed(

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from kdsam.errors import KdsamError
 
-PARTS = ("scaling", "cache", "rss", "precision")
+PARTS = ("scaling", "cache", "rss", "precision", "decode")
 
 
 def _ints(text: str) -> list[int]:
@@ -39,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from kdsam.bench.training import cache_speed, peak_rss, precision_speed, stage1_scaling
+    from kdsam.bench.training import cache_speed, decode_speed, peak_rss, precision_speed, stage1_scaling
     from kdsam.utils.atomic import write_json
 
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
@@ -66,6 +66,9 @@ def run(args: argparse.Namespace) -> int:
             report["precision"] = precision_speed(batch_size=args.batch_size, teachers=teachers,
                                                   random_weights=args.random_weights, **common)  # fmt: skip
             print(json.dumps(report["precision"]))
+        if "decode" in parts:
+            report["decode"] = decode_speed(teachers=teachers, batch_size=args.batch_size, device=args.device)
+            print(json.dumps(report["decode"]))
     report["host"]["load_average_end"] = os.getloadavg()
     if args.json:
         write_json(args.json, report)

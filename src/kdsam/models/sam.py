@@ -105,22 +105,34 @@ class KDSam(Sam):
         return self.transform().apply_boxes_torch(boxes.double(), original_size).float()
 
     def decode(
-        self, embeddings: torch.Tensor, boxes: torch.Tensor, multimask_output: bool = False
+        self,
+        embeddings: torch.Tensor,
+        boxes: torch.Tensor,
+        multimask_output: bool = False,
+        batched: bool | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Bx256x64x64 embeddings and Bx4 prompt-frame boxes (one per embedding) -> low-res logits, IoU."""
+        """Bx256x64x64 embeddings and Bx4 prompt-frame boxes (one per embedding) -> low-res logits, IoU.
+
+        SAM's mask decoder pairs all its prompts with one image, so B images take B decoder calls.
+        `batched` (default: on CUDA) runs them as one call under `vmap`, with the same numbers: on a
+        GPU the loop is launch-bound, on a CPU the loop is the faster (docs/training.md)."""
         sparse, dense = self.prompt_encoder(points=None, boxes=boxes[:, None, :], masks=None)
-        masks, iou = [], []
-        for i in range(embeddings.shape[0]):
-            m, q = self.mask_decoder(
-                image_embeddings=embeddings[i : i + 1],
-                image_pe=self.prompt_encoder.get_dense_pe(),
-                sparse_prompt_embeddings=sparse[i : i + 1],
-                dense_prompt_embeddings=dense[i : i + 1],
+        image_pe = self.prompt_encoder.get_dense_pe()
+
+        def one(embedding: torch.Tensor, sparse: torch.Tensor, dense: torch.Tensor):
+            masks, iou = self.mask_decoder(
+                image_embeddings=embedding[None],
+                image_pe=image_pe,
+                sparse_prompt_embeddings=sparse[None],
+                dense_prompt_embeddings=dense[None],
                 multimask_output=multimask_output,
             )
-            masks.append(m)
-            iou.append(q)
-        return torch.cat(masks), torch.cat(iou)
+            return masks[0], iou[0]
+
+        if embeddings.is_cuda if batched is None else batched:
+            return torch.func.vmap(one)(embeddings, sparse, dense)
+        masks, iou = zip(*map(one, embeddings, sparse, dense), strict=True)
+        return torch.stack(masks), torch.stack(iou)
 
 
 def grey_to_rgb(image: np.ndarray) -> np.ndarray:
