@@ -42,10 +42,44 @@ def test_each_first_prompt_gives_logits_with_gradient_to_the_decoder(kind):
     target[0, 64:192, 96:160] = 1
     box = torch.tensor([[48.0, 32.0, 80.0, 96.0]])  # the object in the 128 px prompt frame
     plan = PromptMix(((kind, 1.0),), max_clicks=2).draw(target[0].numpy() > 0.5, np.random.default_rng(1))
-    logits = prompted_logits(model, torch.randn(1, 256, 64, 64), target, box, plan)
+    logits = prompted_logits(model, torch.randn(1, 256, 64, 64), target[None], box, [plan])
     assert logits.shape == (1, 1, 256, 256)
     logits.sum().backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.mask_decoder.parameters())
+
+
+@pytest.mark.parametrize("batched", [False, True], ids=["loop", "vmap"])
+def test_a_batch_of_sequences_answers_as_each_object_alone(batched):
+    """Objects advance together and decode in groups of alike prompts; each must get the logits and
+    the gradient it would get alone."""
+    model = make_tiny_teacher()
+    model.mask_decoder.requires_grad_(True)
+    rng = np.random.default_rng(0)
+    targets = torch.zeros(6, 1, 256, 256)
+    boxes = torch.zeros(6, 4)
+    for i in range(6):
+        y, x = 20 + 25 * i, 30 + 10 * i
+        targets[i, 0, y : y + 60, x : x + 80] = 1
+        boxes[i] = torch.tensor([x, y, x + 80, y + 60]) / 2  # low-res frame (256) -> prompt frame (128)
+    plans = [parse_mix(DEFAULT_MIX).draw(t[0].numpy() > 0.5, rng) for t in targets]
+    assert len({(p.kind, p.clicks) for p in plans}) > 2  # mixed kinds and clicks: several groups
+    torch.manual_seed(0)
+    embeddings = torch.randn(6, 256, 64, 64)
+
+    def logits_and_gradient(indices: list[int]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        model.mask_decoder.zero_grad()
+        logits = prompted_logits(model, embeddings[indices], targets[indices], boxes[indices],
+                                 [plans[i] for i in indices], batched=batched)  # fmt: skip
+        logits.square().mean().backward()
+        params = model.mask_decoder.parameters()
+        grads = [torch.zeros_like(p) if p.grad is None else p.grad * len(indices) for p in params]
+        return logits.detach(), grads
+
+    together, grad_together = logits_and_gradient(list(range(6)))
+    alone = [logits_and_gradient([i]) for i in range(6)]
+    assert torch.allclose(together, torch.cat([logits for logits, _ in alone]), atol=1e-4)
+    for k, g in enumerate(grad_together):
+        assert torch.allclose(g, sum(grads[k] for _, grads in alone), rtol=1e-3, atol=1e-5)
 
 
 def test_finetune_trains_on_the_mix_and_records_it(tmp_path, tiny_teacher, splits):

@@ -20,16 +20,20 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from kdsam.data import open_dataset
 from kdsam.data.synthetic import write_synthetic
 from kdsam.distill.fill import RANDOM_WEIGHTS, fill_teacher_cache
+from kdsam.distill.prompting import DEFAULT_MIX, parse_mix, prompted_logits
 from kdsam.distill.runtime import Runtime, init_runtime
 from kdsam.errors import KdsamError
+from kdsam.models.sam import KDSam
 from kdsam.models.student import build_student
 from kdsam.models.teachers import build_architecture, load_teacher
 from kdsam.utils.device import resolve_device
@@ -225,40 +229,66 @@ def _fp32_vs_bf16(run: Callable[[], tuple[torch.Tensor, ...]], device: torch.dev
     }
 
 
+def _objects(batch_size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rectangles as low-res targets (Bx1x256x256) and their boxes in a 1024 prompt frame (Bx4)."""
+    targets = torch.zeros(batch_size, 1, 256, 256, device=device)
+    boxes = torch.zeros(batch_size, 4, device=device)
+    for i in range(batch_size):
+        y, x = 16 + (12 * i) % 160, 24 + (20 * i) % 140
+        targets[i, 0, y : y + 64, x : x + 90] = 1
+        boxes[i] = torch.tensor([x, y, x + 90, y + 64], device=device) * 4.0
+    return targets, boxes
+
+
+def _loop_vs_vmap(
+    decode: Callable[..., torch.Tensor], emb: torch.Tensor, rt: Runtime, rounds: int
+) -> dict[str, float | list[float]]:
+    """`decode(batched=...)` forward and backward (to `emb`) with each path, interleaved."""
+
+    def step(batched: bool) -> Callable[[], tuple[torch.Tensor, ...]]:
+        def forward_backward() -> tuple[torch.Tensor, ...]:
+            emb.grad = None
+            with rt.autocast():
+                logits = decode(batched=batched)
+            logits.float().square().mean().backward()
+            return logits.detach(), emb.grad
+
+        return forward_backward
+
+    median, outputs = _interleaved({"loop": step(False), "vmap": step(True)}, rt.device, rounds)
+    distance = _rel_l2(outputs["loop"], outputs["vmap"])
+    return {"loop_s": round(median["loop"], 4), "vmap_s": round(median["vmap"], 4),
+            "vmap_speedup": round(median["loop"] / median["vmap"], 3),
+            "logits_rel_l2": distance[0], "gradient_rel_l2": distance[1]}  # fmt: skip
+
+
+def _box_logits(model: KDSam, emb: torch.Tensor, boxes: torch.Tensor, batched: bool) -> torch.Tensor:
+    return model.decode(emb, boxes, batched=batched)[0]
+
+
 def decode_speed(
     *, teachers: Sequence[str] = ("litemedsam",), batch_size: int = 8, device: str = "cpu", rounds: int = 10
 ) -> dict[str, Any]:
-    """The mask decoder's forward and backward for a batch of images with one box each, as stage 1's
-    perceptual loss and stage 2 run it: a loop of one decoder call per image against one call under
-    `vmap` (`KDSam.decode(batched=...)`), in the precision training uses on the device."""
+    """The mask decoder's forward and backward for a batch of objects, as training runs it: boxes
+    (stage 1's perceptual loss, stage 2's box recipe) and the default prompt mix with its simulated
+    clicks (stage 2). Each with one decoder call per image against one `vmap` call per batch or
+    group (`batched=`), in the precision training uses on the device."""
     rt = init_runtime(device)
-    dev = rt.device
+    targets, boxes = _objects(batch_size, rt.device)
+    rng = np.random.default_rng(0)
+    plans = [parse_mix(DEFAULT_MIX).draw(t[0].cpu().numpy() > 0.5, rng) for t in targets]
     rows = []
     for name in teachers:
-        model = load_teacher(name).to(dev)
+        model = load_teacher(name).to(rt.device)
         torch.manual_seed(0)
-        emb = torch.randn(batch_size, 256, 64, 64, device=dev, requires_grad=True)
-        boxes = torch.tensor([[10.0, 20.0, 200.0, 220.0]], device=dev) + torch.arange(batch_size, device=dev)[:, None]
-
-        def step(batched: bool, model=model, emb=emb, boxes=boxes) -> Callable[[], tuple[torch.Tensor, ...]]:
-            def forward_backward() -> tuple[torch.Tensor, ...]:
-                emb.grad = None
-                with rt.autocast():
-                    logits, _ = model.decode(emb, boxes, batched=batched)
-                logits.float().square().mean().backward()
-                return logits.detach(), emb.grad
-
-            return forward_backward
-
-        median, outputs = _interleaved({"loop": step(False), "vmap": step(True)}, dev, rounds)
-        distance = _rel_l2(outputs["loop"], outputs["vmap"])
-        rows.append({"teacher": name, "loop_s": round(median["loop"], 4), "vmap_s": round(median["vmap"], 4),
-                     "vmap_speedup": round(median["loop"] / median["vmap"], 3),
-                     "logits_rel_l2": distance[0], "gradient_rel_l2": distance[1]})  # fmt: skip
-    return {"what": "mask decoder forward + backward, one box per image: loop of calls vs one vmap call",
-            "device": str(dev), "precision": str(rt.amp_dtype or torch.float32).replace("torch.", ""),
-            "batch_size": batch_size, "rounds": rounds, "default_path": "vmap" if dev.type == "cuda" else "loop",
-            "rows": rows}  # fmt: skip
+        emb = torch.randn(batch_size, 256, 64, 64, device=rt.device, requires_grad=True)
+        for prompts, decode in (("box", partial(_box_logits, model, emb, boxes)),
+                                ("mix", partial(prompted_logits, model, emb, targets, boxes, plans))):  # fmt: skip
+            rows.append({"teacher": name, "prompts": prompts, **_loop_vs_vmap(decode, emb, rt, rounds)})
+    return {"what": "mask decoder forward + backward over a batch: one call per image vs one vmap call",
+            "device": str(rt.device), "precision": str(rt.amp_dtype or torch.float32).replace("torch.", ""),
+            "batch_size": batch_size, "rounds": rounds, "prompt_mix": DEFAULT_MIX,
+            "default_path": "vmap" if rt.device.type == "cuda" else "loop", "rows": rows}  # fmt: skip
 
 
 def precision_speed(

@@ -82,55 +82,91 @@ def random_point(target: np.ndarray, rng: np.random.Generator) -> tuple[int, int
     return int(xs[i]), int(ys[i])
 
 
-def decode_prompts(
-    model: KDSam,
-    embedding: torch.Tensor,
-    box: torch.Tensor | None,
-    points: list[tuple[int, int, bool]],
-    mask_input: torch.Tensor | None,
-    low_res_to_frame: float,
+@dataclass
+class _Prompts:
+    """One object's prompts so far: its box (prompt frame) or None, its points (low-res frame), the
+    previous answer fed back as the mask prompt, and the corrective clicks still to simulate."""
+
+    item: int
+    box: torch.Tensor | None
+    points: list[tuple[int, int, bool]]
+    mask: torch.Tensor | None
+    clicks_left: int
+
+    @classmethod
+    def first(cls, item: int, plan: PromptPlan, box: torch.Tensor) -> _Prompts:
+        kind = KINDS[plan.kind]
+        points = [] if kind == "box" else [(*plan.point, True)]
+        return cls(item, box if kind != "point" else None, points, None, plan.clicks)
+
+    def shape(self) -> tuple[bool, int, bool]:
+        """Prompts of one shape encode to tensors of one shape, so such objects decode together."""
+        return self.box is not None, len(self.points), self.mask is not None
+
+
+def _decode_alike(
+    model: KDSam, embeddings: torch.Tensor, prompts: list[_Prompts], scale: float, batched: bool | None
 ) -> torch.Tensor:
-    """One object's 1x1x256x256 mask logits for a box (1x4, prompt frame) and/or points given in
-    the low-res frame, scaled to the prompt frame by `low_res_to_frame`."""
+    """Gx1x256x256 logits of G objects whose prompts have the same shape, in one decoder pass."""
+    first, device = prompts[0], embeddings.device
     point_prompt = None
-    if points:
+    if first.points:
         # centre of low-res pixel (x, y) as a prompt-frame pixel index (the prompt encoder adds 0.5 itself)
-        centre = [((x + 0.5) * low_res_to_frame - 0.5, (y + 0.5) * low_res_to_frame - 0.5) for x, y, _ in points]
-        coords = torch.tensor(centre)
-        labels = torch.tensor([int(positive) for _, _, positive in points])
-        point_prompt = (coords[None].to(embedding.device), labels[None].to(embedding.device))
-    sparse, dense = model.prompt_encoder(points=point_prompt, boxes=box, masks=mask_input)
-    logits, _ = model.mask_decoder(
-        image_embeddings=embedding,
-        image_pe=model.prompt_encoder.get_dense_pe(),
-        sparse_prompt_embeddings=sparse,
-        dense_prompt_embeddings=dense,
-        multimask_output=False,
-    )
-    return logits
+        coords = [[((x + 0.5) * scale - 0.5, (y + 0.5) * scale - 0.5) for x, y, _ in p.points] for p in prompts]
+        labels = [[int(positive) for _, _, positive in p.points] for p in prompts]
+        point_prompt = (torch.tensor(coords, device=device), torch.tensor(labels, device=device))
+    boxes = torch.stack([p.box for p in prompts]) if first.box is not None else None
+    masks = torch.stack([p.mask for p in prompts]) if first.mask is not None else None
+    sparse, dense = model.prompt_encoder(points=point_prompt, boxes=boxes, masks=masks)
+    items = [p.item for p in prompts]
+    return model.decode_prompts(embeddings[items], sparse, dense, batched=batched)[0]
+
+
+def _decode_grouped(
+    model: KDSam, embeddings: torch.Tensor, prompts: list[_Prompts], scale: float, batched: bool | None
+) -> list[torch.Tensor]:
+    """Each object's 1x256x256 logits; objects with prompts of the same shape share a decoder pass."""
+    groups: dict[tuple[bool, int, bool], list[int]] = {}
+    for i, p in enumerate(prompts):
+        groups.setdefault(p.shape(), []).append(i)
+    answers: list[torch.Tensor] = [torch.empty(0)] * len(prompts)
+    for members in groups.values():
+        logits = _decode_alike(model, embeddings, [prompts[i] for i in members], scale, batched)
+        for i, answer in zip(members, logits, strict=True):
+            answers[i] = answer
+    return answers
 
 
 def prompted_logits(
-    model: KDSam, embedding: torch.Tensor, target: torch.Tensor, box: torch.Tensor, plan: PromptPlan
+    model: KDSam,
+    embeddings: torch.Tensor,
+    targets: torch.Tensor,
+    boxes: torch.Tensor,
+    plans: list[PromptPlan],
+    batched: bool | None = None,
 ) -> torch.Tensor:
-    """Logits (1x1x256x256, with gradient) for one object under a drawn prompt sequence.
+    """Logits (Bx1x256x256, with gradient) for B objects, each under its drawn prompt sequence.
 
-    embedding: 1x256x64x64; target: 1x256x256 float in the low-res frame; box: 1x4 in the prompt
+    embeddings: Bx256x64x64; targets: Bx1x256x256 float in the low-res frame; boxes: Bx4 in the prompt
     frame (already jittered). Corrective clicks go to the deepest point of the largest error region of
-    the previous answer (`kdsam.data.clicks.next_click`), which is fed back as the mask prompt.
+    the previous answer (`kdsam.data.clicks.next_click`), which is fed back as the mask prompt. The
+    sequences advance together, a round at a time, and the objects whose prompts have the same shape
+    decode in one pass (`batched` as in `KDSam.decode_prompts`): a few decoder passes per round
+    instead of one per object, and one transfer of the answers to the CPU for the clicks.
     """
-    kind = KINDS[plan.kind]
-    truth = target[0].detach().cpu().numpy() > 0.5
-    scale = model.img_size / truth.shape[-1]
-    points: list[tuple[int, int, bool]] = [] if kind == "box" else [(*plan.point, True)]
-    use_box = box if kind != "point" else None
-    mask_input = None
-    for _ in range(plan.clicks):
+    truths = (targets[:, 0] > 0.5).cpu().numpy()
+    scale = model.img_size / targets.shape[-1]
+    prompts = [_Prompts.first(i, plan, boxes[i]) for i, plan in enumerate(plans)]
+    while active := [p for p in prompts if p.clicks_left > 0]:
         with torch.no_grad():
-            logits = decode_prompts(model, embedding, use_box, points, mask_input, scale)
-        click = next_click(logits[0, 0].float().cpu().numpy() > 0, truth)  # bf16 under CUDA autocast
-        if click is None:
-            break
-        points.append((click.x, click.y, click.positive))
-        mask_input = logits.detach()
-    return decode_prompts(model, embedding, use_box, points, mask_input, scale)
+            answers = _decode_grouped(model, embeddings, active, scale, batched)
+        predictions = (torch.stack(answers)[:, 0] > 0).cpu().numpy()
+        for p, answer, prediction in zip(active, answers, predictions, strict=True):
+            click = next_click(prediction, truths[p.item])
+            if click is None:  # the answer is already right: no more clicks for this object
+                p.clicks_left = 0
+                continue
+            p.points.append((click.x, click.y, click.positive))
+            p.mask = answer
+            p.clicks_left -= 1
+    return torch.stack(_decode_grouped(model, embeddings, prompts, scale, batched))

@@ -130,12 +130,7 @@ def finetune(
                 batch["prompt_kind"], batch["prompt_clicks"], batch["prompt_point"], strict=True
             )
         ]
-        return torch.cat(
-            [
-                prompted_logits(student, emb[i : i + 1], batch["target"][i], batch["box"][i : i + 1], plan)
-                for i, plan in enumerate(plans)
-            ]
-        )
+        return prompted_logits(student, emb, batch["target"], batch["box"], plans)
 
     def losses(batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         logits = prompted(batch)

@@ -111,12 +111,23 @@ class KDSam(Sam):
         multimask_output: bool = False,
         batched: bool | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Bx256x64x64 embeddings and Bx4 prompt-frame boxes (one per embedding) -> low-res logits, IoU.
+        """Bx256x64x64 embeddings and Bx4 prompt-frame boxes (one per embedding) -> low-res logits, IoU."""
+        sparse, dense = self.prompt_encoder(points=None, boxes=boxes[:, None, :], masks=None)
+        return self.decode_prompts(embeddings, sparse, dense, multimask_output, batched)
+
+    def decode_prompts(
+        self,
+        embeddings: torch.Tensor,
+        sparse: torch.Tensor,
+        dense: torch.Tensor,
+        multimask_output: bool = False,
+        batched: bool | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The mask decoder for B images, each with its own encoded prompts (B sparse, B dense).
 
         SAM's mask decoder pairs all its prompts with one image, so B images take B decoder calls.
         `batched` (default: on CUDA) runs them as one call under `vmap`, with the same numbers: on a
         GPU the loop is launch-bound, on a CPU the loop is the faster (docs/training.md)."""
-        sparse, dense = self.prompt_encoder(points=None, boxes=boxes[:, None, :], masks=None)
         image_pe = self.prompt_encoder.get_dense_pe()
 
         def one(embedding: torch.Tensor, sparse: torch.Tensor, dense: torch.Tensor):
