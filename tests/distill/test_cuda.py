@@ -70,3 +70,14 @@ def test_run_cut_mid_epoch_on_cuda_resumes_like_an_uninterrupted_one(tmp_path, s
     losses = {name: [json.loads(x)["train_loss"] for x in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
               for name in ("full", "cut")}  # fmt: skip
     assert losses["cut"] == pytest.approx(losses["full"], rel=1e-3)
+
+
+def test_the_decoder_batched_on_cuda_answers_as_the_loop_does():
+    """On CUDA `KDSam.decode` defaults to one vmap call for the batch; the CPU-tested equality must
+    hold for CUDA's kernels too (fp32; TF32 convolutions allow about 1e-3)."""
+    model = make_tiny_teacher().cuda()
+    torch.manual_seed(0)
+    embeddings = torch.randn(4, 256, 64, 64, device="cuda")
+    boxes = torch.tensor([[5.0, 8.0, 60.0, 90.0], [0.0, 0.0, 127.0, 127.0], [30.0, 40.0, 50.0, 45.0], [9, 9, 99, 99]])
+    looped, batched = (model.decode(embeddings, boxes.cuda(), batched=b)[0] for b in (False, None))
+    assert torch.allclose(looped, batched, rtol=1e-3, atol=1e-3)
