@@ -193,10 +193,13 @@ class _Epoch:
         return cls(number, partial["position"], dict(partial["sums"]) if carried else {},
                    partial["seen"] if carried else 0, time.perf_counter() - partial["train_seconds"])  # fmt: skip
 
-    def add(self, terms: dict[str, torch.Tensor], n: int) -> None:
+    def add(self, terms: dict[str, torch.Tensor], n: int) -> dict[str, float]:
+        """Adds one forward's loss terms (means over its n items); returns them as numbers."""
+        values = {k: float(v.detach()) for k, v in terms.items()}
         self.seen += n
-        for k, v in terms.items():
-            self.sums[k] = self.sums.get(k, 0.0) + float(v.detach()) * n
+        for k, v in values.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v * n
+        return values
 
 
 class _Loop:
@@ -262,9 +265,9 @@ class _Loop:
                 bad_loss = None
             last = (i + 1) % cfg.accumulate == 0 or i + 1 == len(batches)
             loss = self._forward_backward(to_device(batch, rt), step_items, epoch, sync=last)
-            if not torch.isfinite(loss):
-                bad_loss = loss.item()
-            bar.set_postfix(loss=f"{loss.item():.4f}")
+            if not math.isfinite(loss):
+                bad_loss = loss
+            bar.set_postfix(loss=f"{loss:.4f}")
             if not last:
                 continue
             due = rt.is_main and time.monotonic() - last_save >= self.save_every_s
@@ -282,9 +285,9 @@ class _Loop:
                 last_save = time.monotonic()
         return epoch
 
-    def _forward_backward(self, batch: Batch, step_items: int, epoch: _Epoch, sync: bool) -> torch.Tensor:
-        """One forward's gradient, weighted by its share of the step's items; DDP all-reduces the
-        gradients only in a step's last backward (`sync`)."""
+    def _forward_backward(self, batch: Batch, step_items: int, epoch: _Epoch, sync: bool) -> float:
+        """One forward's gradient, weighted by its share of the step's items, and its loss; DDP
+        all-reduces the gradients only in a step's last backward (`sync`)."""
         rt = self.rt
         n = len(batch["index"])
         with self.forward.no_sync() if rt.distributed and not sync else contextlib.nullcontext():
@@ -292,8 +295,7 @@ class _Loop:
                 terms = self.forward(batch)
             with collective("gradient all-reduce") if rt.distributed else contextlib.nullcontext():
                 self.scaler.scale(terms["loss"] * (n / step_items)).backward()
-        epoch.add(terms, n)
-        return terms["loss"]
+        return epoch.add(terms, n)["loss"]
 
     def _optimizer_step(self) -> None:
         self.scaler.unscale_(self.optimizer)
