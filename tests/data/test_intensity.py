@@ -30,7 +30,7 @@ def test_parse_window(text: str, expected) -> None:
     assert parse_window(text) == expected
 
 
-@pytest.mark.parametrize("text", ["40", "40,0", "40,-5", "wide", "a,b"])
+@pytest.mark.parametrize("text", ["40", "40,0", "40,-5", "wide", "a,b", "0,inf", "nan,400", "inf,400", "40,nan"])
 def test_bad_window_is_one_line(text: str) -> None:
     with pytest.raises(KdsamError, match="LEVEL,WIDTH"):
         parse_window(text)

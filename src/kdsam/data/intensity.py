@@ -13,6 +13,8 @@ What was applied is returned as a dict, for the output's metadata.
 
 from __future__ import annotations
 
+import math
+import math
 from typing import Any
 
 import numpy as np
@@ -41,9 +43,9 @@ def parse_window(text: str) -> str | tuple[float, float]:
         level, width = (float(v) for v in key.split(","))
     except ValueError:
         level, width = 0.0, -1.0
-    if not width > 0:
+    if not (math.isfinite(level) and math.isfinite(width) and width > 0):  # "0,inf" and "nan,400" too
         choices = ", ".join([*MODES, *PRESETS])
-        raise KdsamError(f"--window {text!r}: expected LEVEL,WIDTH with WIDTH > 0, or one of {choices}")
+        raise KdsamError(f"--window {text!r}: expected finite LEVEL,WIDTH with WIDTH > 0, or one of {choices}")
     return level, width
 
 
