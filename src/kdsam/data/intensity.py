@@ -14,7 +14,6 @@ What was applied is returned as a dict, for the output's metadata.
 from __future__ import annotations
 
 import math
-import math
 from typing import Any
 
 import numpy as np
