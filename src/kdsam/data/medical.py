@@ -32,7 +32,8 @@ class Volume:
 
     array: float32, shape (I, J, K) as stored. affine: voxel index -> RAS+ mm. modality: DICOM's
     Modality ("CT", "MR", ...) or None. window: the file's own (level, width), DICOM only.
-    header: the NIfTI header to copy into outputs, None for DICOM.
+    header: the NIfTI header to copy into outputs, None for DICOM. sources: a DICOM series' datasets
+    in slice (k) order, so a DICOM SEG can reference each one (kdsam.infer.dicomseg); None for NIfTI.
     """
 
     path: Path
@@ -41,6 +42,7 @@ class Volume:
     modality: str | None = None
     window: tuple[float, float] | None = None
     header: object | None = None
+    sources: list[Dataset] | None = None
 
     @property
     def spacing(self) -> tuple[float, float, float]:
@@ -203,6 +205,7 @@ def read_dicom_series(files: Path | list[Path], name: Path | None = None) -> Vol
         affine,
         modality=str(first.get("Modality", "")) or None,
         window=_window(first),
+        sources=[ds for _, ds in datasets],
     )
 
 
