@@ -22,6 +22,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     add_device_argument(p)
     p.add_argument("--max-sessions", type=int, default=16, help="image embeddings kept for interactive sessions")
+    p.add_argument(
+        "--session-minutes", type=float, default=30.0, help="a session unused this long is forgotten (closed tabs)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -31,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     from kdsam.serve.app import create_app
     from kdsam.serve.engine import Engine
 
-    engine = Engine(load_predictor(args.model, args.device, args.runtime), args.max_sessions)
+    engine = Engine(load_predictor(args.model, args.device, args.runtime), args.max_sessions, args.session_minutes * 60)
     app = create_app(engine)
     host = f"[{args.host}]" if ":" in args.host else args.host
     print(f"kdsam serve: {engine.name} at http://{host}:{args.port}/ (API docs at /docs; Ctrl-C stops)", flush=True)

@@ -20,6 +20,7 @@ from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from PIL import Image
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
@@ -88,10 +89,12 @@ def _error(status: int, message: str) -> JSONResponse:
 
 def create_app(engine: Engine, max_upload_bytes: int = MAX_UPLOAD_BYTES, max_pixels: int = MAX_PIXELS) -> FastAPI:
     """The app serving `engine`'s model: API under /v1, health at /healthz, the page at /."""
-    app = FastAPI(
+    app = FastAPIOffline(  # /docs and /redoc with their scripts served from the package: no CDN
         title="kdsam",
         version=kdsam.__version__,
         description=f"Box- and click-prompted segmentation with {engine.name}.",
+        favicon_url="/favicon.ico",
+        static_url="/static-docs",
     )
 
     @app.exception_handler(BadRequest)
@@ -215,6 +218,10 @@ def create_app(engine: Engine, max_upload_bytes: int = MAX_UPLOAD_BYTES, max_pix
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:
         return FileResponse(str(STATIC / "index.html"))
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> FileResponse:
+        return FileResponse(str(STATIC / "favicon.svg"), media_type="image/svg+xml")
 
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
     return app

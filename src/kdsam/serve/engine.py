@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from kdsam.errors import KdsamError
+from kdsam.serve.store import DEFAULT_TTL_S, ExpiringStore
 
 
 @dataclass
@@ -50,17 +49,22 @@ class Session:
 
 
 class Engine:
-    """A predictor behind a lock, with a bounded LRU of sessions (least recently used evicted first)."""
+    """A predictor behind a lock, with a bounded LRU of sessions (least recently used evicted first,
+    and any unused for `session_ttl_s` seconds: the sessions of closed tabs)."""
 
-    def __init__(self, predictor: Any, max_sessions: int = 16) -> None:
+    def __init__(self, predictor: Any, max_sessions: int = 16, session_ttl_s: float = DEFAULT_TTL_S) -> None:
         if max_sessions < 1:
             raise KdsamError(f"--max-sessions {max_sessions}: keep at least one session")
         self.predictor = predictor
         self.points = hasattr(predictor, "predict")  # SamPredictor's API; an ONNX export decodes boxes only
         self.max_sessions = max_sessions
         self._model_lock = threading.Lock()
-        self._sessions: OrderedDict[str, Session] = OrderedDict()
-        self._sessions_lock = threading.Lock()
+        self._sessions: ExpiringStore[Session] = ExpiringStore(max_sessions, session_ttl_s)
+
+    @property
+    def model_lock(self) -> threading.Lock:
+        """Held by every model call; other users of the model (volume slices) take it too."""
+        return self._model_lock
 
     @property
     def name(self) -> str:
@@ -108,24 +112,13 @@ class Engine:
         return Prediction(masks, scores, low_res)
 
     def open_session(self, image: np.ndarray) -> str:
-        session = Session(image, self.embed(image))
-        key = uuid.uuid4().hex
-        with self._sessions_lock:
-            self._sessions[key] = session
-            while len(self._sessions) > self.max_sessions:
-                self._sessions.popitem(last=False)
-        return key
+        return self._sessions.add(Session(image, self.embed(image)))
 
     def session(self, key: str) -> Session:
-        with self._sessions_lock:
-            if key not in self._sessions:
-                raise KeyError(key)
-            self._sessions.move_to_end(key)
-            return self._sessions[key]
+        return self._sessions.get(key)
 
     def close_session(self, key: str) -> bool:
-        with self._sessions_lock:
-            return self._sessions.pop(key, None) is not None
+        return self._sessions.pop(key)
 
     @property
     def n_sessions(self) -> int:
