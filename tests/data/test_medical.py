@@ -3,6 +3,7 @@ plus series built from them with known order, spacing and missing slices."""
 
 from __future__ import annotations
 
+import re
 import struct
 import zlib
 from pathlib import Path
@@ -18,6 +19,7 @@ from pydicom.data import get_testdata_file
 from kdsam.data.dataset import Dataset, Record
 from kdsam.data.imageio import BadFileError, image_size, read_image, read_image_with_intensity
 from kdsam.data.medical import read_volume, write_nifti
+from tests import hostile
 
 CT = Path(get_testdata_file("CT_small.dcm"))
 MR = Path(get_testdata_file("MR_small.dcm"))
@@ -194,5 +196,24 @@ def test_damaged_volume_files_are_one_line(tmp_path: Path, name: str, message: s
     source = ANATOMICAL.read_bytes() if name.endswith(".nii.gz") else b"not a dicom file at all" * 10
     path.write_bytes(source[:200])
     with pytest.raises(BadFileError, match=message) as err:
+        read_volume(path)
+    assert str(err.value).startswith(str(path)) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("kind", sorted(hostile.BAD_DICOMS))
+def test_malformed_dicom_attributes_are_one_line_naming_them(tmp_path: Path, kind: str) -> None:
+    path = hostile.bad_dicom(tmp_path, kind)
+    with pytest.raises(BadFileError, match=hostile.BAD_DICOMS[kind][1]) as err:
+        read_volume(path)
+    assert str(err.value).startswith(str(path)) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [(hostile.corrupt_gzip_nifti, "unreadable NIfTI"), (hostile.huge_nifti, "header claims shape (30000, 30000")],
+)
+def test_corrupt_gzip_and_huge_headers_are_one_line(tmp_path: Path, build, message: str) -> None:
+    path = build(tmp_path)
+    with pytest.raises(BadFileError, match=re.escape(message)) as err:
         read_volume(path)
     assert str(err.value).startswith(str(path)) and "\n" not in str(err.value)

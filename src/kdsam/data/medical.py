@@ -10,6 +10,7 @@ read: one row-major image per slice.
 from __future__ import annotations
 
 import gzip
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,6 +25,9 @@ if TYPE_CHECKING:
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
 POSITION_TOLERANCE = 0.05  # relative deviation of a slice gap before a series counts as having holes
+# Voxels a volume may hold: 4 GiB as float32 (a 512x512x4096 CT). A header claiming more is refused
+# before any data is read, so a damaged or hostile file cannot exhaust memory.
+MAX_VOXELS = 1 << 30
 
 
 @dataclass
@@ -83,19 +87,29 @@ def is_volume(path: Path) -> bool:
 
 
 def read_volume(path: str | Path) -> Volume:
-    """A NIfTI file, a DICOM series folder, or a single DICOM file (a one-slice volume)."""
+    """A NIfTI file, a DICOM series folder, or a single DICOM file (a one-slice volume).
+
+    Whatever goes wrong inside the readers (nibabel, zlib, pydicom raise many exception types on
+    damaged files) is a BadFileError naming the file: callers skip it or print one line."""
     path = Path(path)
     if not path.exists():
         raise BadFileError(f"{path}: file not found")
-    if path.is_dir():
-        return read_dicom_series(path)
-    if is_nifti(path):
-        return read_nifti(path)
     if path.suffix.lower() in (".mha", ".mhd", ".nrrd", ".nhdr"):
         raise BadFileError(f"{path}: MHA/NRRD is not read by kdsam; convert it to NIfTI (e.g. SimpleITK.WriteImage)")
-    if is_dicom(path):
-        return read_dicom_series([path], path)
-    raise BadFileError(f"{path}: not a volume kdsam reads (NIfTI .nii/.nii.gz, a DICOM file or a DICOM series folder)")
+    if not (path.is_dir() or is_nifti(path) or is_dicom(path)):
+        raise BadFileError(
+            f"{path}: not a volume kdsam reads (NIfTI .nii/.nii.gz, a DICOM file or a DICOM series folder)"
+        )
+    try:
+        if path.is_dir():
+            return read_dicom_series(path)
+        return read_nifti(path) if is_nifti(path) else read_dicom_series([path], path)
+    except BadFileError:
+        raise
+    except MemoryError as err:
+        raise BadFileError(f"{path}: too large to read into memory") from err
+    except Exception as err:  # a reader's failure on a damaged file, of any type
+        raise BadFileError(f"{path}: unreadable or malformed ({type(err).__name__}: {_one_line(err)})") from err
 
 
 def read_nifti(path: Path) -> Volume:
@@ -105,8 +119,9 @@ def read_nifti(path: Path) -> Volume:
     try:
         img = nib.load(str(path))
         shape = img.shape
+        _check_size(path, shape)
         data = np.asarray(img.get_fdata(dtype=np.float32))
-    except (OSError, ValueError, EOFError, nib.filebasedimages.ImageFileError) as err:
+    except (OSError, ValueError, EOFError, zlib.error, nib.filebasedimages.ImageFileError) as err:
         raise BadFileError(f"{path}: unreadable NIfTI ({_one_line(err)})") from err
     while data.ndim > 3 and data.shape[-1] == 1:
         data = data[..., 0]
@@ -120,6 +135,35 @@ def read_nifti(path: Path) -> Volume:
     return Volume(path, data, np.asarray(img.affine, dtype=np.float64), header=img.header)
 
 
+def _check_size(path: Path, shape: tuple[int, ...]) -> None:
+    """Every dimension counts (a header claiming 2x2x10^9 is as bad as 10^5x10^5): refuse empty and
+    over-large volumes before reading their data."""
+    voxels = int(np.prod([int(n) for n in shape], dtype=object))
+    if voxels == 0:
+        raise BadFileError(f"{path}: an empty volume (shape {tuple(shape)})")
+    if voxels > MAX_VOXELS:
+        raise BadFileError(
+            f"{path}: its header claims shape {tuple(shape)} ({voxels:,} voxels), more than kdsam reads "
+            f"({MAX_VOXELS:,}); a damaged header, or crop the volume first"
+        )
+
+
+def _numbers(path: Path, ds: Dataset, keyword: str, n: int, exact: bool = True) -> np.ndarray | None:
+    """A numeric DICOM attribute as finite floats (n of them, or at least n), None when absent; a
+    malformed one is a BadFileError naming the attribute."""
+    value = ds.get(keyword)
+    if value is None or value == "":
+        return None
+    try:
+        values = np.atleast_1d(np.asarray(value, dtype=np.float64)).ravel()
+    except (TypeError, ValueError):
+        values = np.zeros(0)
+    if (values.size != n if exact else values.size < n) or not np.isfinite(values).all():
+        shown = " ".join(str(value).split())[:60]
+        raise BadFileError(f"{path}: malformed DICOM {keyword} {shown!r}: expected {n} finite numbers")
+    return values
+
+
 def _dataset(path: Path) -> Dataset:
     import pydicom
 
@@ -129,6 +173,11 @@ def _dataset(path: Path) -> Dataset:
         raise BadFileError(f"{path}: unreadable DICOM ({_one_line(err)})") from err
     if "PixelData" not in ds:
         raise BadFileError(f"{path}: DICOM without pixel data (a report or structure set, not an image)")
+    rows, columns = ds.get("Rows"), ds.get("Columns")
+    if not isinstance(rows, int) or not isinstance(columns, int) or rows < 1 or columns < 1:
+        raise BadFileError(f"{path}: DICOM without a valid image size (Rows {rows!r}, Columns {columns!r})")
+    for keyword in ("RescaleSlope", "RescaleIntercept"):
+        _numbers(path, ds, keyword, 1)
     return ds
 
 
@@ -150,20 +199,27 @@ def _pixels(path: Path, ds: Dataset) -> np.ndarray:
     return np.asarray(apply_modality_lut(arr, ds), dtype=np.float32)
 
 
-def _window(ds: Dataset) -> tuple[float, float] | None:
-    """The file's own display window (the first, when several are given)."""
-    centre, width = ds.get("WindowCenter"), ds.get("WindowWidth")
+def _window(path: Path, ds: Dataset) -> tuple[float, float] | None:
+    """The file's own display window (the first, when several are given); None without one or
+    with a width of 0 or less."""
+    centre, width = _numbers(path, ds, "WindowCenter", 1, False), _numbers(path, ds, "WindowWidth", 1, False)
     if centre is None or width is None:
         return None
-    first = [float(v[0]) if hasattr(v, "__len__") and not isinstance(v, str) else float(v) for v in (centre, width)]
-    return (first[0], first[1]) if first[1] > 0 else None
+    return (float(centre[0]), float(width[0])) if width[0] > 0 else None
 
 
-def _frame(ds: Dataset) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(row direction, column direction, position) in LPS mm; identity-like when the file omits them."""
-    orient = np.asarray(ds.get("ImageOrientationPatient", [1, 0, 0, 0, 1, 0]), dtype=np.float64)
-    position = np.asarray(ds.get("ImagePositionPatient", [0, 0, 0]), dtype=np.float64)
-    return orient[:3], orient[3:], position
+def _frame(path: Path, ds: Dataset) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(row direction, column direction, position) in LPS mm; identity-like when the file omits them.
+    Directions that are not two independent vectors give no slice normal, so they are refused."""
+    orient = _numbers(path, ds, "ImageOrientationPatient", 6)
+    orient = np.array([1.0, 0, 0, 0, 1, 0]) if orient is None else orient
+    if np.linalg.norm(np.cross(orient[:3], orient[3:])) < 1e-3:
+        raise BadFileError(
+            f"{path}: malformed DICOM ImageOrientationPatient {orient.tolist()}: the row and column directions "
+            "must be two perpendicular unit vectors"
+        )
+    position = _numbers(path, ds, "ImagePositionPatient", 3)
+    return orient[:3], orient[3:], np.zeros(3) if position is None else position
 
 
 def read_dicom_series(files: Path | list[Path], name: Path | None = None) -> Volume:
@@ -184,27 +240,30 @@ def read_dicom_series(files: Path | list[Path], name: Path | None = None) -> Vol
     series = {ds.get("SeriesInstanceUID") for _, ds in datasets}
     if len(series) > 1:
         raise BadFileError(f"{name}: {len(series)} series mixed in one folder; give one series per folder")
-    row_dir, col_dir, _ = _frame(first)
+    row_dir, col_dir, _ = _frame(name, first)
     normal = np.cross(row_dir, col_dir)
-    positions = [float(_frame(ds)[2] @ normal) for _, ds in datasets]
+    positions = [float(_frame(p, ds)[2] @ normal) for p, ds in datasets]
     order = np.argsort(positions, kind="stable")
     datasets = [datasets[i] for i in order]
     positions = [positions[i] for i in order]
     step = _slice_step(name, positions, first)
     pixels = np.stack([_pixels(p, ds) for p, ds in datasets], axis=-1)  # rows, cols, slices
-    dr, dc = (float(v) for v in first.get("PixelSpacing", [1.0, 1.0]))
+    spacing = _numbers(name, first, "PixelSpacing", 2)
+    dr, dc = (1.0, 1.0) if spacing is None else (float(spacing[0]), float(spacing[1]))
+    if dr <= 0 or dc <= 0:
+        raise BadFileError(f"{name}: malformed DICOM PixelSpacing {[dr, dc]}: spacings are positive")
     lps = np.eye(4)
     lps[:3, 0] = row_dir * dc  # along i (columns): the row direction, column spacing
     lps[:3, 1] = col_dir * dr  # along j (rows)
     lps[:3, 2] = normal * step
-    lps[:3, 3] = _frame(datasets[0][1])[2]
+    lps[:3, 3] = _frame(*datasets[0])[2]
     affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps  # LPS (DICOM) -> RAS (NIfTI)
     return Volume(
         Path(name),
         np.ascontiguousarray(pixels.transpose(1, 0, 2)),
         affine,
         modality=str(first.get("Modality", "")) or None,
-        window=_window(first),
+        window=_window(name, first),
         sources=[ds for _, ds in datasets],
     )
 
@@ -213,7 +272,11 @@ def _slice_step(name: Path, positions: list[float], first: Dataset) -> float:
     """The gap between slices: from the positions of a series (which must be evenly spaced), or the
     file's SpacingBetweenSlices / SliceThickness for a single slice."""
     if len(positions) == 1:
-        return float(first.get("SpacingBetweenSlices") or first.get("SliceThickness") or 1.0)
+        for keyword in ("SpacingBetweenSlices", "SliceThickness"):
+            value = _numbers(name, first, keyword, 1)
+            if value is not None and value[0] > 0:
+                return float(value[0])
+        return 1.0
     gaps = np.diff(positions)
     step = float(np.median(gaps))
     if step <= 0 or np.any(gaps <= step * POSITION_TOLERANCE):
