@@ -94,19 +94,28 @@ class Dataset(Sequence[Sample]):
         read_target: Callable[[Record], np.ndarray] = union_of_masks,
         split: str | None = None,
         max_side: int | None = None,
+        load: Callable[[Record, int | None], Sample] | None = None,
     ) -> None:
+        """load: decodes a record at most max_side large; default `load_record` with `read_target`
+        (a volume dataset's records are slices read from its slice store instead)."""
         self.spec = spec
         self.records = list(records)
         self.read_target = read_target
         self.split = split
         self.max_side = max_side
+        self.load = load
         self.problems: list[dict[str, str]] = []
 
     def __len__(self) -> int:
         return len(self.records)
 
     def __getitem__(self, index: int) -> Sample:  # type: ignore[override]
-        return load_record(self.records[index], self.read_target, self.max_side)
+        return self.decode(self.records[index])
+
+    def decode(self, record: Record) -> Sample:
+        if self.load is not None:
+            return self.load(record, self.max_side)
+        return load_record(record, self.read_target, self.max_side)
 
     @property
     def names(self) -> list[str]:
@@ -114,14 +123,14 @@ class Dataset(Sequence[Sample]):
 
     def subset(self, names: Sequence[str], split: str | None = None) -> Dataset:
         keep = set(names)
-        out = Dataset(self.spec, [r for r in self.records if r.name in keep], self.read_target, split, self.max_side)
-        return out
+        records = [r for r in self.records if r.name in keep]
+        return Dataset(self.spec, records, self.read_target, split, self.max_side, self.load)
 
     def samples(self) -> Iterator[Sample]:
         """Every readable sample; a bad file is recorded in `problems` and skipped."""
         for record in self.records:
             try:
-                yield load_record(record, self.read_target, self.max_side)
+                yield self.decode(record)
             except BadFileError as err:
                 self.problems.append({"name": record.name, "file": _first_path(str(err)), "error": str(err)})
 
