@@ -13,7 +13,14 @@ import torch
 from kdsam.cli import main
 from kdsam.data.synthetic import synthesize
 from kdsam.errors import KdsamError
-from kdsam.export.onnx import CONFIG_FILE, DECODER_FILE, ENCODER_FILE, export_onnx, preprocessing_config
+from kdsam.export.onnx import (
+    CONFIG_FILE,
+    DECODER_FILE,
+    ENCODER_FILE,
+    PROMPT_DECODER_FILE,
+    export_onnx,
+    preprocessing_config,
+)
 from kdsam.export.onnx_predictor import (
     OnnxPredictor,
     is_export,
@@ -58,8 +65,8 @@ def predictors(student: KDSam, exported: Path) -> tuple[KDSamPredictor, OnnxPred
 
 def test_export_writes_two_checked_graphs_and_the_preprocessing(exported: Path) -> None:
     written = sorted(p.name for p in exported.iterdir())
-    assert written == sorted([CONFIG_FILE, DECODER_FILE, ENCODER_FILE, INT8_ENCODER_FILE])
-    for name in (ENCODER_FILE, DECODER_FILE, INT8_ENCODER_FILE):
+    assert written == sorted([CONFIG_FILE, DECODER_FILE, ENCODER_FILE, INT8_ENCODER_FILE, PROMPT_DECODER_FILE])
+    for name in (ENCODER_FILE, DECODER_FILE, INT8_ENCODER_FILE, PROMPT_DECODER_FILE):
         onnx.checker.check_model(str(exported / name), full_check=True)
     boxes = onnx.load(str(exported / DECODER_FILE)).graph.input[1]
     assert boxes.name == "boxes" and boxes.type.tensor_type.shape.dim[0].dim_param  # any number of boxes
@@ -89,6 +96,31 @@ def test_onnx_predictor_matches_the_pytorch_predictor(predictors) -> None:
         np.testing.assert_allclose(got[1], want[1], atol=1e-4)
         np.testing.assert_allclose(got[2], want[2], atol=1e-4)
     assert (onnx_predictor.segment(BOXES) == torch_predictor.segment(BOXES)).mean() > 0.99
+
+
+@pytest.mark.parametrize(
+    "points, labels, box, with_mask",
+    [
+        ([[40.0, 50.0]], [1], None, False),  # a lone click: best of three
+        ([[40.0, 50.0], [70.0, 20.0]], [1, 0], [10.0, 12.0, 90.0, 100.0], True),
+        ([], [], [10.0, 12.0, 90.0, 100.0], False),  # a box alone, as SAM's prompt encoder embeds it
+        ([[64.0, 64.0], [3.0, 5.0], [100.0, 90.0]], [0, 1, 1], None, True),
+    ],
+)
+def test_prompt_decoder_matches_sam_prompt_encoder(predictors, points, labels, box, with_mask) -> None:
+    """The exported clicks+box+mask graph answers as SAM's own prompt encoder and mask decoder."""
+    from kdsam.infer.volume import FramePrompt, TorchSlices
+
+    torch_predictor, onnx_predictor = predictors
+    rng = np.random.default_rng(0)
+    mask = rng.normal(0, 4, (256, 256)).astype(np.float32) if with_mask else None
+    prompt = FramePrompt(np.array(points, np.float32).reshape(-1, 2), np.array(labels), box and np.array(box), mask)
+    embedding = onnx_predictor.features
+    sizes = (onnx_predictor.input_size, onnx_predictor.original_size)
+    ours = onnx_predictor.slices().decode_prompts(embedding, prompt, *sizes)
+    theirs = TorchSlices(torch_predictor.model).decode_prompts(torch.from_numpy(embedding), prompt, *sizes)
+    np.testing.assert_allclose(ours.logits, theirs.logits, atol=2e-4)
+    assert abs(ours.score - theirs.score) < 1e-4 and (ours.mask != theirs.mask).mean() < 1e-3
 
 
 @pytest.mark.parametrize(

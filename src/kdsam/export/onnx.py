@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 ENCODER_FILE = "image_encoder.onnx"
 DECODER_FILE = "box_decoder.onnx"
+PROMPT_DECODER_FILE = "prompt_decoder.onnx"
 CONFIG_FILE = "kdsam_onnx.json"
 DEFAULT_OPSET = 17
 # Protobuf caps one file at 2 GiB: larger graphs (SAM ViT-H's encoder) keep their weights in one
@@ -59,6 +60,41 @@ class BoxDecoder(nn.Module):
         )
 
 
+class PromptDecoder(nn.Module):
+    """Prompt encoder + mask decoder for clicks, a box and a mask prompt together (SAM's own ONNX
+    model does the same): the box enters as two corner points labelled 2 and 3, a click as 1
+    (object) or 0 (background), padding as -1; `has_mask_input` 0 stands for "no mask prompt".
+
+    Inputs: image embeddings 1x256x64x64, point_coords 1xNx2 in the prompt frame, point_labels 1xN,
+    mask_input 1x1x256x256 logits, has_mask_input (1,). Outputs: all four of SAM's low-res masks
+    1x4x256x256 (0: the single-mask output, 1-3: the multimask ones) and their IoU predictions 1x4,
+    so one graph serves a single-mask decode and a lone click's best of three.
+    """
+
+    def __init__(self, model: KDSam) -> None:
+        super().__init__()
+        self.prompt_encoder = model.prompt_encoder
+        self.mask_decoder = model.mask_decoder
+
+    def forward(
+        self,
+        image_embeddings: torch.Tensor,
+        point_coords: torch.Tensor,
+        point_labels: torch.Tensor,
+        mask_input: torch.Tensor,
+        has_mask_input: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        pe = self.prompt_encoder
+        sparse = pe.pe_layer.forward_with_coords(point_coords + 0.5, pe.input_image_size)
+        labels = point_labels[..., None]
+        sparse = sparse * (labels != -1) + pe.not_a_point_embed.weight * (labels == -1)
+        for i in range(pe.num_point_embeddings):
+            sparse = sparse + pe.point_embeddings[i].weight * (labels == i)
+        no_mask = pe.no_mask_embed.weight.reshape(1, -1, 1, 1)
+        dense = pe.mask_downscaling(mask_input) * has_mask_input + no_mask * (1 - has_mask_input)
+        return self.mask_decoder.predict_masks(image_embeddings, pe.get_dense_pe(), sparse, dense)
+
+
 def preprocessing_config(model: KDSam, opset: int) -> dict[str, Any]:
     """Everything an ONNX runtime needs besides the graphs: how to prepare an image and read the masks."""
     return {
@@ -74,6 +110,7 @@ def preprocessing_config(model: KDSam, opset: int) -> dict[str, Any]:
         "embedding_shape": [1, 256, 64, 64],
         "encoder": ENCODER_FILE,
         "decoder": DECODER_FILE,
+        "prompt_decoder": PROMPT_DECODER_FILE,
         "opset": opset,
         "external_data": False,
     }
@@ -160,7 +197,7 @@ def export_onnx(
     external_data: bool | None = None,
     calibration: Calibration | None = None,
 ) -> dict[str, Any]:
-    """Write ENCODER_FILE, DECODER_FILE and CONFIG_FILE into `out_dir`; returns the config.
+    """Write ENCODER_FILE, DECODER_FILE, PROMPT_DECODER_FILE and CONFIG_FILE into `out_dir`; returns the config.
 
     Each file is written atomically and the JSON last, so a folder with the JSON holds a complete
     export. The decoder takes any number of boxes (dynamic first axis). Traced on the model's device;
@@ -195,6 +232,24 @@ def export_onnx(
             (["image_embeddings", "boxes"], ["low_res_logits", "iou_predictions"]),
             opset,
             {"boxes": per_box, "low_res_logits": per_box, "iou_predictions": per_box},
+        )
+        points = torch.tensor([[[10.0, 20.0], [0.0, 0.0], [5.0, 5.0], [40.0, 60.0]]], device=device)
+        _export_graph(
+            PromptDecoder(model),
+            (
+                embedding,
+                points,
+                torch.tensor([[1.0, 0.0, 2.0, 3.0]], device=device),
+                torch.zeros(1, 1, 256, 256, device=device),
+                torch.ones(1, device=device),
+            ),
+            out / PROMPT_DECODER_FILE,
+            (
+                ["image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input"],
+                ["low_res_logits", "iou_predictions"],
+            ),
+            opset,
+            {"point_coords": {1: "num_points"}, "point_labels": {1: "num_points"}},
         )
     config = preprocessing_config(model, opset) | {"external_data": external}
     if calibration is not None:

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from kdsam.errors import KdsamError
 from kdsam.export.onnx import CONFIG_FILE, DECODER_FILE, ENCODER_FILE
+from kdsam.infer.volume import Decoded, FramePrompt, pick_mask
 from kdsam.models.sam import grey_to_rgb
 from kdsam.models.transforms import medsam_upsample, resize_transform
 from kdsam.predictor import KDSamPredictor, as_rgb_uint8
@@ -116,10 +117,11 @@ class OnnxPredictor:
         )
         self.mask_threshold = float(self.config.get("mask_threshold", 0.0))
         self.name = f"{self.config.get('model', self.folder.name)} [{runtime}]"
-        providers = providers or ["CPUExecutionProvider"]
-        options = session_options(threads)
-        self.encoder = self._session(encoder_file(self.config, runtime, self.folder), providers, options)
-        self.decoder = self._session(self.config.get("decoder", DECODER_FILE), providers, options)
+        self.providers = providers or ["CPUExecutionProvider"]
+        self.options = session_options(threads)
+        self.encoder = self._session(encoder_file(self.config, runtime, self.folder), self.providers, self.options)
+        self.decoder = self._session(self.config.get("decoder", DECODER_FILE), self.providers, self.options)
+        self._prompt_decoder: ort.InferenceSession | None = None
         self.reset_image()
 
     def _session(self, name: str, providers: list[str], options: ort.SessionOptions) -> ort.InferenceSession:
@@ -189,6 +191,14 @@ class OnnxPredictor:
     # The union of per-box masks is defined once, on KDSamPredictor; it only uses predict_boxes.
     segment = KDSamPredictor.segment
 
+    def prompt_decoder(self) -> ort.InferenceSession:
+        """The clicks+box+mask decoder graph, loaded on first use; one line when the export predates it."""
+        if self._prompt_decoder is None:
+            if "prompt_decoder" not in self.config:
+                raise KdsamError(f"{self.folder}: this export has no prompt decoder for clicks (rerun `kdsam export`)")
+            self._prompt_decoder = self._session(self.config["prompt_decoder"], self.providers, self.options)
+        return self._prompt_decoder
+
     def slices(self) -> OnnxSlices:
         """This export as the 3D protocol's `kdsam.infer.volume.SliceModel`."""
         return OnnxSlices(self)
@@ -225,6 +235,29 @@ class OnnxSlices:
         box = np.asarray(frame_box, np.float32).reshape(1, 4)
         masks = self.predictor.decode(embedding, box, input_size, original_size)[0]
         return masks[0, 0] > self.predictor.mask_threshold
+
+    def decode_prompts(
+        self, embedding: np.ndarray, prompt: FramePrompt, input_size: tuple[int, int], original_size: tuple[int, int]
+    ) -> Decoded:
+        session = self.predictor.prompt_decoder()
+        coords, labels = prompt.sam_points()
+        mask = np.zeros((1, 1, 256, 256), np.float32) if prompt.mask is None else prompt.mask[None, None]
+        low_res, iou = session.run(
+            None,
+            {
+                "image_embeddings": embedding,
+                "point_coords": coords,
+                "point_labels": labels,
+                "mask_input": np.asarray(mask, np.float32),
+                "has_mask_input": np.array([0.0 if prompt.mask is None else 1.0], np.float32),
+            },
+        )
+        k = pick_mask(iou[0], prompt.ambiguous)
+        config = self.predictor.config
+        full = postprocess_masks(
+            low_res[:, k : k + 1], int(config["img_size"]), input_size, original_size, config.get("recipe", "sam")
+        )
+        return Decoded(full[0, 0] > self.predictor.mask_threshold, low_res[0, k], float(iou[0, k]))
 
 
 def encoder_file(config: dict[str, Any], runtime: str, folder: Path) -> str:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -30,6 +31,49 @@ from kdsam.models.sam import KDSam
 
 Size = tuple[int, int]  # (height, width)
 BOX_MARGIN = 3  # pixels in the model's frame, get_bbox256's bbox_shift
+
+
+@dataclass
+class FramePrompt:
+    """Prompts of one slice in the model's frame: clicks (Nx2 x, y; labels 1 object, 0 background),
+    an optional box (x0, y0, x1, y1) and an optional 256x256 mask prompt (low-res logits)."""
+
+    points: np.ndarray
+    labels: np.ndarray
+    box: np.ndarray | None = None
+    mask: np.ndarray | None = None
+
+    @property
+    def ambiguous(self) -> bool:
+        """A lone click with nothing else: SAM answers with three masks and picks by its IoU estimate."""
+        return self.box is None and self.mask is None and len(self.points) == 1
+
+    def sam_points(self) -> tuple[np.ndarray, np.ndarray]:
+        """(1xNx2 coords, 1xN labels) as SAM's ONNX decoder takes them: the box as two corner points
+        labelled 2 and 3, else a padding point labelled -1 (what SAM's prompt encoder appends)."""
+        extra, extra_labels = (
+            (np.asarray(self.box, np.float32).reshape(2, 2), [2.0, 3.0])
+            if self.box is not None
+            else (np.zeros((1, 2), np.float32), [-1.0])
+        )
+        coords = np.concatenate([np.asarray(self.points, np.float32).reshape(-1, 2), extra])
+        labels = np.concatenate([np.asarray(self.labels, np.float32).reshape(-1), extra_labels])
+        return coords[None].astype(np.float32), labels[None].astype(np.float32)
+
+
+@dataclass
+class Decoded:
+    """One slice decoded: HxW bool mask at the original size, 256x256 low-res logits, IoU estimate."""
+
+    mask: np.ndarray
+    logits: np.ndarray
+    score: float
+
+
+def pick_mask(iou: np.ndarray, ambiguous: bool) -> int:
+    """Which of SAM's four outputs (0 single-mask, 1-3 multimask) answers: the best of three for an
+    ambiguous prompt, else the single-mask output, as `multimask_output` chooses in SAM."""
+    return 1 + int(np.argmax(iou[1:])) if ambiguous else 0
 
 
 class SliceModel(Protocol):
@@ -46,6 +90,11 @@ class SliceModel(Protocol):
 
     def decode_box(self, embedding: Any, frame_box: np.ndarray, input_size: Size, original_size: Size) -> np.ndarray:
         """One box already in the model's frame -> HxW bool mask at the original size."""
+        ...
+
+    def decode_prompts(self, embedding: Any, prompt: FramePrompt, input_size: Size, original_size: Size) -> Decoded:
+        """Clicks, a box and a mask prompt in the model's frame -> the mask at the original size, its
+        low-res logits and the decoder's IoU estimate (a lone click: SAM's best of three)."""
         ...
 
 
@@ -73,6 +122,35 @@ class TorchSlices:
         low_res, _ = self.model.decode(embedding, box)
         masks = self.model.postprocess_masks(low_res, input_size, original_size)
         return (masks[0, 0] > self.model.mask_threshold).cpu().numpy()
+
+    @torch.no_grad()
+    def decode_prompts(
+        self, embedding: torch.Tensor, prompt: FramePrompt, input_size: Size, original_size: Size
+    ) -> Decoded:
+        dev = embedding.device
+        points = None
+        if len(prompt.points):
+            coords = torch.as_tensor(np.asarray(prompt.points, np.float32).reshape(1, -1, 2), device=dev)
+            points = (coords, torch.as_tensor(np.asarray(prompt.labels).reshape(1, -1), device=dev))
+        box = (
+            None
+            if prompt.box is None
+            else torch.as_tensor(np.asarray(prompt.box, np.float32).reshape(1, 4), device=dev)
+        )
+        mask = (
+            None
+            if prompt.mask is None
+            else torch.as_tensor(np.asarray(prompt.mask, np.float32)[None, None], device=dev)
+        )
+        sparse, dense = self.model.prompt_encoder(points=points, boxes=box, masks=mask)
+        low_res, iou = self.model.mask_decoder.predict_masks(
+            embedding, self.model.prompt_encoder.get_dense_pe(), sparse, dense
+        )
+        k = pick_mask(iou[0].cpu().numpy(), prompt.ambiguous)
+        full = self.model.postprocess_masks(low_res[:, k : k + 1], input_size, original_size)
+        return Decoded(
+            (full[0, 0] > self.model.mask_threshold).cpu().numpy(), low_res[0, k].cpu().numpy(), float(iou[0, k])
+        )
 
 
 def slice_model(model: Any) -> SliceModel:
@@ -143,16 +221,22 @@ def check_box3d(box: Sequence[float], shape: tuple[int, int, int], where: str) -
 
 
 def segment_box3d(
-    model: SliceModel, embeddings: SliceEmbeddings, box: Sequence[int], label: int = 1, pool: Executor | None = None
+    model: SliceModel,
+    embeddings: SliceEmbeddings,
+    box: Sequence[int],
+    label: int = 1,
+    pool: Executor | None = None,
+    middle: int | None = None,
 ) -> np.ndarray:
     """(D, H, W) bool: one 3D box propagated from its middle slice outwards. With a `pool` the
     slices are embedded concurrently first, and the chains up and down from the middle (which depend
-    only on the middle slice) run at the same time: the same masks, sooner on several cores."""
+    only on the middle slice) run at the same time: the same masks, sooner on several cores.
+    `middle`: the slice the 2D box lies on, when it is not the middle of the z range (CVPR25)."""
     stack = embeddings.stack
     d, h, w = stack.shape[:3]
     x0, y0, z0, x1, y1, z1 = box
     out = np.zeros((d, h, w), dtype=bool)
-    middle = int((z1 - z0) / 2 + z0)
+    middle = int((z1 - z0) / 2 + z0) if middle is None else middle
     up, down = list(range(middle + 1, z1 + 1)), list(range(middle - 1, z0 - 1, -1))
     first_box = model.transform.apply_boxes(np.array([[x0, y0, x1, y1]], dtype=np.float32), (h, w))[0]
     if pool is not None:
