@@ -90,8 +90,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--out",
         required=True,
         type=Path,
-        help="output file (PNG for an image, .nii.gz for a volume, .npz for a case) or an existing folder to "
-        "write <name>.png/.nii.gz/.npz into; with --input, the output folder",
+        help="output file (PNG for an image, .nii.gz for a volume, .npz for a case; .dcm: a DICOM SEG of a DICOM "
+        "input) or an existing folder to write <name>.png/.nii.gz/.npz into; with --input, the output folder",
+    )
+    p.add_argument(
+        "--label-name",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a DICOM SEG's segment names, one per box in order (repeat; default: label 1, label 2, ...)",
     )
     p.add_argument(
         "--window",
@@ -250,6 +257,8 @@ def _single_output(args: argparse.Namespace, kind: str) -> Path:
     if out.is_dir():
         return out / output_name(args.image, kind)
     name = out.name.lower()
+    if name.endswith(".dcm") and kind != "npz":
+        return out  # a DICOM SEG; run_file refuses non-DICOM inputs
     if kind == "volume" and not name.endswith((".nii", ".nii.gz")):
         raise KdsamError(f"--out {out}: a volume's mask is a NIfTI file; name it .nii.gz (or give a folder)")
     if kind == "npz" and not name.endswith(".npz"):
@@ -261,6 +270,7 @@ def _single_output(args: argparse.Namespace, kind: str) -> Path:
 
 def run_one(args: argparse.Namespace) -> int:
     from kdsam.data.imageio import image_size
+    from kdsam.infer.dicomseg import check_source, is_seg_output, segment_names
     from kdsam.infer.files import kind_of, run_file, sidecar
 
     kind = kind_of(args.image)
@@ -282,8 +292,12 @@ def run_one(args: argparse.Namespace) -> int:
     from kdsam.data.intensity import parse_window
 
     window = parse_window(args.window)
+    if is_seg_output(out):
+        check_source(args.image)
+        if not prompts.everything:  # everything mode's label count is known only afterwards
+            segment_names(len(prompts.boxes3d) if kind == "volume" else 1, args.label_name)
     model = _load(args, _slice_by_slice([(args.image, kind)]))
-    record = run_file(model, args.image, out, prompts, window, args.batch_size, args.overlay)
+    record = run_file(model, args.image, out, prompts, window, args.batch_size, args.overlay, args.label_name)
     share = record["foreground"] / max(1, int(np.prod(record["shape"])))
     unit = "voxels" if record["kind"] == "volume" else "pixels"
     print(

@@ -8,6 +8,8 @@ the model and the seconds taken, so a mask file never loses how it was made.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,7 @@ from kdsam.data import medical
 from kdsam.data.folder import IMAGE_SUFFIXES
 from kdsam.data.imageio import BadFileError, read_image_with_intensity, write_png
 from kdsam.errors import KdsamError
-from kdsam.infer import challenge
+from kdsam.infer import challenge, dicomseg
 from kdsam.infer.volume import segment_stack
 from kdsam.models.sam import KDSam
 from kdsam.utils.atomic import write_json
@@ -78,9 +80,10 @@ def _model_label(model: Model) -> str:
 
 
 def _check_boxes2d(path: Path, boxes: np.ndarray, shape: tuple[int, int]) -> None:
+    """Boxes inside the image, each a positive area (NaN fails every test, so it is refused too)."""
     h, w = shape
     for x0, y0, x1, y1 in boxes:
-        if x0 < 0 or y0 < 0 or x1 > w or y1 > h or x0 >= x1 or y0 >= y1:
+        if not (0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h):
             raise KdsamError(
                 f"{path}: box {[float(v) for v in (x0, y0, x1, y1)]} is not inside the {w}x{h} image "
                 f"(X in 0..{w}, Y in 0..{h}, X0 < X1, Y0 < Y1)"
@@ -95,6 +98,34 @@ def _check_points(path: Path, points: np.ndarray, shape: tuple[int, int]) -> Non
                 f"{path}: point {[float(x), float(y), int(label)]} is not inside the {w}x{h} image with label 1 "
                 "(positive) or 0 (negative)"
             )
+
+
+@contextmanager
+def _reading(path: Path, what: str) -> Iterator[None]:
+    """A reader's failure on a damaged file, whatever its exception type (numpy, zipfile, zlib and
+    Pillow raise many), becomes a BadFileError naming the file: one line, and a folder run skips it."""
+    try:
+        yield
+    except KdsamError:
+        raise
+    except MemoryError as err:
+        raise BadFileError(f"{path}: too large to read into memory") from err
+    except Exception as err:  # a damaged file, of any kind
+        message = " ".join(str(err).split())
+        raise BadFileError(f"{path}: unreadable or malformed {what} ({type(err).__name__}: {message})") from err
+
+
+def read_case(path: Path) -> challenge.Case:
+    """A challenge case whose image is not empty and whose 2D boxes lie inside it (3D boxes are
+    checked against the volume by segment_stack)."""
+    with _reading(path, "npz case"):
+        case = challenge.read_case(path)
+        case.boxes = np.asarray(case.boxes, dtype=np.float64)  # text boxes fail here, by name
+    if case.imgs.size == 0:
+        raise BadFileError(f"{path}: imgs of shape {case.imgs.shape} holds no pixels")
+    if not case.is_3d:
+        _check_boxes2d(path, case.boxes, case.imgs.shape[:2])
+    return case
 
 
 def _point_mask(predictor: Any, path: Path, prompts: Prompts) -> np.ndarray:
@@ -122,7 +153,8 @@ def segment_image(model: Model, path: Path, prompts: Prompts, window: Any) -> tu
             f"{path}: no prompt for this image; give --box X0,Y0,X1,Y1, --point X,Y[,LABEL], --everything "
             "or a --boxes JSON entry"
         )
-    image, intensity = read_image_with_intensity(path, window=window)
+    with _reading(path, "image"):
+        image, intensity = read_image_with_intensity(path, window=window)
     if (prompts.everything or len(prompts.points)) and not isinstance(model, KDSam):
         raise KdsamError(f"{path}: points and everything mode need a PyTorch model; an ONNX export takes boxes")
     if prompts.everything:
@@ -162,13 +194,18 @@ def run_file(
     window: Any = "auto",
     batch_size: int | None = None,
     overlay: Path | None = None,
+    names: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Segment one input into `output` (+ its JSON sidecar, + an overlay PNG if asked); the record."""
+    """Segment one input into `output` (+ its JSON sidecar, + an overlay PNG if asked); the record.
+    An `output` ending in .dcm is a DICOM SEG of a DICOM input, its segments named from `names`."""
     kind = kind_of(path)
+    seg = dicomseg.is_seg_output(output)
+    if seg:
+        dicomseg.check_source(path)
     start = time.perf_counter()
     record: dict[str, Any] = {"input": str(path), "output": str(output), "kind": kind, "model": _model_label(model)}
     if kind == "npz":
-        case = challenge.read_case(path)
+        case = read_case(path)
         segs = challenge.segment_case(model, case, batch_size)
         challenge.write_segs(output, segs)
         record.update(
@@ -182,7 +219,14 @@ def run_file(
     elif kind == "volume":
         volume = medical.read_volume(path)
         labels, stack, intensity = segment_volume(model, volume, prompts.boxes3d, window, batch_size)
-        medical.write_nifti(output, labels, volume)
+        if seg:
+            record.update(
+                dicomseg.save_seg(
+                    output, volume.sources, volume.slices(labels), len(prompts.boxes3d), names, record["model"]
+                )
+            )
+        else:
+            medical.write_nifti(output, labels, volume)
         record.update(
             boxes3d=prompts.boxes3d,
             shape=list(labels.shape),
@@ -196,7 +240,11 @@ def run_file(
             _volume_overlay(overlay, stack, volume.slices(labels))
     elif kind == "image":
         mask, image, intensity = segment_image(model, path, prompts, window)
-        write_png(output, mask)
+        if seg:
+            count = int(mask.max()) if prompts.everything else 1
+            record.update(dicomseg.save_seg(output, dicomseg.read_sources(path), mask, count, names, record["model"]))
+        else:
+            write_png(output, mask)
         record.update(
             boxes=prompts.boxes, shape=list(mask.shape), foreground=int((mask > 0).sum()), intensity=intensity
         )

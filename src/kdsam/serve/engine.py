@@ -57,7 +57,7 @@ class Engine:
             raise KdsamError(f"--max-sessions {max_sessions}: keep at least one session")
         self.predictor = predictor
         self.points = hasattr(predictor, "predict")  # SamPredictor's API; an ONNX export decodes boxes only
-        self.max_sessions = max_sessions
+        self.max_sessions, self.session_ttl_s = max_sessions, session_ttl_s
         self._model_lock = threading.Lock()
         self._sessions: ExpiringStore[Session] = ExpiringStore(max_sessions, session_ttl_s)
 

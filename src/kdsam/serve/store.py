@@ -20,10 +20,18 @@ DEFAULT_TTL_S = 30 * 60.0  # a reader pausing over a case for half an hour keeps
 
 class ExpiringStore(Generic[T]):
     """Key -> value; at most `cap` entries (least recently used evicted first), each forgotten after
-    `ttl_s` seconds unused. `clock` is injectable for tests."""
+    `ttl_s` seconds unused. `on_drop` hears of every value expired, evicted or popped (to stop its
+    background work). `clock` is injectable for tests."""
 
-    def __init__(self, cap: int, ttl_s: float = DEFAULT_TTL_S, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        cap: int,
+        ttl_s: float = DEFAULT_TTL_S,
+        clock: Callable[[], float] = time.monotonic,
+        on_drop: Callable[[T], None] | None = None,
+    ) -> None:
         self.cap, self.ttl_s, self.clock = cap, ttl_s, clock
+        self.on_drop = on_drop or (lambda _value: None)
         self._items: OrderedDict[str, tuple[float, T]] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -33,7 +41,7 @@ class ExpiringStore(Generic[T]):
             key, (used, _) = next(iter(self._items.items()))
             if now - used <= self.ttl_s:
                 break
-            del self._items[key]
+            self.on_drop(self._items.pop(key)[1])
 
     def add(self, value: T) -> str:
         """Store `value` under a new random key; returns the key."""
@@ -42,7 +50,7 @@ class ExpiringStore(Generic[T]):
             self._expire()
             self._items[key] = (self.clock(), value)
             while len(self._items) > self.cap:
-                self._items.popitem(last=False)
+                self.on_drop(self._items.popitem(last=False)[1][1])
         return key
 
     def get(self, key: str) -> T:
@@ -55,7 +63,10 @@ class ExpiringStore(Generic[T]):
 
     def pop(self, key: str) -> bool:
         with self._lock:
-            return self._items.pop(key, None) is not None
+            item = self._items.pop(key, None)
+        if item is not None:
+            self.on_drop(item[1])
+        return item is not None
 
     def __len__(self) -> int:
         with self._lock:
