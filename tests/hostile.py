@@ -4,7 +4,10 @@ CLI probe table (tests/commands/test_probes.py)."""
 
 from __future__ import annotations
 
+import errno
 import gzip
+import io
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -133,3 +136,22 @@ BAD_CASES: dict[str, Callable[[Path], Path]] = {
     "empty-image": lambda f: npz_case(f, "2DBox_empty.npz", imgs=np.zeros((0, 0, 3), np.uint8)),
     "dicom-without-rows": lambda f: bad_dicom(f, "no-rows"),
 }
+
+
+class FullDisk(io.FileIO):
+    """A file on a disk that fills after `room` bytes: writes past it raise ENOSPC, as the kernel does."""
+
+    room = 0
+
+    def write(self, data) -> int:
+        if self.tell() + len(data) > self.room:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return super().write(data)
+
+
+def fill_disk(monkeypatch, room: int = 0) -> None:
+    """From now on kdsam.utils.atomic's own file writes (save_torch) hit a full disk."""
+    import kdsam.utils.atomic as atomic
+
+    disk = type("Disk", (FullDisk,), {"room": room})
+    monkeypatch.setattr(atomic, "open", lambda path, mode="rb": disk(path, mode.replace("b", "")), raising=False)

@@ -18,6 +18,7 @@ from kdsam.data.imageio import write_png
 from kdsam.distill.stage1 import distill
 from kdsam.distill.trainer import FitConfig
 from kdsam.errors import KdsamError
+from tests import hostile
 from tests.distill.tiny import FAST, STUDENT, cut_after_checkpoint
 
 ARGS = {"perceptual": "none", **STUDENT}
@@ -134,3 +135,14 @@ def test_device_that_is_absent_is_one_line(capsys, synthetic_root, tmp_path):
     args = ["distill", "--data", f"folder:{synthetic_root}", "--out", str(tmp_path / "r"), "--device", "cuda"]
     assert main(args) == 2
     assert "CUDA is not available" in capsys.readouterr().err
+
+
+def test_disk_full_at_a_checkpoint_is_one_line_keeping_the_last_good_one(cut_run, tiny_teacher, splits, monkeypatch):
+    ckpt = cut_run / "checkpoint-distill.pt"
+    before = ckpt.read_bytes()
+    hostile.fill_disk(monkeypatch, room=4096)
+    with pytest.raises(KdsamError, match="disk full while writing; free space and rerun") as err:
+        _resume(cut_run, tiny_teacher, splits)
+    assert "\n" not in str(err.value)
+    assert ckpt.read_bytes() == before and torch.load(ckpt, weights_only=True)["state"]["epoch"] == 1
+    assert not list(cut_run.glob(".*.tmp"))  # no partial file

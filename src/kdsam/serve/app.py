@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import io
 import time
+from collections.abc import Iterable
 from importlib import resources
 from typing import Annotated, Any
 
@@ -28,10 +29,20 @@ from starlette.exceptions import HTTPException
 import kdsam
 from kdsam.errors import KdsamError
 from kdsam.serve.engine import Engine, Prediction
-from kdsam.serve.inputs import MAX_PIXELS, MAX_UPLOAD_BYTES, BadRequest, decode_image, parse_boxes, parse_points
+from kdsam.serve.guard import Guard
+from kdsam.serve.inputs import (
+    MAX_PIXELS,
+    MAX_PROMPTS,
+    MAX_UPLOAD_BYTES,
+    BadRequest,
+    decode_image,
+    parse_boxes,
+    parse_points,
+)
 
 STATIC = resources.files("kdsam.serve") / "static"
 FORM_OVERHEAD = 2**20  # multipart boundaries and the boxes field, on top of the file itself
+MAX_JSON_BYTES = 2**20  # a JSON body (prompts): 64 boxes take 2 KB
 
 # the form fields both image-taking endpoints share
 ImageFile = Annotated[UploadFile | None, File(description="any image file kdsam reads")]
@@ -76,19 +87,27 @@ def mask_png(mask: np.ndarray) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _masks(prediction: Prediction, boxes: list[list[float]] | None) -> list[dict[str, Any]]:
-    return [
-        {"box": boxes[i] if boxes else None, "score": float(prediction.scores[i]), "png": mask_png(m)}
-        for i, m in enumerate(prediction.masks)
-    ]
+def _masks(predictions: Iterable[Prediction], boxes: list[list[float]] | None) -> list[dict[str, Any]]:
+    """Each chunk's masks as PNG before the next chunk is decoded, so full-size masks never pile up."""
+    out: list[dict[str, Any]] = []
+    for prediction in predictions:
+        for mask, score in zip(prediction.masks, prediction.scores, strict=True):
+            out.append({"box": boxes[len(out)] if boxes else None, "score": float(score), "png": mask_png(mask)})
+    return out
 
 
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": " ".join(str(message).split())}, status_code=status)
 
 
-def create_app(engine: Engine, max_upload_bytes: int = MAX_UPLOAD_BYTES, max_pixels: int = MAX_PIXELS) -> FastAPI:
-    """The app serving `engine`'s model: API under /v1, health at /healthz, the page at /."""
+def create_app(
+    engine: Engine,
+    max_upload_bytes: int = MAX_UPLOAD_BYTES,
+    max_pixels: int = MAX_PIXELS,
+    max_prompts: int = MAX_PROMPTS,
+) -> FastAPI:
+    """The app serving `engine`'s model: API under /v1, health at /healthz, the page at /. Requests
+    are bounded: upload bytes, decoded pixels (every dimension) and boxes or clicks per request."""
     app = FastAPIOffline(  # /docs and /redoc with their scripts served from the package: no CDN
         title="kdsam",
         version=kdsam.__version__,
@@ -115,17 +134,10 @@ def create_app(engine: Engine, max_upload_bytes: int = MAX_UPLOAD_BYTES, max_pix
     def http_error(_request: Request, err: HTTPException) -> JSONResponse:
         return _error(err.status_code, err.detail)
 
-    @app.exception_handler(Exception)
-    def internal(_request: Request, err: Exception) -> JSONResponse:
-        return _error(500, f"internal error ({type(err).__name__}: {err}); the server keeps running")
+    def max_body(content_type: str) -> int:
+        return max_upload_bytes + FORM_OVERHEAD if content_type.startswith("multipart/") else MAX_JSON_BYTES
 
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next: Any) -> Response:
-        """Refuse an upload by its declared size before reading it."""
-        length = request.headers.get("content-length", "")
-        if length.isdigit() and int(length) > max_upload_bytes + FORM_OVERHEAD:
-            return _error(413, f"request of {length} bytes is over the {max_upload_bytes} byte upload limit")
-        return await call_next(request)
+    app.add_middleware(Guard, max_body=max_body)  # body limits while streaming; unexpected errors -> 500
 
     def _read_upload(image: UploadFile | None, window: str | None = None) -> np.ndarray:
         if image is None:
@@ -145,15 +157,15 @@ def create_app(engine: Engine, max_upload_bytes: int = MAX_UPLOAD_BYTES, max_pix
     ) -> dict[str, Any]:
         """One image and its box prompts -> one mask per box (the stateless call, for scripts)."""
         pixels = _read_upload(image, window)
-        parsed = parse_boxes(boxes, pixels.shape[:2])
+        parsed = parse_boxes(boxes, pixels.shape[:2], limit=max_prompts)
         if not len(parsed):
             raise BadRequest(400, "boxes: give at least one [x0, y0, x1, y1] box")
         embedding = engine.embed(pixels)
         start = time.perf_counter()
-        prediction = engine.predict_boxes(embedding, parsed)
+        masks = _masks(engine.decode_boxes(embedding, parsed), parsed.tolist())
         h, w = pixels.shape[:2]
         ms = (time.perf_counter() - start) * 1000
-        return {"width": w, "height": h, "masks": _masks(prediction, parsed.tolist()), "decode_ms": round(ms, 1)}
+        return {"width": w, "height": h, "masks": masks, "decode_ms": round(ms, 1)}
 
     @app.post("/v1/sessions", response_model=SessionOut)
     def open_session(
@@ -190,8 +202,8 @@ def create_app(engine: Engine, max_upload_bytes: int = MAX_UPLOAD_BYTES, max_pix
         """Decode prompts against the stored embedding; the encoder does not run."""
         session = _session(session_id)
         shape = session.image.shape[:2]
-        boxes = parse_boxes(prompt.boxes, shape)
-        points, labels = parse_points(prompt.points, prompt.point_labels, shape)
+        boxes = parse_boxes(prompt.boxes, shape, limit=max_prompts)
+        points, labels = parse_points(prompt.points, prompt.point_labels, shape, limit=max_prompts)
         start = time.perf_counter()
         if len(points):
             if len(boxes) > 1:
@@ -200,16 +212,19 @@ def create_app(engine: Engine, max_upload_bytes: int = MAX_UPLOAD_BYTES, max_pix
             prediction = engine.predict_points(
                 session.embedding, points, labels, boxes[0] if len(boxes) else None, previous
             )
+            session.previous = prediction.low_res[0]
+            masks = _masks([prediction], boxes.tolist() or None)
         elif len(boxes):
-            prediction = engine.predict_boxes(session.embedding, boxes)
+            chunks: Iterable[Prediction] = engine.decode_boxes(session.embedding, boxes)
+            if len(boxes) == 1:  # one object: its mask is the one a click may refine next
+                chunks = list(chunks)
+                session.previous = chunks[0].low_res[0]
+            masks = _masks(chunks, boxes.tolist())
         else:
             raise BadRequest(400, "give boxes, points, or both")
-        if len(prediction.masks) == 1:
-            session.previous = prediction.low_res[0]
         ms = (time.perf_counter() - start) * 1000
         h, w = shape
-        box_list = boxes.tolist() if len(boxes) == len(prediction.masks) else None
-        return {"width": w, "height": h, "masks": _masks(prediction, box_list), "decode_ms": round(ms, 1)}
+        return {"width": w, "height": h, "masks": masks, "decode_ms": round(ms, 1)}
 
     @app.delete("/v1/sessions/{session_id}")
     def close_session(session_id: str) -> dict[str, bool]:
