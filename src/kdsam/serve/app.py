@@ -238,5 +238,8 @@ def create_app(
     def favicon() -> FileResponse:
         return FileResponse(str(STATIC / "favicon.svg"), media_type="image/svg+xml")
 
+    from kdsam.serve.volume_routes import volume_router  # imports this module's helpers
+
+    app.include_router(volume_router(engine, ttl_s=engine.session_ttl_s))
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
     return app

@@ -1,0 +1,143 @@
+"""The volume endpoints under /v1/volumes: open a volume, show its slices, prompt it with 3D boxes and
+slice clicks, download its label map as NIfTI. The work is in kdsam.serve.volumes."""
+
+from __future__ import annotations
+
+import io
+import time
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi.responses import Response
+from PIL import Image
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from kdsam.serve.app import mask_png
+from kdsam.serve.engine import Engine
+from kdsam.serve.inputs import MAX_UPLOAD_BYTES, BadRequest, parse_boxes, parse_points
+from kdsam.serve.store import DEFAULT_TTL_S, ExpiringStore
+from kdsam.serve.volumes import VolumeSession, nifti_bytes, open_volume, refine_with_clicks, segment_box
+
+
+class VolumeOut(BaseModel):
+    volume_id: str
+    name: str = Field(description="the input's name, which downloads are named after")
+    width: int
+    height: int
+    depth: int
+    embedded: int = Field(description="slices embedded so far (the rest are embedded in the background)")
+    window: dict[str, Any] = Field(description="the intensity mapping applied to the slices")
+
+
+class SliceMask(BaseModel):
+    z: int
+    png: str = Field(description="base64 PNG of the HxW mask of slice z, 0/255")
+
+
+class VolumeSegmentOut(BaseModel):
+    width: int
+    height: int
+    depth: int
+    slices: list[SliceMask]
+    decode_ms: float
+
+
+class VolumePrompt(BaseModel):
+    """A 3D box alone (the 3D protocol over its z range), or clicks on slice z with an optional 2D box."""
+
+    box3d: list[float] | None = Field(default=None, description="[x0, y0, z0, x1, y1, z1], inclusive voxel indices")
+    z: int | None = Field(default=None, description="the slice the clicks are on")
+    box: list[float] | None = Field(default=None, description="[x0, y0, x1, y1] in slice pixels, with clicks")
+    points: list[list[float]] = Field(default=[], description="[[x, y], ...] clicks on slice z")
+    point_labels: list[int] | None = Field(default=None, description="1 object, 0 background; default all 1")
+
+
+def volume_router(engine: Engine, max_volumes: int = 4, ttl_s: float = DEFAULT_TTL_S) -> APIRouter:
+    """The routes, over a store of at most `max_volumes` open volumes (each forgotten after `ttl_s` idle)."""
+    router = APIRouter(prefix="/v1/volumes", tags=["volumes"])
+    store: ExpiringStore[VolumeSession] = ExpiringStore(max_volumes, ttl_s, on_drop=lambda s: s.stopped.set())
+
+    def get(volume_id: str) -> VolumeSession:
+        try:
+            return store.get(volume_id)
+        except KeyError:
+            raise BadRequest(
+                404, f"unknown volume {volume_id[:40]!r}: expired or never opened; open the volume again"
+            ) from None
+
+    def describe(volume_id: str, session: VolumeSession) -> dict[str, Any]:
+        depth, h, w = session.stack.shape[:3]
+        return {"volume_id": volume_id, "name": session.name, "width": w, "height": h, "depth": depth,
+                "embedded": session.embedded, "window": session.window}  # fmt: skip
+
+    @router.post("", response_model=VolumeOut)
+    def open_(
+        files: Annotated[list[UploadFile], File(description="one NIfTI or 3D npz, or the DICOM files of a series")],
+        window: Annotated[str | None, Form(description="auto, a CT preset, percentile, minmax or L,W")] = None,
+        name: Annotated[str | None, Form(description="what downloads are named after (a folder's name)")] = None,
+    ) -> dict[str, Any]:
+        """Read the volume and start embedding its slices in the background, the middle one first."""
+        budget, uploads = MAX_UPLOAD_BYTES, []
+        for upload in files:
+            data = upload.file.read(budget + 1)
+            budget -= len(data)
+            if budget < 0:
+                raise BadRequest(413, f"the files together are over the {MAX_UPLOAD_BYTES} byte upload limit")
+            uploads.append((upload.filename or "upload", data))
+        session = open_volume(engine, uploads, window or "auto", name)
+        return describe(store.add(session), session)
+
+    @router.get("/{volume_id}", response_model=VolumeOut)
+    def info(volume_id: str) -> dict[str, Any]:
+        """The volume's size and how many slices are embedded: the page's progress indicator."""
+        return describe(volume_id, get(volume_id))
+
+    @router.get("/{volume_id}/slices/{z}", response_class=Response)
+    def slice_png(volume_id: str, z: int) -> Response:
+        """Slice z as the model sees it (8-bit, after the window), as PNG."""
+        stack = get(volume_id).stack
+        if not 0 <= z < len(stack):
+            raise BadRequest(404, f"slice {z} is not inside 0..{len(stack) - 1}")
+        buffer = io.BytesIO()
+        Image.fromarray(stack[z]).save(buffer, format="PNG", compress_level=1)
+        return Response(buffer.getvalue(), media_type="image/png", headers={"cache-control": "private, max-age=3600"})
+
+    @router.post("/{volume_id}/segment", response_model=VolumeSegmentOut)
+    def segment(volume_id: str, prompt: VolumePrompt) -> dict[str, Any]:
+        """A 3D box -> masks of the slices in its z range; clicks on slice z -> that slice's mask."""
+        session = get(volume_id)
+        depth, h, w = session.stack.shape[:3]
+        start = time.perf_counter()
+        if prompt.points:
+            if prompt.z is None:
+                raise BadRequest(400, "z: clicks need the slice they are on")
+            points, labels = parse_points(prompt.points, prompt.point_labels, (h, w))
+            box = parse_boxes([prompt.box] if prompt.box else [], (h, w), "box")
+            masks = refine_with_clicks(engine, session, prompt.z, points, labels, box[0] if len(box) else None)
+        elif prompt.box3d is not None:
+            masks = segment_box(session, prompt.box3d)
+        else:
+            raise BadRequest(400, "give box3d, or points on slice z")
+        ms = (time.perf_counter() - start) * 1000
+        slices = [{"z": z, "png": mask_png(np.asarray(m))} for z, m in sorted(masks.items())]
+        return {"width": w, "height": h, "depth": depth, "slices": slices, "decode_ms": round(ms, 1)}
+
+    @router.post("/{volume_id}/nifti", response_class=Response)
+    async def nifti(volume_id: str, request: Request) -> Response:
+        """The page's label map (body: gzip of D*H*W uint8, C order) -> NIfTI on the input's grid."""
+        session = get(volume_id)
+        body = await request.body()
+        filename = f"{session.name}_mask.nii.gz"
+        return Response(
+            await run_in_threadpool(nifti_bytes, session, body),
+            media_type="application/gzip",
+            headers={"content-disposition": f'attachment; filename="{filename}"'},
+        )
+
+    @router.delete("/{volume_id}")
+    def close(volume_id: str) -> dict[str, bool]:
+        return {"closed": store.pop(volume_id)}
+
+    return router

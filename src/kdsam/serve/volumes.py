@@ -1,0 +1,233 @@
+"""Volume sessions: a NIfTI, a DICOM series or a 3D npz opened once, its slices embedded on demand
+and ahead in the background, prompted with 3D boxes (the LiteMedSAM protocol) and slice clicks, and
+its label map written back as NIfTI on the input's grid.
+
+Every model call goes through the engine's lock, so the background embedding of one volume and the
+prompts of every session interleave slice by slice and never see each other's tensors.
+"""
+
+from __future__ import annotations
+
+import atexit
+import re
+import tempfile
+import threading
+import weakref
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kdsam.data import intensity, medical
+from kdsam.data.imageio import BadFileError
+from kdsam.errors import KdsamError
+from kdsam.infer.volume import SliceEmbeddings, SliceModel, check_box3d, segment_box3d, slice_model
+from kdsam.serve.engine import Embedding, Engine
+from kdsam.serve.inputs import BadRequest
+
+MAX_VOXELS = 1 << 28  # 256 M: a 512x512x1000 CT; the uint8 stack and the float volume both stay in memory
+_EMBEDDING: weakref.WeakSet[Any] = weakref.WeakSet()  # sessions whose slices are being embedded
+
+
+class LockedSlices:
+    """A `SliceModel` whose every call holds the engine's model lock (the predictor is shared)."""
+
+    def __init__(self, inner: SliceModel, lock: threading.Lock) -> None:
+        self.inner, self.lock = inner, lock
+        self.img_size, self.transform = inner.img_size, inner.transform
+        self.batch_size, self.workers = inner.batch_size, 1
+
+    def embed(self, images: Sequence[np.ndarray]) -> list[Any]:
+        with self.lock:
+            return self.inner.embed(images)
+
+    def decode_box(self, embedding: Any, frame_box: np.ndarray, input_size: Any, original_size: Any) -> np.ndarray:
+        with self.lock:
+            return self.inner.decode_box(embedding, frame_box, input_size, original_size)
+
+
+@dataclass(eq=False)  # identity: kept in a weak set
+class VolumeSession:
+    """One opened volume: its (D, H, W) uint8 slices, the volume it came from (grid for the NIfTI
+    written back), the intensity mapping applied, and its slice embeddings."""
+
+    name: str
+    reference: medical.Volume
+    window: dict[str, Any]
+    embeddings: SliceEmbeddings
+    stopped: threading.Event = field(default_factory=threading.Event)
+    worker: threading.Thread | None = None
+
+    @property
+    def stack(self) -> np.ndarray:
+        return self.embeddings.stack
+
+    @property
+    def embedded(self) -> int:
+        return len(self.embeddings.cache)
+
+    def embed_ahead(self) -> None:
+        """Embed every slice, the middle first and then outwards (where boxes are drawn first), until
+        done or the session is dropped; prompts interleave through the model lock."""
+        depth = len(self.stack)
+        middle = depth // 2
+        order = sorted(range(depth), key=lambda z: (abs(z - middle), z))
+        for z in order:
+            if self.stopped.is_set():
+                return
+            self.embeddings.get(z)
+
+
+def predictor_slices(engine: Engine) -> SliceModel:
+    """The engine's model seen slice by slice: a `KDSamPredictor`'s KDSam, or an ONNX export."""
+    predictor = engine.predictor
+    inner = slice_model(getattr(predictor, "model", predictor) if engine.points else predictor)
+    return LockedSlices(inner, engine.model_lock)
+
+
+def display_name(filenames: Sequence[str], given: str | None) -> str:
+    """A name for downloads: the one the page gives (a folder's), else the first file's stem."""
+    raw = given or (Path(filenames[0]).name if filenames else "volume")
+    for suffix in (".nii.gz", ".nii", ".npz", ".dcm", ".dicom", ".ima"):
+        if raw.lower().endswith(suffix):
+            raw = raw[: -len(suffix)]
+            break
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", raw).strip("._") or "volume"
+
+
+def _npz_volume(path: Path) -> tuple[medical.Volume, np.ndarray]:
+    """A 3D npz (`imgs` DxHxW, 0..255; `spacing` along D, H, W where present) as a volume whose grid
+    is its array, plus its uint8 slices. Object arrays are never unpickled."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            if "imgs" not in npz.files:
+                raise BadFileError(f"{path.name}: no 'imgs' array (has {', '.join(npz.files) or 'nothing'})")
+            imgs = np.asarray(npz["imgs"])
+            spacing = np.asarray(npz["spacing"], np.float64).ravel() if "spacing" in npz.files else None
+    except (OSError, ValueError, EOFError) as err:
+        raise BadFileError(f"{path.name}: unreadable npz ({' '.join(str(err).split())})") from err
+    if imgs.ndim != 3 or imgs.shape[-1] in (3, 4):
+        raise BadFileError(f"{path.name}: 'imgs' of shape {imgs.shape}; a volume npz holds DxHxW slices")
+    stack = np.clip(np.nan_to_num(imgs), 0, 255).astype(np.uint8)
+    sizes = spacing[::-1] if spacing is not None and len(spacing) == 3 and np.all(spacing > 0) else np.ones(3)
+    affine = np.diag([*sizes, 1.0])
+    return medical.Volume(path, np.ascontiguousarray(stack.transpose(2, 1, 0)), affine), stack
+
+
+def read_upload(folder: Path, paths: Sequence[Path], window: str) -> tuple[medical.Volume, np.ndarray, dict[str, Any]]:
+    """Saved uploads -> (volume, (D, H, W) uint8 slices, intensity record): one NIfTI, one 3D npz,
+    or the DICOM files of one series."""
+    try:
+        mapping = intensity.parse_window(window)
+    except KdsamError as err:
+        raise BadRequest(400, str(err).splitlines()[0]) from err
+    if len(paths) == 1 and paths[0].name.lower().endswith(".npz"):
+        volume, stack = _npz_volume(paths[0])
+        return volume, stack, {"method": "none", "source": "npz slices are 0..255 already"}
+    if len(paths) == 1 and medical.is_nifti(paths[0]):
+        volume = medical.read_nifti(paths[0])
+    elif all(medical.is_dicom(p) for p in paths):
+        volume = medical.read_dicom_series(list(paths), folder)
+    else:
+        odd = next(p.name for p in paths if not medical.is_dicom(p))
+        raise BadRequest(400, f"{odd}: open one NIfTI (.nii, .nii.gz), one 3D npz, or the DICOM files of one series")
+    if volume.array.size > MAX_VOXELS:
+        raise BadRequest(413, f"a volume of {volume.array.shape} voxels is over the {MAX_VOXELS} voxel limit")
+    bad = ~np.isfinite(volume.array)
+    if bad.any():  # NaN voxels take the lowest value (air, background): one NaN must not blank a window
+        volume.array = np.where(bad, np.min(volume.array[~bad], initial=0.0), volume.array)
+    stack, record = intensity.to_uint8(volume.slices(), mapping, volume.modality, volume.window)
+    return volume, stack, record
+
+
+def open_volume(engine: Engine, files: Sequence[tuple[str, bytes]], window: str, name: str | None) -> VolumeSession:
+    """Uploaded (filename, bytes) pairs -> a session, its slices being embedded in the background."""
+    if not files:
+        raise BadRequest(400, "no files: send the volume as multipart field 'files' (several for a DICOM series)")
+    with tempfile.TemporaryDirectory(prefix="kdsam-volume-") as tmp:
+        folder = Path(tmp) / display_name([f for f, _ in files], name)
+        folder.mkdir()
+        paths = []
+        for i, (filename, data) in enumerate(files):
+            if not data:
+                raise BadRequest(400, f"{Path(filename).name}: empty file")
+            path = folder / f"{i:05d}-{Path(filename or 'upload').name}"
+            path.write_bytes(data)
+            paths.append(path)
+        try:
+            volume, stack, record = read_upload(folder, paths, window)
+        except KdsamError as err:  # the reader's one line, naming our temporary file after the upload
+            raise BadRequest(400, str(err).replace(str(folder.parent) + "/", "").splitlines()[0]) from err
+    session = VolumeSession(
+        display_name([f for f, _ in files], name),
+        volume,
+        record,
+        SliceEmbeddings(predictor_slices(engine), stack),
+    )
+    session.worker = threading.Thread(target=session.embed_ahead, name="kdsam-embed-ahead", daemon=True)
+    _EMBEDDING.add(session)
+    session.worker.start()
+    return session
+
+
+@atexit.register
+def _stop_embedding() -> None:
+    """Let background embeddings finish their slice before the interpreter goes (torch aborts when a
+    daemon thread is still inside it at exit)."""
+    sessions = list(_EMBEDDING)
+    for session in sessions:
+        session.stopped.set()
+    for session in sessions:
+        if session.worker is not None:
+            session.worker.join(timeout=10)
+
+
+def segment_box(session: VolumeSession, box3d: Sequence[float]) -> dict[int, np.ndarray]:
+    """(x0, y0, z0, x1, y1, z1), inclusive voxel indices -> {z: HxW bool} for z0..z1, the 3D protocol."""
+    try:
+        box = check_box3d(box3d, session.stack.shape[:3], "box3d")
+    except ValueError as err:
+        raise BadRequest(400, str(err)) from err
+    masks = segment_box3d(session.embeddings.model, session.embeddings, box)
+    return {z: masks[z] for z in range(box[2], box[5] + 1)}
+
+
+def refine_with_clicks(
+    engine: Engine,
+    session: VolumeSession,
+    z: int,
+    points: np.ndarray,
+    labels: np.ndarray,
+    box: np.ndarray | None,
+) -> dict[int, np.ndarray]:
+    """Clicks on slice z (with the object's box, if it has one) -> {z: mask}. The seam for the
+    volume click refinement of the CVPR 2025 protocol: today the clicked slice alone is decoded, by
+    the same 2D click path as an image session; that code will return more slices from here."""
+    depth, h, w = session.stack.shape[:3]
+    if not 0 <= z < depth:
+        raise BadRequest(400, f"z: slice {z} is not inside 0..{depth - 1}")
+    embedding = Embedding(session.embeddings.get(z), (h, w), session.embeddings.input_size)
+    prediction = engine.predict_points(embedding, points, labels, box, None)
+    return {z: prediction.masks[0]}
+
+
+def nifti_bytes(session: VolumeSession, gzipped_labels: bytes) -> bytes:
+    """The page's label map ((D, H, W) uint8, C order, gzip) -> a .nii.gz on the input's grid (its
+    affine, and its header for a NIfTI input). The size is checked while inflating: no zip bombs."""
+    depth, h, w = session.stack.shape[:3]
+    want = depth * h * w
+    try:
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        raw = inflater.decompress(gzipped_labels, want + 1)
+    except zlib.error as err:
+        raise BadRequest(400, f"labels: not gzip data ({err})") from err
+    if len(raw) != want:
+        raise BadRequest(400, f"labels: {len(raw)} bytes inflated; a {w}x{h}x{depth} label map is {want}")
+    labels = np.frombuffer(raw, np.uint8).reshape(depth, h, w).transpose(2, 1, 0)
+    with tempfile.TemporaryDirectory(prefix="kdsam-nifti-") as tmp:
+        path = Path(tmp) / "labels.nii.gz"
+        medical.write_nifti(path, labels, session.reference)
+        return path.read_bytes()
