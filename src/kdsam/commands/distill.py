@@ -13,8 +13,9 @@ from kdsam.commands.options import (
     runtime_of,
     splits_of,
     train_val,
+    volume_config,
 )
-from kdsam.distill.stage1 import PERCEPTUAL, distill
+from kdsam.distill.stage1 import BACKGROUND_SLICES, PERCEPTUAL, distill
 from kdsam.distill.trainer import FitConfig
 from kdsam.models.loading import load_model
 
@@ -34,6 +35,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vgg-weights", metavar="PATH", help="torchvision vgg16-397923af.pth for --perceptual vgg16")
     parser.add_argument("--cache-dir", help="teacher embedding cache (default $KDSAM_CACHE or ~/.cache/kdsam)")
     parser.add_argument("--cache-batch-size", type=int, default=8, help="images per teacher forward when filling it")
+    parser.add_argument(
+        "--background-slices",
+        type=float,
+        default=BACKGROUND_SLICES,
+        metavar="F",
+        help=f"volume datasets: the fraction of slices without foreground also trained on, for the embedding "
+        f"term only (default {BACKGROUND_SLICES}; docs/volumes.md)",
+    )
     add_fit_arguments(parser, FitConfig())
     parser.add_argument(
         "--sync-bn",
@@ -64,9 +73,10 @@ def run(args: argparse.Namespace) -> int:
         cfg=cfg,
         resume=args.resume,
         splits=splits_of(args),
-        extra_config={"split_seed": args.seed, "split_file": args.split_file},
+        extra_config={"split_seed": args.seed, "split_file": args.split_file, "volume": volume_config(args)},
         runtime=rt,
         cache_batch_size=args.cache_batch_size,
+        background=args.background_slices,
     )
     if not rt.is_main:
         return 0

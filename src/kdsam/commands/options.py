@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 import torch
 
 from kdsam.data import dataset_splits, open_dataset
 from kdsam.data.dataset import Dataset
+from kdsam.data.intensity import parse_window
+from kdsam.data.volumes.slices import VolumeOptions
 from kdsam.distill.runtime import DEFAULT_TIMEOUT_S, PRECISIONS, Runtime, init_runtime
 from kdsam.distill.trainer import FitConfig
 from kdsam.utils.device import resolve_device as resolve_device  # shared with evaluate and predict
@@ -20,16 +23,40 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the train/val/test split and of training")
     parser.add_argument("--split-file", help="JSON {train,val,test: [names]} overriding the seeded split")
     parser.add_argument("--max-side", type=int, default=1024, help="decode images at most this large (speed)")
+    add_volume_arguments(parser)
+
+
+def add_volume_arguments(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("volume datasets (nnunet:, msd:, npz:, images:)")
+    g.add_argument("--channel", type=int, default=0, help="channel of multi-modal cases (default 0)")
+    g.add_argument(
+        "--window",
+        default="auto",
+        help="intensity mapping of CT/MR voxels to 8 bits, as kdsam predict's: auto (the dataset's modality: CT "
+        "soft tissue, others MedSAM's percentiles), a preset, L,W, percentile or minmax",
+    )
+
+
+def volume_options(args: argparse.Namespace) -> VolumeOptions:
+    """How volume specs become slices; the slice store lives beside the embedding cache."""
+    parse_window(args.window)  # refused here, before any case is read
+    cache = getattr(args, "cache_dir", None)
+    return VolumeOptions(args.channel, args.window, Path(cache) if cache else None)
+
+
+def volume_config(args: argparse.Namespace) -> dict:
+    """What a run records of how its volumes became slices."""
+    return {"channel": args.channel, "window": args.window}
 
 
 def train_val(args: argparse.Namespace) -> tuple[Dataset, Dataset]:
     """The train and val splits of --data (ISIC's official folders; a seeded split elsewhere)."""
-    opts = {"seed": args.seed, "split_file": args.split_file, "max_side": args.max_side}
+    opts = {"seed": args.seed, "split_file": args.split_file, "max_side": args.max_side, "volume": volume_options(args)}
     return open_dataset(args.data, "train", **opts), open_dataset(args.data, "val", **opts)
 
 
 def splits_of(args: argparse.Namespace) -> dict[str, list[str]]:
-    return dataset_splits(args.data, args.seed, args.split_file)
+    return dataset_splits(args.data, args.seed, args.split_file, volume_options(args))
 
 
 def add_fit_arguments(parser: argparse.ArgumentParser, defaults: FitConfig) -> None:

@@ -65,3 +65,13 @@ def jitter_boxes(
     out[:, 2] = np.maximum(out[:, 2], out[:, 0] + 1)
     out[:, 3] = np.maximum(out[:, 3], out[:, 1] + 1)
     return out.astype(np.float32)
+
+
+def random_boxes(shape: tuple[int, int], rng: np.random.Generator, n: int = 3) -> np.ndarray:
+    """n XYXY boxes drawn uniformly over an image (sides 15-60 % of the image's): box prompts that need
+    no mask, for distilling the decoder's view of unlabelled images."""
+    h, w = shape
+    sides = rng.uniform(0.15, 0.6, size=(n, 2)) * np.array([w, h])
+    x0 = rng.uniform(0, 1, n) * (w - sides[:, 0])
+    y0 = rng.uniform(0, 1, n) * (h - sides[:, 1])
+    return np.floor(np.stack([x0, y0, x0 + sides[:, 0], y0 + sides[:, 1]], axis=1)).astype(np.float32)

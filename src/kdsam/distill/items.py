@@ -7,6 +7,7 @@ million-image corpus trains in the memory of one batch and the loader's prefetch
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from tqdm import tqdm
 
 from kdsam.data.dataset import Dataset, resize_nearest
 from kdsam.data.imageio import BadFileError
-from kdsam.data.prompts import box_around, jitter_boxes, objects
+from kdsam.data.prompts import box_around, jitter_boxes, objects, random_boxes
 from kdsam.distill.cache import LOW_RES, EmbeddingCache, _load_checked, boxes_key, image_key
 from kdsam.distill.prompting import PromptMix
 from kdsam.distill.runtime import Runtime
@@ -35,12 +36,16 @@ AUGMENTATIONS = ("flip", "scale", "intensity")
 
 @dataclass(frozen=True)
 class Entry:
-    """One usable training image: where it is in the dataset, its content key and its box prompts."""
+    """One usable training image: where it is in the dataset, its content key and its box prompts.
+
+    kind "object": boxes around the mask's objects; "background" (stage 1 only): a volume slice
+    without foreground, no box; "unlabeled" (stage 1 only): seeded random boxes, no mask."""
 
     index: int
     name: str
     key: str
-    boxes: np.ndarray  # Kx4 XYXY in decoded pixels, one per connected component
+    boxes: np.ndarray  # Kx4 XYXY in decoded pixels
+    kind: str = "object"
 
 
 @dataclass
@@ -51,9 +56,39 @@ class Index:
     skipped: list[dict[str, str]]  # {"name", "reason"}
     computed: int = 0  # images whose cache entries this call computed
     reused: int = 0
+    background_left_out: int = 0  # volume slices without foreground not drawn (see `background`)
 
     def summary(self) -> dict[str, Any]:
-        return {"n": len(self.entries), "skipped": len(self.skipped), "skipped_files": self.skipped}
+        kinds = {k: sum(e.kind == k for e in self.entries) for k in ("object", "background", "unlabeled")}
+        return {
+            "n": len(self.entries),
+            "n_by_kind": kinds,
+            "background_slices_left_out": self.background_left_out,
+            "skipped": len(self.skipped),
+            "skipped_files": self.skipped,
+        }
+
+
+def drawn(seed: int, name: str, fraction: float) -> bool:
+    """A seeded, order-free draw of `fraction` of the names (the same ones on every rank and rerun)."""
+    if fraction <= 0:
+        return False
+    u = int(hashlib.sha256(f"{seed}:{name}".encode()).hexdigest()[:12], 16) / 16**12
+    return u < fraction
+
+
+def _entry(i: int, name: str, meta: dict[str, Any], sample: Any, min_area: int) -> Entry | str:
+    """The entry of one decoded sample, or why it is skipped."""
+    key = image_key(sample.image)
+    if meta.get("unlabeled"):
+        rng = np.random.default_rng(int(key[:12], 16))
+        return Entry(i, name, key, random_boxes(sample.image.shape[:2], rng), "unlabeled")
+    comps = objects(sample.target, min_area)
+    if comps:
+        return Entry(i, name, key, np.stack([box_around(c) for c in comps]))
+    if meta.get("foreground") is False:
+        return Entry(i, name, key, np.zeros((0, 4), np.float32), "background")
+    return "empty mask: no box prompt is defined"
 
 
 def low_res_target(model: KDSam, mask: np.ndarray) -> torch.Tensor:
@@ -74,32 +109,42 @@ def index_dataset(
     logits: bool = False,
     batch_size: int = 8,
     min_area: int = 100,
+    background: float = 0.0,
+    seed: int = 0,
 ) -> Index:
     """Decode this rank's share of the images once: note the usable ones (readable, with a non-empty
     mask) and fill the cache with what it lacks (embeddings, batched; teacher mask logits for each
-    box when `logits`). Every rank gets the whole index back."""
+    box when `logits`). Every rank gets the whole index back.
+
+    Volume slices without foreground are left out (never decoded), except a seeded `background`
+    fraction of them, kept for stage 1's embedding term. Unlabelled images get seeded random boxes.
+    """
     entries: list[Entry] = []
     skipped: list[dict[str, str]] = []
     pending: list[tuple[Entry, np.ndarray]] = []
-    computed = reused = 0
+    computed = reused = left_out = 0
     mine = rt.shard(range(len(dataset)))
     desc = f"indexing {dataset.split or 'data'}" + (" + teacher cache" if cache is not None else "")
     for i in tqdm(mine, desc=desc, unit="image", disable=not rt.is_main):
-        name = dataset.records[i].name
+        record = dataset.records[i]
+        name = record.name
+        background_slice = record.meta.get("foreground") is False and not record.meta.get("unlabeled")
+        if background_slice and not drawn(seed, name, background):
+            left_out += 1
+            continue
         try:
             sample = dataset[i]
         except BadFileError as err:
             skipped.append({"name": name, "reason": str(err)})
             continue
-        comps = objects(sample.target, min_area)
-        if not comps:
-            skipped.append({"name": name, "reason": "empty mask: no box prompt is defined"})
+        entry = _entry(i, name, record.meta, sample, min_area)
+        if isinstance(entry, str):
+            skipped.append({"name": name, "reason": entry})
             continue
-        entry = Entry(i, name, image_key(sample.image), np.stack([box_around(c) for c in comps]))
         entries.append(entry)
         if cache is None:
             continue
-        if cache.has(entry.key, entry.boxes if logits else None):
+        if cache.has(entry.key, entry.boxes if logits and len(entry.boxes) else None):
             reused += 1
             continue
         pending.append((entry, sample.image))
@@ -107,12 +152,13 @@ def index_dataset(
             computed += _fill(cache, pending, logits)
     if cache is not None and pending:
         computed += _fill(cache, pending, logits)
-    shares = rt.gather((entries, skipped, computed, reused))
+    shares = rt.gather((entries, skipped, computed, reused, left_out))
     return Index(
         sorted((e for s in shares for e in s[0]), key=lambda e: e.index),
         [k for s in shares for k in s[1]],
         sum(s[2] for s in shares),
         sum(s[3] for s in shares),
+        sum(s[4] for s in shares),
     )
 
 
@@ -126,7 +172,7 @@ def _fill(cache: EmbeddingCache, pending: list[tuple[Entry, np.ndarray]], logits
             embs[entry.key] = emb
     if logits:
         for entry, image in pending:
-            if cache.load_logits(entry.key, entry.boxes) is None:
+            if len(entry.boxes) and cache.load_logits(entry.key, entry.boxes) is None:
                 out = cache.compute_logits(embs[entry.key], entry.boxes, image.shape[:2])
                 cache.save_logits(entry.key, entry.boxes, out)
     n = len(pending)
@@ -244,6 +290,27 @@ class TrainingSet(torch.utils.data.Dataset):
         entry = self.entries[i]
         rng = np.random.default_rng([self.seed, self.epoch, entry.index])
         sample = self.dataset[entry.index]
+        shape = sample.image.shape[:2]
+        if entry.kind == "object":
+            item, image, k = self._object_item(entry, sample, rng)
+        else:  # stage 1 only: no object to prompt or score, a random box (unlabelled) or none
+            k = int(rng.integers(len(entry.boxes))) if len(entry.boxes) else None
+            item = {"box": torch.zeros(4), "target": torch.zeros(1, LOW_RES, LOW_RES)}
+            image = sample.image
+        item["index"] = torch.tensor(entry.index)
+        item["has_box"] = torch.tensor(k is not None)
+        if self.frozen_cache is not None and not self.augmentations:
+            item["emb"] = _required(self.frozen_cache / f"{entry.key}.pt", (256, 64, 64))
+        else:
+            item["x"] = self.student.prepare(image)[0][0]
+        if self.teacher_cache is not None:
+            item["teacher_emb"] = _required(self.teacher_cache / f"{entry.key}.pt", (256, 64, 64))
+            item.update(self._teacher_prompt(entry, k, shape))
+        return item
+
+    def _object_item(self, entry: Entry, sample: Any, rng: np.random.Generator):
+        """(item with the student's box and target of one object, the image it goes with, the
+        object's index among the entry's boxes)."""
         image, mask = sample.image, sample.target
         comps = None
         if self.augmentations:
@@ -257,7 +324,6 @@ class TrainingSet(torch.utils.data.Dataset):
         if self.jitter:
             box = jitter_boxes(box, mask.shape, rng)
         item = {
-            "index": torch.tensor(entry.index),
             "box": self.student.boxes_to_prompt_frame(torch.from_numpy(box), mask.shape)[0],
             "target": low_res_target(self.student, comps[k]),
         }
@@ -268,18 +334,22 @@ class TrainingSet(torch.utils.data.Dataset):
                 prompt_clicks=torch.tensor(plan.clicks),
                 prompt_point=torch.tensor(plan.point),
             )
-        if self.frozen_cache is not None and not self.augmentations:
-            item["emb"] = _required(self.frozen_cache / f"{entry.key}.pt", (256, 64, 64))
-        else:
-            item["x"] = self.student.prepare(image)[0][0]
-        if self.teacher_cache is not None:
-            item["teacher_emb"] = _required(self.teacher_cache / f"{entry.key}.pt", (256, 64, 64))
-            tbox = torch.from_numpy(entry.boxes[k : k + 1])
-            item["teacher_box"] = self.teacher.boxes_to_prompt_frame(tbox, mask.shape)[0]
+        return item, image, k
+
+    def _teacher_prompt(self, entry: Entry, k: int | None, shape: tuple[int, int]) -> dict[str, torch.Tensor]:
+        """The teacher's box k (its frame) and, for the decoder term, its cached mask logits; zeros
+        where the item has no box (`has_box` is then False and the term leaves it out)."""
+        if k is None:
+            out = {"teacher_box": torch.zeros(4)}
             if self.logits:
-                path = self.teacher_cache / f"{entry.key}-logits-{boxes_key(entry.boxes)}.pt"
-                item["teacher_logits"] = _required(path, (len(entry.boxes), 1, LOW_RES, LOW_RES))[k]
-        return item
+                out["teacher_logits"] = torch.zeros(1, LOW_RES, LOW_RES, dtype=torch.float16)
+            return out
+        tbox = torch.from_numpy(entry.boxes[k : k + 1])
+        out = {"teacher_box": self.teacher.boxes_to_prompt_frame(tbox, shape)[0]}
+        if self.logits:
+            path = self.teacher_cache / f"{entry.key}-logits-{boxes_key(entry.boxes)}.pt"
+            out["teacher_logits"] = _required(path, (len(entry.boxes), 1, LOW_RES, LOW_RES))[k]
+        return out
 
 
 def _required(path: Path, shape: tuple[int, ...]) -> torch.Tensor:

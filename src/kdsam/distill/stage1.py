@@ -24,6 +24,7 @@ from kdsam.models.student import build_student
 log = logging.getLogger("kdsam")
 
 PERCEPTUAL = ("decoder", "vgg16", "none")
+BACKGROUND_SLICES = 0.1  # of a volume's slices without foreground, the share stage 1 also learns from
 
 
 def make_perceptual(kind: str, teacher: KDSam, cache: EmbeddingCache, index: Index, vgg_weights: str | None):
@@ -35,6 +36,17 @@ def make_perceptual(kind: str, teacher: KDSam, cache: EmbeddingCache, index: Ind
     if kind == "none":
         return None
     raise KdsamError(f"unknown perceptual loss {kind!r}; choose one of {', '.join(PERCEPTUAL)}")
+
+
+def perceptual_rows(batch: Batch, loss: torch.nn.Module, most: int | None) -> torch.Tensor:
+    """The batch items that get the perceptual term: the first `most` (batches are shuffled, so any
+    will do) of those with a box when the term is the decoder's (volume slices without foreground
+    have none)."""
+    n = len(batch["x"])
+    rows = torch.arange(n, device=batch["x"].device)
+    if getattr(loss, "name", "") == "decoder":
+        rows = rows[batch["has_box"].bool()]
+    return rows[: most or n]
 
 
 def per_item_mse(student: KDSam, batch: Batch) -> torch.Tensor:
@@ -91,6 +103,7 @@ def distill(
     extra_config: dict | None = None,
     runtime: Runtime | None = None,
     cache_batch_size: int = 8,
+    background: float = BACKGROUND_SLICES,
 ) -> KDSam:
     """Distil `teacher`'s image encoder into a new student; writes RUN/model.pt and returns the student.
 
@@ -101,6 +114,9 @@ def distill(
     perceptual_items: how many images of each batch also get the perceptual term. SAM's mask decoder
     costs about as much as the student's encoder on a CPU, so a subsample keeps its signal at a
     fraction of the price (None: every image).
+
+    background: of a volume dataset's slices without foreground, the seeded fraction also trained on
+    (embedding term only: no object to prompt the decoder term with).
     """
     cfg = cfg or FitConfig()
     rt = runtime or Runtime(torch.device("cpu"))
@@ -114,6 +130,7 @@ def distill(
         "perceptual": perceptual,
         "perceptual_weight": perceptual_weight,
         "perceptual_items": perceptual_items,
+        "background_slices": background,
     }
     if resume:
         run.check_resume("distill", options)
@@ -127,8 +144,9 @@ def distill(
     teacher.to(rt.device)
     cache = open_cache(teacher, cache_dir, rt)
     logits = perceptual == "decoder"
-    train_index = index_dataset(train, rt, cache, logits=logits, batch_size=cache_batch_size)
-    val_index = index_dataset(val, rt, cache, batch_size=cache_batch_size)
+    drawn = {"background": background, "seed": cfg.seed}
+    train_index = index_dataset(train, rt, cache, logits=logits, batch_size=cache_batch_size, **drawn)
+    val_index = index_dataset(val, rt, cache, batch_size=cache_batch_size, **drawn)
     if not val_index.entries:
         raise KdsamError(
             f"{val.spec}: the validation split has no usable image; model selection needs one (see --split-file)"
@@ -171,9 +189,11 @@ def distill(
         emb = student.image_encoder(batch["x"])
         terms = {"mse": embedding_mse(emb.float(), target)}
         if loss_p is not None:
-            k = min(len(emb), perceptual_items or len(emb))  # batches are shuffled: any k will do
-            cached = batch["teacher_logits"][:k].float() if "teacher_logits" in batch else None
-            terms["perceptual"] = loss_p(emb[:k], target[:k], batch["teacher_box"][:k], cached)
+            rows = perceptual_rows(batch, loss_p, perceptual_items)
+            cached = batch["teacher_logits"][rows].float() if "teacher_logits" in batch else None
+            terms["perceptual"] = (
+                loss_p(emb[rows], target[rows], batch["teacher_box"][rows], cached) if len(rows) else emb.new_zeros(())
+            )
         terms["loss"] = terms["mse"] + perceptual_weight * terms.get("perceptual", 0.0)
         return terms
 
