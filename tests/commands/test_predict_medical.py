@@ -73,7 +73,8 @@ def test_volume_mask_keeps_shape_affine_and_spacing(tiny_model: str, nifti: Path
     assert set(np.unique(labels)) <= {0, 1}
     assert not labels[..., :2].any() and not labels[..., 7:].any()  # only slices z0..z1 are segmented
     meta = json.loads((tmp_path / "out" / "mask.json").read_text())
-    assert meta["intensity"] == {"method": "window", "level": 40.0, "width": 400.0, "preset": "soft-tissue"}
+    window = {"method": "window", "level": 40.0, "width": 400.0, "preset": "soft-tissue", "non_finite_voxels": 0}
+    assert meta["intensity"] == window
     assert meta["boxes3d"] == [[10, 7, 2, 30, 23, 6]] and meta["spacing"] == pytest.approx([0.8, 0.9, 2.5])
     assert overlay.stat().st_size > 0
 

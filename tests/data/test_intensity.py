@@ -54,3 +54,25 @@ def test_auto_keeps_8_bit_data_and_windows_ct() -> None:
     assert out is data and record["method"] == "none"
     _, record = to_uint8(np.array([-100.0, 100.0]), modality="CT")
     assert record["preset"] == "soft-tissue" and PRESETS["soft-tissue"] == (record["level"], record["width"])
+
+
+@pytest.mark.parametrize("choice", ["auto", "percentile", "minmax", (40.0, 400.0)])
+def test_non_finite_voxels_are_left_out_of_the_statistics_and_counted(choice) -> None:
+    rng = np.random.default_rng(1)
+    mr = rng.normal(500, 50, (4, 16, 16)).astype(np.float32)
+    mr[0, 0, :3] = [np.nan, np.inf, -np.inf]
+    out, record = to_uint8(mr, choice, modality="MR")
+    rest = mr.ravel()[3:]
+    low, high = {
+        "minmax": (rest.min(), rest.max()),
+        "window": (-160.0, 240.0),
+    }.get(record["method"], np.percentile(rest, [0.5, 99.5]))
+    assert record["non_finite_voxels"] == 3
+    assert record.get("low", low) == pytest.approx(low) and record.get("high", high) == pytest.approx(high)
+    np.testing.assert_array_equal(out.ravel()[3:], window_to_uint8(rest, (low + high) / 2, high - low))
+    assert out[0, 0, 0] == 0 and out[0, 0, 1] == 255 and out[0, 0, 2] == 0
+
+
+def test_data_without_a_finite_value_is_refused() -> None:
+    with pytest.raises(KdsamError, match="no finite value"):
+        to_uint8(np.full((2, 3, 3), np.nan, np.float32))

@@ -9,6 +9,9 @@ The choice (`--window`) is one of:
 - `percentile`: that percentile normalisation whatever the modality; `minmax`: the whole range.
 Data already 8-bit passes unchanged under `auto`. The model's own preprocessing runs afterwards.
 What was applied is returned as a dict, for the output's metadata.
+
+Non-finite voxels (NaN, +-inf: a failed reconstruction, a masked export) take no part in the
+statistics; NaN and -inf map to 0, +inf to 255, and the record counts them (`non_finite_voxels`).
 """
 
 from __future__ import annotations
@@ -52,7 +55,7 @@ def window_to_uint8(data: np.ndarray, level: float, width: float) -> np.ndarray:
     """Clip to the window and map it linearly onto 0..255."""
     low = level - width / 2
     scaled = (np.asarray(data, dtype=np.float32) - low) * (255.0 / width)
-    return np.clip(scaled + 0.5, 0, 255).astype(np.uint8)
+    return np.nan_to_num(np.clip(scaled + 0.5, 0, 255), nan=0.0).astype(np.uint8)
 
 
 def range_to_uint8(data: np.ndarray, low: float, high: float) -> np.ndarray:
@@ -63,8 +66,8 @@ def range_to_uint8(data: np.ndarray, low: float, high: float) -> np.ndarray:
 
 def percentile_range(data: np.ndarray) -> tuple[float, float]:
     """MedSAM's bounds: the 0.5 and 99.5 percentiles of the non-zero voxels (the air/background
-    outside an MR is exactly 0 and would otherwise dominate)."""
-    foreground = data[data != 0]
+    outside an MR is exactly 0 and would otherwise dominate); non-finite voxels are left out."""
+    foreground = data[(data != 0) & np.isfinite(data)]
     if foreground.size == 0:
         return 0.0, 0.0
     low, high = np.percentile(foreground, PERCENTILES)
@@ -78,8 +81,25 @@ def to_uint8(
     file_window: tuple[float, float] | None = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """(uint8 array of data's shape, record of what was applied). Computed over the whole array, so
-    every slice of a volume gets the same mapping."""
+    every slice of a volume gets the same mapping. Data with no finite value at all is refused: its
+    picture would be blank."""
     data = np.asarray(data)
+    finite = np.isfinite(data) if data.dtype.kind == "f" else None
+    bad = 0 if finite is None else int(data.size - np.count_nonzero(finite))
+    if bad and bad == data.size:
+        raise KdsamError(f"no finite value in the data ({bad} NaN or infinite voxels): nothing to segment")
+    out, record = _mapped(data, choice, modality, file_window, finite)
+    return out, {**record, "non_finite_voxels": bad}
+
+
+def _mapped(
+    data: np.ndarray,
+    choice: str | tuple[float, float],
+    modality: str | None,
+    file_window: tuple[float, float] | None,
+    finite: np.ndarray | None,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """to_uint8's mapping; `finite`: where a float array is finite (None for integer data)."""
     if isinstance(choice, tuple):
         level, width = choice
         name = next((n for n, v in PRESETS.items() if v == choice), None)
@@ -110,5 +130,6 @@ def to_uint8(
         out = range_to_uint8(data, low, high)
         out[data == 0] = 0
         return out, {"method": "percentile", "percentiles": list(PERCENTILES), "low": low, "high": high}
-    low, high = float(np.min(data)), float(np.max(data))
+    values = data if finite is None else data[finite]
+    low, high = (float(np.min(values)), float(np.max(values))) if values.size else (0.0, 0.0)
     return range_to_uint8(data, low, high), {"method": "minmax", "low": low, "high": high}
