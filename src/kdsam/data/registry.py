@@ -86,6 +86,16 @@ def is_volume_spec(spec: str) -> bool:
     return spec.partition(":")[0] in VOLUME_KINDS
 
 
+def require_labelled(spec: str, purpose: str) -> None:
+    """Masks are needed past stage 1: refuse an unlabelled spec in one line, saying why."""
+    kind, _ = parse_spec(spec)
+    if not ADAPTERS[kind].labelled:
+        raise KdsamError(
+            f"{spec}: {kind}: datasets have no masks; {purpose} needs masks (use it for kdsam distill, "
+            "then fine-tune and evaluate on a labelled spec such as nnunet:, msd:, npz: or folder:)"
+        )
+
+
 def volume_set(spec: str, options: VolumeOptions | None = None, progress: bool = True) -> VolumeSet:
     """The stored cases of a volume spec, converting what the slice store lacks (once per process)."""
     kind, root = parse_spec(spec)

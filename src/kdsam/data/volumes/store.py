@@ -124,9 +124,10 @@ class SliceStore:
             (tmp / "case.json").write_text(json.dumps(meta, default=_plain) + "\n")
             try:
                 os.rename(tmp, folder)
-            except OSError:  # another rank or run stored the same case first: theirs is as good
+            except OSError:  # another rank or run stored the same case first (theirs is as good), or torn
                 if self.open(case) is None:
-                    raise
+                    shutil.rmtree(folder.rename(Path(f"{tmp}.torn")), ignore_errors=True)
+                    os.rename(tmp, folder)
         except OSError as err:
             if err.errno == 28:
                 raise KdsamError(f"{self.root}: disk full while storing {case.name}; free space and rerun") from err
