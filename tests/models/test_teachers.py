@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import pickle
 from collections.abc import Callable
 from pathlib import Path
 
@@ -72,6 +73,20 @@ def with_pickled_objects(path: Path) -> Path:
     return path
 
 
+REFUSED = "not a weights-only checkpoint: refusing to unpickle (it would import"
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (os.system, ("echo this must never run",))
+
+
+def pickle_with_code(path: Path) -> Path:
+    """A plain pickle (protocol 4, which torch also warns about) that would run a shell command."""
+    path.write_bytes(pickle.dumps({"state_dict": _RunsCode()}, protocol=4))
+    return path
+
+
 def empty_file(path: Path) -> Path:
     path.write_bytes(b"")
     return path
@@ -97,21 +112,26 @@ def test_missing_checkpoint_names_the_official_file(tmp_path: Path, name: str, o
 @pytest.mark.parametrize(
     ("make", "problem"),
     [
-        (truncated, "truncated or damaged"),
-        (text_file, "not a PyTorch checkpoint"),
-        (with_pickled_objects, "pickled Python objects (argparse.Namespace)"),
-        (empty_file, "empty"),
+        (truncated, "not a readable checkpoint: truncated or damaged"),
+        (text_file, "not a readable checkpoint: not a PyTorch checkpoint"),
+        (with_pickled_objects, f"{REFUSED} argparse.Namespace)"),
+        (pickle_with_code, f"{REFUSED} {os.system.__module__}.system)"),
+        (empty_file, "not a readable checkpoint: the file is empty"),
     ],
-    ids=["truncated", "text", "pickled-objects", "empty"],
+    ids=["truncated", "text", "pickled-objects", "pickle-with-code", "empty"],
 )
-def test_unreadable_checkpoint_is_one_line(tmp_path: Path, make: Callable[[Path], Path], problem: str) -> None:
-    """The file and what is wrong with it; none of torch's text, which reads like advice to unpickle."""
+def test_unreadable_checkpoint_is_one_line(
+    tmp_path: Path, make: Callable[[Path], Path], problem: str, recwarn: pytest.WarningsRecorder
+) -> None:
+    """The file and what is wrong with it, with no warning; none of torch's text, which reads like
+    advice to load the file unsafely."""
     path = make(tmp_path / "weights.pth")
     with pytest.raises(KdsamError) as err:
         load_teacher("litemedsam", path)
-    assert_one_line_naming(err.value, str(path), "not a readable", problem)
+    assert_one_line_naming(err.value, str(path), problem)
     assert err.value.__suppress_context__ and len(str(err.value)) < 300
-    assert not any(w in str(err.value).lower() for w in ("weights_only", "trust", "unpickle", "safe_globals"))
+    assert not any(w in str(err.value).lower() for w in ("weights_only", "trust", "safe_globals"))
+    assert not [w for w in recwarn if issubclass(w.category, UserWarning)]
 
 
 @pytest.mark.parametrize(

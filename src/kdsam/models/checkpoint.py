@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import pickle
+import pickletools
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -35,36 +37,69 @@ NUMPY_SCALARS = [
 ]
 
 
+def _pickled_globals(path: Path) -> list[str]:
+    """The module.name globals the pickles at the start of `path` would import, read with pickletools
+    (which runs nothing); the scan stops at the first bytes that are not a pickle (a legacy torch
+    file's tensor data, a truncation)."""
+    found: list[str] = []
+    strings: list[str] = []
+    with open(path, "rb") as fh:
+        try:
+            while fh.peek(1):  # one pickle after another, to the end of the file
+                for op, arg, _ in pickletools.genops(fh):
+                    if isinstance(arg, str):
+                        strings.append(arg)
+                    if op.name in ("GLOBAL", "INST"):
+                        found.append(str(arg).replace(" ", "."))
+                    elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                        found.append(".".join(strings[-2:]))
+        except (ValueError, EOFError, UnicodeDecodeError, pickle.UnpicklingError):
+            pass
+    return found
+
+
+def _is_code(name: str) -> bool:
+    """A global that torch's weights-only reader refuses: anything beyond torch's own rebuild helpers
+    and plain containers."""
+    return not name.startswith(("torch.", "collections.OrderedDict", "builtins.set", "_codecs.encode"))
+
+
 def _load_error(path: Path, err: Exception) -> str:
     """What is wrong with a checkpoint torch could not load, in a few words (torch's own text is several
     paragraphs and reads like advice to load the file unsafely, which kdsam never does)."""
     with open(path, "rb") as fh:
         head = fh.read(4)
     if not head:
-        return "the file is empty"
-    if not head.startswith((ZIP_MAGIC, PICKLE_MAGIC)):
-        return f"not a PyTorch checkpoint (the file starts with {head!r})"
-    if isinstance(err, pickle.UnpicklingError) and head == ZIP_MAGIC:
+        return "not a readable checkpoint: the file is empty"
+    if isinstance(err, pickle.UnpicklingError):
         try:
-            found = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+            found = (
+                torch.serialization.get_unsafe_globals_in_checkpoint(path)
+                if head == ZIP_MAGIC
+                else [g for g in _pickled_globals(path) if _is_code(g)]
+            )
         except Exception:  # an unreadable archive: reported as damaged below
             found = []
         if found:
             return (
-                f"holds pickled Python objects ({', '.join(found[:3])}), which kdsam never loads; "
-                "it reads tensors and plain containers only"
+                f"not a weights-only checkpoint: refusing to unpickle (it would import {', '.join(found[:3])}); "
+                "kdsam reads tensors and plain containers only"
             )
-    return "truncated or damaged (an interrupted download or save?)"
+    if not head.startswith((ZIP_MAGIC, PICKLE_MAGIC)):
+        return f"not a readable checkpoint: not a PyTorch checkpoint (the file starts with {head!r})"
+    return "not a readable checkpoint: truncated or damaged (an interrupted download or save?)"
 
 
 def load_weights_only(path: Path, what: str) -> object:
     """torch.load(weights_only=True) on CPU; a file it cannot read is one line: the file, what is wrong
-    with it, and what it was expected to be. Numpy scalars (training metrics) are read as data."""
+    with it, and what it was expected to be. Numpy scalars (training metrics) are read as data.
+    torch's warnings about the file (an unusual pickle protocol) are dropped: the one line says it."""
     try:
-        with torch.serialization.safe_globals(NUMPY_SCALARS):
+        with torch.serialization.safe_globals(NUMPY_SCALARS), warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
             return torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError, ValueError, IndexError) as err:
-        raise KdsamError(f"{path}: not a readable checkpoint: {_load_error(path, err)} ({what})") from None
+        raise KdsamError(f"{path}: {_load_error(path, err)} ({what})") from None
 
 
 def _unwrap(obj: object) -> object:
