@@ -26,12 +26,14 @@ TOLERANCE = 2.0
 NSD_MIN_DSC = 0.2
 
 
-def _dsc(pred: np.ndarray, truth: np.ndarray) -> float:
+def class_dsc(pred: np.ndarray, truth: np.ndarray) -> float:
+    """One label's DSC; NaN when both are empty (the official compute_dice_coefficient)."""
     total = int(pred.sum()) + int(truth.sum())
     return math.nan if total == 0 else 2.0 * int((pred & truth).sum()) / total
 
 
-def _nsd(pred: np.ndarray, truth: np.ndarray, spacing: list[float]) -> float:
+def class_nsd(pred: np.ndarray, truth: np.ndarray, spacing: list[float]) -> float:
+    """One label's NSD at TOLERANCE with `spacing` along the array axes."""
     if not pred.any() and not truth.any():
         return math.nan  # 0/0 in the official code
     return metrics.nsd(pred, truth, TOLERANCE, spacing=spacing, surfels=True)
@@ -43,12 +45,12 @@ def case_scores(segs: np.ndarray, gts: np.ndarray, spacing: list[float] | None, 
     if segs.shape != gts.shape:
         raise ValueError(f"segs has shape {segs.shape} but gts {gts.shape}")
     labels = range(1, int(gts.max()) + 1)
-    dsc = float(np.mean([_dsc(segs == i, gts == i) for i in labels])) if len(labels) else math.nan
+    dsc = float(np.mean([class_dsc(segs == i, gts == i) for i in labels])) if len(labels) else math.nan
     if not dsc > NSD_MIN_DSC:
         return {"dsc": dsc, "nsd": 0.0}
     if not three_d:
         segs, gts, spacing = segs[..., None], gts[..., None], [1.0, 1.0, 1.0]
-    nsd = float(np.mean([_nsd(segs == i, gts == i, list(spacing or [1.0] * 3)) for i in labels]))
+    nsd = float(np.mean([class_nsd(segs == i, gts == i, list(spacing or [1.0] * 3)) for i in labels]))
     return {"dsc": dsc, "nsd": nsd}
 
 

@@ -21,6 +21,7 @@ from kdsam.data.folder import IMAGE_SUFFIXES
 from kdsam.data.imageio import BadFileError, read_image_with_intensity, write_png
 from kdsam.errors import KdsamError
 from kdsam.infer import challenge, dicomseg
+from kdsam.infer.cvpr25 import is_cvpr25_file
 from kdsam.infer.volume import segment_stack
 from kdsam.models.sam import KDSam
 from kdsam.utils.atomic import write_json
@@ -204,7 +205,11 @@ def run_file(
         dicomseg.check_source(path)
     start = time.perf_counter()
     record: dict[str, Any] = {"input": str(path), "output": str(output), "kind": kind, "model": _model_label(model)}
-    if kind == "npz":
+    if kind == "npz" and is_cvpr25_file(path):
+        from kdsam.infer.interactive3d import answer_case25
+
+        record.update(answer_case25(model, path, output, batch_size))
+    elif kind == "npz":
         case = read_case(path)
         segs = challenge.segment_case(model, case, batch_size)
         challenge.write_segs(output, segs)

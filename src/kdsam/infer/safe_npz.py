@@ -62,6 +62,21 @@ def _read_member(z: zipfile.ZipFile, member: str) -> np.ndarray:
     return value
 
 
+def member_dtypes(path: str | Path) -> dict[str, np.dtype]:
+    """The dtype of each array of an npz from its headers alone (no data read); {} when unreadable."""
+    out: dict[str, np.dtype] = {}
+    try:
+        with zipfile.ZipFile(path) as z:
+            for member in z.namelist():
+                if member.endswith(".npy"):
+                    with z.open(member) as f:
+                        version = np.lib.format.read_magic(f)
+                        out[member[: -len(".npy")]] = HEADER_READERS[version](f)[2]
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return {}
+    return out
+
+
 def load_npz(path: str | Path) -> dict[str, np.ndarray]:
     """Every array of an npz by name; object arrays through `RestrictedUnpickler`. A file that is not
     an npz, or asks for anything else, is a BadFileError naming it."""
