@@ -9,8 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from kdsam.commands.options import add_device_argument
-from kdsam.data.registry import dataset_splits, open_dataset
+from kdsam.commands.options import add_device_argument, add_volume_arguments, volume_options
+from kdsam.data.registry import dataset_splits, is_volume_spec, open_dataset, require_labelled, volume_set
 from kdsam.errors import KdsamError
 from kdsam.eval.compare import comparison, dataset_label, to_markdown, write_comparison
 from kdsam.eval.evaluate import PredictionFolder, Segmenter, as_segmenter, check_writable, run_evaluation
@@ -47,7 +47,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="SPEC",
-        help="dataset KIND:PATH (kvasir, isic2017, hc18, busi, folder, synthetic); repeatable",
+        help="dataset KIND:PATH (kvasir, isic2017, hc18, busi, folder, synthetic; volumes: nnunet, msd, npz, "
+        "scored in 3D from each label's 3D box); repeatable",
     )
     p.add_argument(
         "--split",
@@ -86,6 +87,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--save-predictions", action="store_true", help="also write each predicted mask to OUT/predictions")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--overwrite", action="store_true", help="replace an existing metrics.json")
+    p.add_argument("--cache-dir", help="where volume datasets' slice stores live (default $KDSAM_CACHE)")
+    add_volume_arguments(p)
 
 
 def _slug(text: str) -> str:
@@ -138,6 +141,10 @@ def run(args: argparse.Namespace) -> int:
         return _run_cases(args, out)
     if not args.data:
         raise KdsamError("give --data SPEC (or --predictions DIR with --gts DIR for volumes and npz cases)")
+    for spec in args.data:
+        require_labelled(spec, "kdsam evaluate")
+    if any(map(is_volume_spec, args.data)):
+        return _run_volumes(args, out)
     sources = _sources(args)
     chosen = args.split or ("test" if args.model else "all")
     split = None if chosen == "all" else chosen
@@ -204,4 +211,45 @@ def _run_cases(args: argparse.Namespace, out: Path) -> int:
     means = ", ".join(f"{k} {v:.4f}" for k, v in result["mean"].items() if v is not None)
     skipped = f"; skipped {result['n_skipped']} (reasons in metrics.json)" if result["n_skipped"] else ""
     print(f"{result['n_cases']} cases scored ({result['kind']}): {means}{skipped} -> {out}")
+    return 0
+
+
+def _run_volumes(args: argparse.Namespace, out: Path) -> int:
+    """Volume datasets: every --model on the split's cases, in 3D, side by side."""
+    from kdsam.eval.volume_sets import evaluate_volume_set, number, side_by_side, write_result
+    from kdsam.models.loading import load_model
+    from kdsam.utils.atomic import write_text
+    from kdsam.utils.device import resolve_device
+
+    if not all(map(is_volume_spec, args.data)) or len(args.data) != 1:
+        raise KdsamError("a volume dataset (nnunet:, msd:, npz:) is evaluated on its own: give exactly one --data")
+    if args.predictions or not args.model:
+        raise KdsamError("volume datasets score --model MODEL (saved NIfTI predictions: --predictions DIR --gts DIR)")
+    spec, opts = args.data[0], volume_options(args)
+    split = args.split or "test"
+    cases = [c.name for c in volume_set(spec, opts).cases]
+    if split != "all":
+        cases = dataset_splits(spec, args.seed, args.split_file, opts)[split]
+    several = len(args.model) > 1
+    folders = {m: out / _slug(parse_model(m).label) if several else out for m in args.model}
+    for folder in folders.values():
+        check_writable(folder, args.overwrite)
+    results = {}
+    for text, folder in folders.items():
+        model = load_model(text)
+        if hasattr(model, "to"):
+            model = model.to(resolve_device(args.device))
+        result = evaluate_volume_set(model, volume_set(spec, opts), cases, args.nsd_tolerance_mm)
+        result.update(model=text, data=spec, split=split, split_seed=args.seed, split_file=args.split_file)
+        write_result(result, folder)
+        results[text] = result
+        mean = result["mean"]
+        print(f"{text} on {spec} ({split}): {result['n_cases']} cases, Dice {number(mean['dice'])} -> {folder}")
+        for name, scores in result["per_label"].items():
+            print(f"  {name}: Dice {number(scores['dice'])} over {scores['n_cases']} cases")
+    table = side_by_side(results)
+    print()
+    print(table)
+    if several:
+        write_text(out / "comparison.md", table + "\n")
     return 0

@@ -13,6 +13,7 @@ from kdsam.commands.options import (
     splits_of,
     train_val,
 )
+from kdsam.data.registry import require_labelled
 from kdsam.distill.items import AUGMENTATIONS
 from kdsam.distill.prompting import DEFAULT_MIX, parse_mix
 from kdsam.distill.stage2 import finetune
@@ -56,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
     log_to_stderr()
     rt = runtime_of(args)
     cfg = fit_config(args, rt)
+    require_labelled(args.data, "kdsam finetune")
     train, val = train_val(args)
     finetune(
         args.run, train, val, bce_weight=args.bce_weight, train_encoder=args.train_encoder, cfg=cfg,

@@ -24,17 +24,13 @@ from kdsam.distill.runtime import Runtime
 from kdsam.errors import KdsamError
 from kdsam.models.sam import KDSam
 from kdsam.utils.atomic import save_torch
+from kdsam.utils.cache_dir import default_cache_dir
 
 log = logging.getLogger("kdsam")
 
 EMBEDDING_SHAPE = (256, 64, 64)
 LOW_RES = 256  # side of SAM's low-resolution mask logits
 STALE_TMP_S = 3600  # a temporary file this old belongs to a writer that died
-
-
-def default_cache_dir() -> Path:
-    """$KDSAM_CACHE, else ~/.cache/kdsam: shared by every run on the machine."""
-    return Path(os.environ.get("KDSAM_CACHE", Path.home() / ".cache" / "kdsam"))
 
 
 def weights_hash(module: torch.nn.Module) -> str:

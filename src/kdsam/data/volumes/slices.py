@@ -20,6 +20,7 @@ from kdsam.data.sample import Sample
 from kdsam.data.volumes.cases import Case, CaseArrays, read_image_case, read_npz_case, read_volume_case
 from kdsam.data.volumes.layouts import IMAGE_SUFFIXES, CaseList, check_labels
 from kdsam.data.volumes.store import SliceStore, StoredCase
+from kdsam.utils.cache_dir import default_cache_dir
 
 log = logging.getLogger("kdsam")
 
@@ -74,8 +75,6 @@ def read_case(case: Case, options: VolumeOptions, label_names: dict[int, str]) -
 def store_cases(listing: CaseList, options: VolumeOptions, progress: bool = True) -> VolumeSet:
     """Every case of a listing in the slice store, converting those not stored yet. A case that
     cannot be read is named in one line and left out; the rest goes on."""
-    from kdsam.distill.cache import default_cache_dir
-
     store = SliceStore(options.cache_dir or default_cache_dir(), options.window, options.channel)
     stored, problems = [], list(listing.problems)
     todo = []
