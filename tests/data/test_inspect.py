@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from kdsam.cli import main
-from kdsam.data.registry import ADAPTERS
+from kdsam.data.registry import ADAPTERS, VOLUME_KINDS
 
 LAYOUTS = {
     "kvasir": "kvasir_root",
@@ -25,7 +25,9 @@ def _inspect(spec: str, out: Path, *extra: str) -> tuple[int, dict]:
 
 
 def test_every_real_layout_has_a_fixture() -> None:
-    assert set(ADAPTERS) - {"synthetic"} == set(LAYOUTS)
+    """2D layouts here; the volume layouts' fixtures are in test_volumes.py."""
+    assert set(ADAPTERS) - {"synthetic"} == set(LAYOUTS) | set(VOLUME_KINDS)
+    assert set(VOLUME_KINDS) == {"nnunet", "msd", "npz", "images"}
 
 
 @pytest.mark.parametrize("kind", sorted(LAYOUTS))

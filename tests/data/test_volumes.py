@@ -205,3 +205,19 @@ def test_images_tree_is_unlabelled_and_refused_for_masks(tmp_path, opts):
     assert all(r.meta["unlabeled"] for r in records)
     with pytest.raises(KdsamError, match="no masks"):
         registry.require_labelled(f"images:{root}", "kdsam finetune")
+
+
+def test_inspect_reports_cases_slices_labels_spacing_and_problems(ct, tmp_path, capsys):
+    from kdsam.cli import main
+
+    (ct / "labelsTr" / "ct_009.nii.gz").unlink()
+    out = tmp_path / "report.json"
+    assert main(["data", "inspect", f"nnunet:{ct}", "--cache-dir", str(tmp_path / "c"), "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["n_cases"] == 9 and report["n_slices"] == 9 * SHAPE[2]
+    assert 0 < report["n_slices_with_foreground"] < report["n_slices"]
+    assert report["labels"] == {"kidney": 9, "liver": 9} and report["modality"] == "CT"
+    assert report["spacing_mm"]["min"] == pytest.approx([2.5, 0.8, 0.8]) == report["spacing_mm"]["max"]
+    assert [p["name"] for p in report["problems"]] == ["ct_009"]
+    text = capsys.readouterr().out
+    assert "cases     9" in text and "ct_009" in text

@@ -8,7 +8,14 @@ import json
 import logging
 from pathlib import Path
 
-from kdsam.commands.options import add_device_argument, add_precision_argument, log_to_stderr
+from kdsam.commands.options import (
+    add_background_argument,
+    add_device_argument,
+    add_precision_argument,
+    add_volume_arguments,
+    log_to_stderr,
+    volume_options,
+)
 from kdsam.data import open_dataset
 from kdsam.distill.runtime import DEFAULT_TIMEOUT_S, init_runtime
 from kdsam.errors import KdsamError
@@ -43,6 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_precision_argument(parser)
     parser.add_argument("--dist-timeout", type=float, default=DEFAULT_TIMEOUT_S, help=argparse.SUPPRESS)
     parser.add_argument("--json", type=Path, help='write {"images", "computed", "reused", "seconds", ...} here')
+    add_volume_arguments(parser)
+    add_background_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -62,11 +71,13 @@ def run(args: argparse.Namespace) -> int:
         teacher = build_architecture(spec.name).eval().requires_grad_(False)
     else:
         teacher = load_model(spec)
-    opts = {"seed": args.seed, "split_file": args.split_file, "max_side": args.max_side}
-    datasets = [open_dataset(args.data, None if s == "all" else s, **opts) for s in splits]
+    opts = {"seed": args.seed, "split_file": args.split_file, "max_side": args.max_side, "volume": volume_options(args)}
+    datasets = [open_dataset(args.data, None if s == "all" else s, **opts) for s in splits]  # fills the slice store
     from kdsam.distill.fill import fill_teacher_cache
 
-    report = fill_teacher_cache(teacher, datasets, rt, args.cache_dir, args.batch_size, not args.no_logits)
+    report = fill_teacher_cache(
+        teacher, datasets, rt, args.cache_dir, args.batch_size, not args.no_logits, args.background_slices, args.seed
+    )
     report = {"data": args.data, "splits": splits, **report}
     if not rt.is_main:
         return 0

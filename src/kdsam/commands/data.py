@@ -20,13 +20,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--json", type=Path, metavar="OUT", help="also write the report as JSON here")
     p.add_argument("--seed", type=int, default=0, help="seed of the split where a dataset has no official one")
     p.add_argument("--split-file", type=Path, metavar="F", help='JSON {"train": [names], "val": ..., "test": ...}')
+    p.add_argument("--cache-dir", help="where volume datasets' slice stores live (default $KDSAM_CACHE)")
+    from kdsam.commands.options import add_volume_arguments
+
+    add_volume_arguments(p)
 
 
 def run(args: argparse.Namespace) -> int:
+    from kdsam.commands.options import volume_options
     from kdsam.data.inspect import format_report, inspect_dataset
     from kdsam.utils.atomic import write_json
 
-    report = inspect_dataset(args.spec, seed=args.seed, split_file=args.split_file)
+    report = inspect_dataset(args.spec, seed=args.seed, split_file=args.split_file, volume=volume_options(args))
     print(format_report(report))
     if args.json:
         write_json(args.json, report)

@@ -6,6 +6,7 @@ import argparse
 from dataclasses import replace
 
 from kdsam.commands.options import (
+    add_background_argument,
     add_data_arguments,
     add_fit_arguments,
     fit_config,
@@ -15,7 +16,7 @@ from kdsam.commands.options import (
     train_val,
     volume_config,
 )
-from kdsam.distill.stage1 import BACKGROUND_SLICES, PERCEPTUAL, distill
+from kdsam.distill.stage1 import PERCEPTUAL, distill
 from kdsam.distill.trainer import FitConfig
 from kdsam.models.loading import load_model
 
@@ -35,14 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vgg-weights", metavar="PATH", help="torchvision vgg16-397923af.pth for --perceptual vgg16")
     parser.add_argument("--cache-dir", help="teacher embedding cache (default $KDSAM_CACHE or ~/.cache/kdsam)")
     parser.add_argument("--cache-batch-size", type=int, default=8, help="images per teacher forward when filling it")
-    parser.add_argument(
-        "--background-slices",
-        type=float,
-        default=BACKGROUND_SLICES,
-        metavar="F",
-        help=f"volume datasets: the fraction of slices without foreground also trained on, for the embedding "
-        f"term only (default {BACKGROUND_SLICES}; docs/volumes.md)",
-    )
+    add_background_argument(parser)
     add_fit_arguments(parser, FitConfig())
     parser.add_argument(
         "--sync-bn",

@@ -15,6 +15,7 @@ from kdsam.data.intensity import parse_window
 from kdsam.data.volumes.slices import VolumeOptions
 from kdsam.distill.runtime import DEFAULT_TIMEOUT_S, PRECISIONS, Runtime, init_runtime
 from kdsam.distill.trainer import FitConfig
+from kdsam.errors import KdsamError
 from kdsam.utils.device import resolve_device as resolve_device  # shared with evaluate and predict
 
 
@@ -34,6 +35,19 @@ def add_volume_arguments(parser: argparse.ArgumentParser) -> None:
         default="auto",
         help="intensity mapping of CT/MR voxels to 8 bits, as kdsam predict's: auto (the dataset's modality: CT "
         "soft tissue, others MedSAM's percentiles), a preset, L,W, percentile or minmax",
+    )
+
+
+def add_background_argument(parser: argparse.ArgumentParser) -> None:
+    from kdsam.distill.stage1 import BACKGROUND_SLICES
+
+    parser.add_argument(
+        "--background-slices",
+        type=float,
+        default=BACKGROUND_SLICES,
+        metavar="F",
+        help=f"volume datasets: the fraction of slices without foreground also distilled, embedding term only "
+        f"(default {BACKGROUND_SLICES}; docs/volumes.md)",
     )
 
 
@@ -117,9 +131,18 @@ def runtime_of(args: argparse.Namespace) -> Runtime:
     return init_runtime(args.device, args.dist_timeout, args.precision)
 
 
+def set_threads(threads: int | None) -> None:
+    """--threads N: torch's CPU threads (None: torch's choice); 0 or less is one line, not torch's
+    RuntimeError."""
+    if threads is None:
+        return
+    if threads < 1:
+        raise KdsamError(f"--threads {threads}: give a number of CPU threads of at least 1 (or leave it out)")
+    torch.set_num_threads(threads)
+
+
 def fit_config(args: argparse.Namespace, rt: Runtime) -> FitConfig:
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     workers = args.workers if args.workers is not None else (4 if rt.device.type == "cuda" else 0)
     return FitConfig(
         epochs=args.epochs,

@@ -12,21 +12,28 @@ from typing import Any
 
 from tqdm import tqdm
 
-from kdsam.data.registry import dataset_splits, open_dataset
+from kdsam.data.registry import dataset_splits, is_volume_spec, open_dataset, volume_set
+from kdsam.data.volumes.slices import VolumeOptions
 
 MAX_LISTED_PROBLEMS = 20
 
 
 def inspect_dataset(
-    spec: str, seed: int = 0, split_file: str | Path | None = None, progress: bool = True
+    spec: str,
+    seed: int = 0,
+    split_file: str | Path | None = None,
+    progress: bool = True,
+    volume: VolumeOptions | None = None,
 ) -> dict[str, Any]:
-    """The report written by `kdsam data inspect --json`.
+    """The report written by `kdsam data inspect --json` (`inspect_volumes` for volume specs).
 
     splits: names per split (official, from the split file, or seeded over the labelled records).
     image_sizes: the smallest and largest height and width seen, each taken on its own.
     labels: images per label, for label-map masks (several structures per image); {} when every
     mask is binary.
     """
+    if is_volume_spec(spec):
+        return inspect_volumes(spec, seed, split_file, progress, volume)
     dataset = open_dataset(spec)
     splits = dataset_splits(spec, seed, split_file)
     heights, widths = [], []
@@ -54,8 +61,42 @@ def inspect_dataset(
     }
 
 
+def inspect_volumes(
+    spec: str, seed: int, split_file: str | Path | None, progress: bool, volume: VolumeOptions | None
+) -> dict[str, Any]:
+    """Cases (each read once into the slice store), slices, cases per label, spacing range, problems."""
+    vs = volume_set(spec, volume, progress)
+    splits = dataset_splits(spec, seed, split_file, volume)
+    labels: Counter[str] = Counter()
+    for case in vs.cases:
+        labels.update(vs.label_names.get(v, f"label {v}") for v in case.meta["label_values"])
+    spacings = [c.meta["spacing"] for c in vs.cases if c.meta["spacing"]]
+    depths = [c.depth for c in vs.cases]
+    return {
+        "spec": spec,
+        "n_cases": len(vs.cases),
+        "n_slices": sum(depths),
+        "n_slices_with_foreground": sum(sum(c.meta["foreground"]) for c in vs.cases),
+        "n_empty_label_maps": sum(c.labelled and not c.meta["label_values"] for c in vs.cases),
+        "n_unlabelled": sum(not c.labelled for c in vs.cases),
+        "modality": vs.modality,
+        "label_names": {str(k): v for k, v in sorted(vs.label_names.items())},
+        "labels": dict(sorted(labels.items())),
+        "spacing_mm": {
+            "min": [min(s[i] for s in spacings) for i in range(3)] if spacings else None,
+            "max": [max(s[i] for s in spacings) for i in range(3)] if spacings else None,
+        },
+        "slices_per_case": {"min": min(depths), "max": max(depths)} if depths else None,
+        "splits": {name: len(names) for name, names in splits.items()},
+        "problems": vs.problems,
+        "n_ok": len(vs.cases),
+    }
+
+
 def format_report(report: dict[str, Any]) -> str:
     """A short human-readable table of the report."""
+    if "n_cases" in report:
+        return _format_volumes(report)
     lines = [
         f"dataset   {report['spec']}",
         f"records   {report['n_records']} ({report['n_ok']} readable, {len(report['problems'])} with problems, "
@@ -70,10 +111,32 @@ def format_report(report: dict[str, Any]) -> str:
     if sizes["min_hw"]:
         lo, hi = sizes["min_hw"], sizes["max_hw"]
         lines.append(f"size HxW  {lo[0]}x{lo[1]} .. {hi[0]}x{hi[1]}")
-    problems = report["problems"]
-    if problems:
-        lines.append("problems (skipped):")
-        lines += [f"  {p['name']}: {p['error']}" for p in problems[:MAX_LISTED_PROBLEMS]]
-        if len(problems) > MAX_LISTED_PROBLEMS:
-            lines.append(f"  ... and {len(problems) - MAX_LISTED_PROBLEMS} more (write them all with --json)")
-    return "\n".join(lines)
+    return "\n".join(lines + _problem_lines(report["problems"]))
+
+
+def _problem_lines(problems: list[dict[str, str]]) -> list[str]:
+    if not problems:
+        return []
+    lines = ["problems (skipped):"] + [f"  {p['name']}: {p['error']}" for p in problems[:MAX_LISTED_PROBLEMS]]
+    if len(problems) > MAX_LISTED_PROBLEMS:
+        lines.append(f"  ... and {len(problems) - MAX_LISTED_PROBLEMS} more (write them all with --json)")
+    return lines
+
+
+def _format_volumes(report: dict[str, Any]) -> str:
+    lines = [
+        f"dataset   {report['spec']}",
+        f"cases     {report['n_cases']} ({len(report['problems'])} with problems, "
+        f"{report['n_empty_label_maps']} with an empty label map, {report['n_unlabelled']} unlabelled); "
+        f"modality {report['modality'] or 'not stated'}",
+        f"slices    {report['n_slices']} ({report['n_slices_with_foreground']} with foreground)",
+        "splits    " + "  ".join(f"{k} {v} cases" for k, v in report["splits"].items()),
+    ]
+    if report["labels"]:
+        lines.append("labels    " + "  ".join(f"{k}: {v} cases" for k, v in report["labels"].items()))
+    if report["spacing_mm"]["min"]:
+        lo, hi = report["spacing_mm"]["min"], report["spacing_mm"]["max"]
+        lines.append(
+            "spacing   " + " .. ".join("x".join(f"{v:g}" for v in s) for s in (lo, hi)) + " mm (slice, row, col)"
+        )
+    return "\n".join(lines + _problem_lines(report["problems"]))

@@ -27,16 +27,19 @@ def fill_teacher_cache(
     cache_dir: str | Path | None = None,
     batch_size: int = 8,
     logits: bool = True,
+    background: float = 0.0,
+    seed: int = 0,
 ) -> dict[str, Any]:
     """Embeddings (and the mask logits of every box, which the default perceptual loss reads) of each
     image of `datasets`; each rank takes a disjoint share, finished entries are never recomputed.
-    Returns the counts over all ranks: images, computed, reused, skipped, seconds."""
+    Returns the counts over all ranks: images, computed, reused, skipped, seconds. `background`
+    and `seed`: the volume slices without foreground that distill will draw (as its options)."""
     teacher.to(rt.device)
     cache = open_cache(teacher, cache_dir, rt)
     start = time.perf_counter()
     totals = {"images": 0, "computed": 0, "reused": 0, "skipped": 0}
     for data in datasets:
-        index = index_dataset(data, rt, cache, logits=logits, batch_size=batch_size)
+        index = index_dataset(data, rt, cache, logits=logits, batch_size=batch_size, background=background, seed=seed)
         totals["images"] += len(index.entries)
         totals["computed"] += index.computed
         totals["reused"] += index.reused
