@@ -1,124 +1,305 @@
-"""The web page in a real headless Chromium: open an image, draw a box, and the mask shown is the API's.
+"""The web page in a real headless Chromium, driven by mouse and keyboard: a photo, a NIfTI and a DICOM
+series; boxes, clicks, objects, slices, undo, window, download. Every mask the page shows must be the
+API's answer to the same prompts, pixel for pixel; the time from mouse release to the mask drawn is
+measured. With KDSAM_PAGE_ARTIFACTS=docs/serve, a screenshot of each state and the timings are kept
+there; KDSAM_PAGE_MODEL=teacher:litemedsam runs the same scenarios with a real model (docs/serve.md).
 
 Needs Debian's `chromium` and `chromium-driver` (CI installs them); skipped with the reason otherwise.
 """
 
 from __future__ import annotations
 
-import shutil
+import json
+import os
+import statistics
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx
+import nibabel as nib
 import numpy as np
 import pytest
+from PIL import Image
 
 from kdsam.data.imageio import write_png
 from kdsam.serve.app import create_app
 from kdsam.serve.engine import Engine
 from kdsam.serve.loadtest import serving
+from tests.serve import browser as b
 from tests.serve.conftest import decode_png
+from tests.serve.phantoms import AFFINE, phantom_hu, write_dicom_phantom, write_nifti_phantom
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
-EMBEDDED = "kdsam.state.session && document.getElementById('status').textContent.includes('embedded')"
 pytestmark = pytest.mark.skipif(
-    not (CHROMIUM and CHROMEDRIVER),
+    not (b.CHROMIUM and b.CHROMEDRIVER),
     reason="needs chromium and chromedriver on PATH (apt-get install chromium chromium-driver)",
 )
 
 
-@pytest.fixture
-def server(engine: Engine) -> Iterator[str]:
-    """The app under uvicorn on a free loopback port, in a thread; stopped after the test."""
+class Page:
+    """One browser on one server, with what the scenarios share: where screenshots go, the timings."""
+
+    def __init__(self, driver: Any, url: str, engine: Engine, files: Path, shots: Path | None) -> None:
+        self.driver, self.url, self.engine, self.files, self.shots = driver, url, engine, files, shots
+        self.downloads = files / "downloads"
+
+    def js(self, script: str, *args: Any) -> Any:
+        return self.driver.execute_script(f"return {script}", *args)
+
+    def shot(self, name: str) -> None:
+        if self.shots is not None:
+            b.screenshot(self.driver, self.shots / f"{name}.png")
+
+    def open(self, *paths: Path, field: str = "file") -> None:
+        before = self.js("kdsam.state.doc && kdsam.state.doc.id")
+        b.choose(self.driver, field, *paths)
+        b.wait_for(self.driver, f"kdsam.state.doc && kdsam.state.doc.id !== {json.dumps(before)} && kdsam.view.image")
+        b.idle(self.driver)
+
+    def api(self, request: dict[str, Any]) -> dict[int, np.ndarray]:
+        """What the API answers to the same request the page made: {z: HxW bool}."""
+        answer = httpx.post(self.url + request["path"], json=request["body"], timeout=60).json()
+        if "slices" in answer:
+            return {s["z"]: decode_png(s["png"]) for s in answer["slices"]}
+        return {0: decode_png(answer["masks"][0]["png"])}
+
+    def shown(self, index: int, z: int = 0) -> np.ndarray:
+        text = self.js("kdsam.maskPNG(arguments[0], arguments[1])", index, z)
+        assert text, f"object {index} shows no mask on slice {z}"
+        return decode_png(text)
+
+    def check_object(self, index: int) -> dict[int, np.ndarray]:
+        """Every slice the page holds for object `index` equals the API's answer to its requests."""
+        prompts = self.js("kdsam.requestsFor(kdsam.objects.list[arguments[0]])", index)
+        want: dict[int, np.ndarray] = {}
+        for request in prompts:
+            want.update(self.api(request))
+        assert want, "the object has no prompts"
+        for z, mask in want.items():
+            np.testing.assert_array_equal(self.shown(index, z), mask, err_msg=f"object {index}, slice {z}")
+        return want
+
+    def latencies(self) -> list[dict[str, float]]:
+        return self.js("kdsam.state.latencies")
+
+    def download(self, name: str) -> Path:
+        path = self.downloads / name
+        path.unlink(missing_ok=True)
+        self.driver.find_element("id", "download").click()
+        deadline = time.monotonic() + 30
+        while not path.is_file():
+            assert time.monotonic() < deadline, f"{name} was not downloaded"
+            time.sleep(0.05)
+        time.sleep(0.2)
+        return path
+
+
+@pytest.fixture(scope="module")
+def page(tiny_model: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Page]:
+    from kdsam.models.loading import load_predictor
+    from kdsam.predictor import KDSamPredictor
+
+    model = os.environ.get("KDSAM_PAGE_MODEL")  # the docs' screenshots: teacher:litemedsam
+    engine = Engine(load_predictor(model) if model else KDSamPredictor(tiny_model), max_sessions=4)
+    files = tmp_path_factory.mktemp("page")
+    artifacts = os.environ.get("KDSAM_PAGE_ARTIFACTS")
     with serving(create_app(engine)) as url:
-        yield url
+        driver = b.chrome(files / "downloads")
+        try:
+            driver.get(url + "/")
+            b.wait_for(driver, "document.getElementById('model').textContent.startsWith('model:')")
+            yield Page(driver, url, engine, files, Path(artifacts) if artifacts else None)
+        finally:
+            driver.quit()
 
 
-def chrome(width: int = 1200, height: int = 900):
-    """Headless Chromium through chromedriver (no sandbox: CI runs as root)."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
+def photo_scenario(page: Page, image: np.ndarray) -> dict[str, list[float]]:
+    """Two objects on a photo, a click on the first, undo and redo, the label map downloaded; a failed
+    upload and the same file chosen again."""
+    from selenium.webdriver.common.keys import Keys
 
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
-        options.add_argument(arg)
-    options.add_argument(f"--window-size={width},{height}")
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    driver.set_script_timeout(30)
-    return driver
+    write_png(page.files / "photo.png", image)
+    (page.files / "broken.png").write_bytes(b"not a png at all")
+    page.open(page.files / "photo.png")
+    h, w = image.shape[:2]
+    assert page.js("document.getElementById('download').disabled"), "download offered before any mask"
+    assert page.js("document.getElementById('view').getAttribute('role')") == "img"
+    page.shot("1-photo-opened")
+    b.drag_box(page.driver, [0.25 * w, 0.2 * h, 0.75 * w, 0.7 * h])
+    b.idle(page.driver)
+    first = page.check_object(0)[0]
+    assert first.any() and not page.js("document.getElementById('download').disabled")
+    # the overlay shows exactly the mask: fill and outline on mask pixels, nothing elsewhere
+    alpha = np.array(page.js(
+        "Array.from(kdsam.view.overlay.getContext('2d').getImageData(0, 0, arguments[0], arguments[1]).data"
+        ".filter((_, i) => i % 4 == 3))", w, h), np.uint8).reshape(h, w)  # fmt: skip
+    np.testing.assert_array_equal(alpha > 0, first)
+    b.drag_box(page.driver, [0.05 * w, 0.05 * h, 0.3 * w, 0.3 * h])  # a second object
+    b.idle(page.driver)
+    page.check_object(1)
+    page.driver.find_element("css selector", "#objects li[data-id='1'] .swatch").click()  # select the first
+    b.key(page.driver, "o")
+    b.click(page.driver, 0.5 * w, 0.45 * h)
+    b.idle(page.driver)
+    clicked = page.js("kdsam.objects.list")
+    assert len(clicked[0]["clicks"]) == 1 and not clicked[1]["clicks"], "the click went to another object"
+    request = page.js("kdsam.requestsFor(kdsam.objects.list[0])")[0]["body"]
+    assert request["boxes"] == [clicked[0]["box"]], "the click was sent with another object's box"
+    refined = page.check_object(0)[0]
+    page.shot("2-photo-two-objects-and-a-click")
+    b.key(page.driver, Keys.CONTROL, "z")
+    b.idle(page.driver)
+    assert not page.js("kdsam.objects.list[0].clicks.length")
+    np.testing.assert_array_equal(page.shown(0), first)
+    b.key(page.driver, Keys.CONTROL, Keys.SHIFT, "z")
+    b.idle(page.driver)
+    np.testing.assert_array_equal(page.shown(0), refined)
+    labels = np.asarray(Image.open(page.download("photo_labels.png")).convert("L"))
+    want = np.zeros((h, w), np.uint8)
+    want[refined] = 1
+    want[page.shown(1)] = 2
+    np.testing.assert_array_equal(labels, want)
+    # a failed upload keeps the open image and its objects
+    session = page.js("kdsam.state.doc.id")
+    b.choose(page.driver, "file", page.files / "broken.png")
+    b.wait_for(page.driver, "document.getElementById('status').className === 'error'")
+    assert page.js("kdsam.state.doc.id") == session and page.js("kdsam.objects.list.length") == 2
+    assert "broken.png" in page.js("document.getElementById('status').textContent")
+    # the same file again reloads it: a new session
+    page.open(page.files / "photo.png")
+    assert page.js("kdsam.state.doc.id") != session and page.js("kdsam.objects.list.length") == 0
+    return {k: [t["ms"] for t in page.latencies() if t["kind"] == k] for k in ("box", "click")}
 
 
-@pytest.fixture
-def browser() -> Iterator[object]:
-    driver = chrome()
-    yield driver
-    driver.quit()
-
-
-def wait_for(driver, script: str, timeout: float = 60.0):
-    """Poll a JS expression until it is truthy; returns its value."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = driver.execute_script(f"return {script}")
-        if value:
-            return value
-        time.sleep(0.1)
-    status = driver.execute_script("return document.getElementById('status').textContent")
-    raise AssertionError(f"timed out waiting for {script!r}; page status: {status!r}")
-
-
-def draw_box(driver, box: list[int]) -> None:
-    """Drag from (x0, y0) to (x1, y1), given in image pixels, on the overlay canvas as a mouse would."""
+def nifti_scenario(page: Page) -> None:
+    """A NIfTI volume: slices by wheel, slider and arrows; a box over a z range gives a mask on every
+    slice of it; a click on another slice refines that slice; undo; window by right drag keeps the
+    prompts; the label map comes back as NIfTI on the input's grid, named after it."""
     from selenium.webdriver.common.action_chains import ActionChains
-    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
 
-    canvas = driver.find_element(By.ID, "overlay")
-    rect = driver.execute_script("const r = arguments[0].getBoundingClientRect(); return [r.width, r.height]", canvas)
-    w, h = driver.execute_script("return [kdsam.state.width, kdsam.state.height]")
-
-    def offset(x: float, y: float) -> tuple[int, int]:  # Selenium offsets are from the element's centre
-        return round(x / w * rect[0] - rect[0] / 2), round(y / h * rect[1] - rect[1] / 2)
-
-    x0, y0 = offset(box[0], box[1])
-    x1, y1 = offset(box[2], box[3])
-    chain = ActionChains(driver).move_to_element_with_offset(canvas, x0, y0).click_and_hold()
-    half = ((x1 - x0) // 2, (y1 - y0) // 2)
-    chain.move_by_offset(*half).move_by_offset(x1 - x0 - half[0], y1 - y0 - half[1])
-    chain.release().perform()
-
-
-def test_draw_a_box_and_the_mask_shown_is_the_apis(server, browser, engine, image, tmp_path: Path) -> None:
-    from fastapi.testclient import TestClient
-    from selenium.webdriver.common.by import By
-
-    write_png(tmp_path / "scan.png", image)
-    browser.get(server + "/")
-    assert "kdsam" in browser.title
-    wait_for(browser, "document.getElementById('model').textContent.startsWith('model:')")
-    browser.find_element(By.ID, "file").send_keys(str(tmp_path / "scan.png"))
-    wait_for(browser, EMBEDDED)
-    draw_box(browser, [60, 40, 200, 180])
-    shown = decode_png(wait_for(browser, "kdsam.maskPNG()"))
-    sent = browser.execute_script("return kdsam.state.actions[0].box")
-    assert all(abs(a - b) <= 2 for a, b in zip(sent, [60, 40, 200, 180], strict=True)), sent
-    api = TestClient(create_app(Engine(engine.predictor))).post(
-        "/v1/segment", files={"image": ("scan.png", (tmp_path / "scan.png").read_bytes())}, data={"boxes": f"[{sent}]"}
+    hu = phantom_hu()
+    page.open(write_nifti_phantom(page.files / "abdomen.nii.gz", hu))
+    depth = hu.shape[0]
+    assert page.js("kdsam.state.z") == depth // 2
+    assert page.js("document.getElementById('slice-label').textContent") == f"{depth // 2 + 1} / {depth}"
+    b.scroll(page.driver, 2)
+    b.wait_for(page.driver, f"kdsam.state.z === {depth // 2 + 2}")
+    page.driver.find_element("id", "view").send_keys(Keys.ARROW_DOWN)
+    b.wait_for(page.driver, f"kdsam.state.z === {depth // 2 + 1}")
+    b.wait_for(page.driver, "document.getElementById('embed-label').textContent === 'all slices embedded'")
+    page.shot("3-nifti-opened")
+    z = page.js("kdsam.state.z")
+    b.key(page.driver, "b")
+    b.drag_box(page.driver, [44, 28, 78, 58])
+    b.idle(page.driver)
+    masks = page.check_object(0)
+    assert sorted(masks) == list(range(z - 3, z + 4)), "the box did not run over its z range"
+    assert all(masks[k].any() for k in masks)
+    page.shot("4-nifti-box-over-slices")
+    b.scroll(page.driver, -2)
+    b.wait_for(page.driver, f"kdsam.state.z === {z - 2}")
+    b.key(page.driver, "g")
+    b.click(page.driver, 50, 50)
+    b.idle(page.driver)
+    refined = page.check_object(0)
+    assert page.js("kdsam.objects.list[0].clicks[0].z") == z - 2
+    page.shot("5-nifti-click-on-another-slice")
+    b.key(page.driver, Keys.CONTROL, "z")
+    b.idle(page.driver)
+    np.testing.assert_array_equal(page.shown(0, z - 2), masks[z - 2])
+    b.key(page.driver, Keys.CONTROL, "y")
+    b.idle(page.driver)
+    # window by right drag: new level/width, the volume re-read, the prompts kept and rerun
+    volume = page.js("kdsam.state.doc.id")
+    level = page.js("Number(document.getElementById('level').value)")
+    canvas = page.driver.find_element("id", "view")
+    ActionChains(page.driver).move_to_element(canvas).context_click().perform()  # no menu: the page keeps right clicks
+    page.driver.execute_cdp_cmd(
+        "Input.dispatchMouseEvent", {"type": "mousePressed", "x": 700, "y": 400, "button": "right", "clickCount": 1}
     )
-    want = decode_png(api.json()["masks"][0]["png"])
-    assert shown.shape == image.shape[:2] and want.any()
-    np.testing.assert_array_equal(shown, want)
-    # ...and it is what the overlay draws: every mask pixel tinted (the box outline adds a little more).
-    alpha = np.array(
-        browser.execute_script(
-            "const c = document.getElementById('overlay');"
-            "const rgba = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
-            "return Array.from(rgba.filter((_, i) => i % 4 == 3))"
-        ),
-        dtype=np.uint8,
-    ).reshape(shown.shape)
-    assert (alpha[want] > 0).all() and ((alpha > 0) & ~want).mean() < 0.05
-    undo = browser.find_element(By.ID, "undo")
-    undo.click()
-    wait_for(browser, "kdsam.maskPNG() === null")
+    page.driver.execute_cdp_cmd(
+        "Input.dispatchMouseEvent", {"type": "mouseMoved", "x": 760, "y": 360, "button": "right", "buttons": 2}
+    )
+    page.driver.execute_cdp_cmd(
+        "Input.dispatchMouseEvent", {"type": "mouseReleased", "x": 760, "y": 360, "button": "right", "clickCount": 1}
+    )
+    b.wait_for(page.driver, f"kdsam.state.doc.id !== {json.dumps(volume)}")
+    b.idle(page.driver)
+    assert page.js("Number(document.getElementById('level').value)") != level
+    assert page.js("document.getElementById('window').value") == "custom"
+    rerun = page.check_object(0)
+    assert sorted(rerun) == sorted(refined) and page.js("kdsam.objects.list[0].clicks.length") == 1
+    stored = nib.load(str(page.download("abdomen_mask.nii.gz")))
+    np.testing.assert_allclose(stored.affine, AFFINE)
+    data = np.asarray(stored.dataobj).transpose(2, 1, 0)  # back to (z, y, x)
+    for k, mask in rerun.items():
+        np.testing.assert_array_equal(data[k] == 1, mask)
+    assert not data[[k for k in range(depth) if k not in rerun]].any()
+
+
+def dicom_scenario(page: Page) -> None:
+    """A DICOM series chosen as several files at once opens as one volume; a box segments it."""
+    paths = write_dicom_phantom(page.files / "series", phantom_hu(80, 8))
+    page.open(*paths)
+    assert page.js("[kdsam.state.doc.kind, kdsam.state.doc.depth, kdsam.state.doc.width]") == ["volume", 8, 80]
+    b.key(page.driver, "b")
+    b.drag_box(page.driver, [36, 22, 64, 48])
+    b.idle(page.driver)
+    page.check_object(0)
+    page.shot("6-dicom-series-box")
+    b.key(page.driver, "?")
+    assert page.js("document.getElementById('help').open")
+    page.shot("7-shortcuts")
+    b.key(page.driver, "\ue00c")  # Escape
+    page.driver.find_element("id", "theme").click()
+    assert page.js("document.documentElement.dataset.theme") == "dark"
+    page.shot("8-dark-theme")
+    page.driver.find_element("id", "theme").click()
+
+
+def test_photo_nifti_and_dicom_series_with_mouse_and_keyboard(page: Page, image: np.ndarray) -> None:
+    timings = photo_scenario(page, image)
+    nifti_scenario(page)
+    dicom_scenario(page)
+    record = {
+        "what": "ms from mouse release to the mask drawn (headless Chromium, tiny random student, this machine)",
+        "box_ms": [round(v, 1) for v in timings["box"]],
+        "click_ms": [round(v, 1) for v in timings["click"]],
+        "volume_box_ms": [round(t["ms"], 1) for t in page.latencies() if t["kind"] == "box"],
+    }
+    assert record["box_ms"] and record["click_ms"]
+    if page.shots is not None:
+        (page.shots / "page_timings.json").write_text(json.dumps(record, indent=2) + "\n")
+
+
+def test_a_closed_tab_closes_its_session(page: Page, image: np.ndarray) -> None:
+    write_png(page.files / "photo.png", image)
+    page.open(page.files / "photo.png")
+    before = page.engine.n_sessions
+    assert before >= 1
+    page.driver.get("about:blank")  # pagehide: the page deletes its session
+    deadline = time.monotonic() + 10
+    while page.engine.n_sessions >= before:
+        assert time.monotonic() < deadline, "the closed tab's session is still open"
+        time.sleep(0.05)
+    page.driver.get(page.url + "/")
+    b.wait_for(page.driver, "document.getElementById('model').textContent.startsWith('model:')")
+
+
+def test_a_6000x4000_photo_redraws_within_100_ms(page: Page) -> None:
+    yy, xx = np.mgrid[:4000, :6000]
+    big = np.stack([(xx // 24) % 256, (yy // 16) % 256, ((xx + yy) // 40) % 256], axis=2).astype(np.uint8)
+    write_png(page.files / "big.png", big)
+    page.open(page.files / "big.png")
+    b.key(page.driver, "b")
+    assert page.js("[kdsam.view.image.width, kdsam.view.image.height]") == [2048, 1365]  # shown downscaled
+    page.js("kdsam.state.moves.splice(0)")
+    b.drag_box(page.driver, [1500, 1000, 4500, 3000])
+    b.idle(page.driver)
+    moves = page.js("kdsam.state.moves")
+    assert moves and max(moves) <= 100, moves
+    record = {"moves": len(moves), "max_ms": round(max(moves), 1), "median_ms": round(statistics.median(moves), 1)}
+    if page.shots is not None:
+        (page.shots / "page_large_photo.json").write_text(json.dumps(record, indent=2) + "\n")
