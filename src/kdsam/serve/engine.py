@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +19,9 @@ import numpy as np
 
 from kdsam.errors import KdsamError
 from kdsam.serve.store import DEFAULT_TTL_S, ExpiringStore
+
+DECODE_BYTES = 256 * 2**20  # a chunk's masks at full size in float32, before they become bool
+MAX_CHUNK = 16
 
 
 @dataclass
@@ -81,12 +85,17 @@ class Engine:
         p.features, p.original_size, p.input_size = embedding.features, embedding.original_size, embedding.input_size
         p.is_image_set = True
 
-    def predict_boxes(self, embedding: Embedding, boxes: np.ndarray) -> Prediction:
-        """One single-mask prediction per box, exactly `predictor.predict_boxes`."""
-        with self._model_lock:
-            self._use(embedding)
-            masks, scores, low_res = self.predictor.predict_boxes(boxes)
-        return Prediction(masks[:, 0], scores[:, 0], low_res[:, 0])
+    def decode_boxes(self, embedding: Embedding, boxes: np.ndarray) -> Iterator[Prediction]:
+        """One single-mask prediction per box, as `predictor.predict_boxes`, in chunks of boxes whose
+        full-size float masks fit in DECODE_BYTES: memory stays flat however many boxes come, and
+        the model lock is taken per chunk, so other requests interleave."""
+        h, w = embedding.original_size
+        chunk = max(1, min(MAX_CHUNK, DECODE_BYTES // (4 * h * w)))
+        for start in range(0, len(boxes), chunk):
+            with self._model_lock:
+                self._use(embedding)
+                masks, scores, low_res = self.predictor.predict_boxes(boxes[start : start + chunk])
+            yield Prediction(masks[:, 0], scores[:, 0], low_res[:, 0])
 
     def predict_points(
         self,

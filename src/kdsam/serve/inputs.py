@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,8 @@ from kdsam.errors import KdsamError
 
 MAX_UPLOAD_BYTES = 64 * 2**20
 MAX_PIXELS = 50_000_000  # ISIC's largest images are ~30 MP; more is a mistake or an attack
+MAX_PROMPTS = 64  # boxes, or clicks, per request: each box is a decoder pass and a full-size mask
+SUFFIX = re.compile(r"\.[A-Za-z0-9]{1,8}")
 
 
 class BadRequest(Exception):
@@ -28,9 +31,10 @@ class BadRequest(Exception):
 
 
 def _claimed_pixels(path: Path) -> float | None:
-    """The pixels of one image (a volume's slice) that the file's header claims, without decoding it
-    (None: a header none of the readers knows). DICOM comes first: a DICOM file's 128-byte preamble
-    may be a TIFF header (dual-format files), which PIL would read instead."""
+    """The values the file's header claims, over every dimension (a volume's slices and frames too,
+    since the whole volume is decoded), without decoding it (None: a header none of the readers
+    knows). DICOM comes first: a DICOM file's 128-byte preamble may be a TIFF header (dual-format
+    files), which PIL would read instead."""
     from kdsam.data import medical
 
     try:
@@ -38,17 +42,25 @@ def _claimed_pixels(path: Path) -> float | None:
             import pydicom
 
             ds = pydicom.dcmread(str(path), stop_before_pixels=True)
-            return float(ds.Rows) * float(ds.Columns)
+            dims = (ds.Rows, ds.Columns, ds.get("NumberOfFrames") or 1, ds.get("SamplesPerPixel") or 1)
+            return float(math.prod(float(n) for n in dims))
         if medical.is_nifti(path):
             import nibabel as nib
 
-            return float(math.prod(nib.load(str(path)).header.get_data_shape()[:2]))
+            return float(math.prod(float(n) for n in nib.load(str(path)).header.get_data_shape()))
         with Image.open(path) as img:
             return img.size[0] * img.size[1]
     except Image.DecompressionBombError:  # PIL's own ceiling, far above ours
         return math.inf
     except Exception:  # unreadable header: the reader below names the problem
         return None
+
+
+def _suffix(name: str) -> str:
+    """The upload's format suffixes (".png", ".nii.gz"), which some readers go by; anything else
+    (a 300-character or odd-character suffix would make the temporary file's name invalid) is dropped."""
+    suffixes = [s for s in Path(name).suffixes[-2:] if SUFFIX.fullmatch(s)]
+    return "".join(suffixes) or ".img"
 
 
 def decode_image(
@@ -73,13 +85,14 @@ def decode_image(
         mapping = intensity.parse_window(window)
     except KdsamError as err:
         raise BadRequest(400, str(err).splitlines()[0]) from err
-    suffix = "".join(Path(name).suffixes[-2:]) or ".img"
     with tempfile.TemporaryDirectory(prefix="kdsam-upload-") as tmp:
-        path = Path(tmp) / f"upload{suffix}"
+        path = Path(tmp) / f"upload{_suffix(name)}"
         path.write_bytes(data)
         pixels = _claimed_pixels(path)
         if pixels is not None and pixels > max_pixels:
-            raise BadRequest(413, f"{name}: its header claims {pixels:.0f} pixels, over the {max_pixels} pixel limit")
+            raise BadRequest(
+                413, f"{name}: its header claims {pixels:.0f} pixels, over the {max_pixels} pixel limit (--max-pixels)"
+            )
         try:
             if medical.is_dicom(path) or medical.is_nifti(path):
                 volume = medical.read_volume(path)
@@ -87,11 +100,13 @@ def decode_image(
                 grey, _ = intensity.to_uint8(middle, mapping, volume.modality, volume.window)
                 return np.repeat(grey[..., None], 3, axis=2)
             return read_image(path, window=mapping)
-        except KdsamError as err:
-            message = str(err).replace(str(path), name).splitlines()[0]
-            raise BadRequest(
-                400, f"{message} (send a PNG, JPEG, TIFF, DICOM, NIfTI or other image kdsam reads)"
-            ) from err
+        except MemoryError as err:
+            raise BadRequest(413, f"{name}: too large to decode in this server's memory") from err
+        except Exception as err:  # any reader's failure on a damaged upload is the client's, not a 500
+            known = isinstance(err, KdsamError)
+            message = str(err).splitlines()[0] if known else f"{name}: unreadable ({type(err).__name__}: {err})"
+            hint = "send a PNG, JPEG, TIFF, DICOM, NIfTI or other image kdsam reads"
+            raise BadRequest(400, f"{message.replace(str(path), name)} ({hint})") from err
 
 
 def _load(value: Any, field: str) -> Any:
@@ -100,22 +115,41 @@ def _load(value: Any, field: str) -> Any:
             return json.loads(value) if value.strip() else []
         except json.JSONDecodeError as err:
             raise BadRequest(400, f"{field}: not JSON ({err.msg}); send e.g. [[10, 20, 110, 140]]") from err
+        except (RecursionError, ValueError) as err:  # nested thousands deep; an integer of 5000 digits
+            raise BadRequest(400, f"{field}: JSON nested too deeply or with too long a number") from err
     return [] if value is None else value
+
+
+def _listed(value: Any, field: str, shape: str, limit: int) -> list[Any]:
+    """A JSON list of at most `limit` prompts (counted before any is looked at)."""
+    items = _load(value, field)
+    if not isinstance(items, list):
+        raise BadRequest(400, f"{field}: expected a JSON list of {shape}")
+    if len(items) > limit:
+        raise BadRequest(400, f"{field}: {len(items)} given, over the limit of {limit} per request (--max-prompts)")
+    return items
+
+
+def _finite(v: float) -> bool:
+    """math.isfinite, with an integer too large for a float (10**400 is valid JSON) not finite."""
+    try:
+        return math.isfinite(v)
+    except OverflowError:
+        return False
 
 
 def _numbers(item: Any, n: int, field: str) -> list[float]:
     ok = isinstance(item, (list, tuple)) and len(item) == n
-    ok = ok and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in item)
+    ok = ok and all(isinstance(v, (int, float)) and not isinstance(v, bool) and _finite(v) for v in item)
     if not ok:
         raise BadRequest(400, f"{field}: each entry must be {n} finite numbers, got {json.dumps(item)[:80]}")
     return [float(v) for v in item]
 
 
-def parse_boxes(value: Any, shape: tuple[int, int], field: str = "boxes") -> np.ndarray:
-    """A JSON list of [x0, y0, x1, y1] in image pixels -> Nx4 float32, each inside the WxH image."""
-    items = _load(value, field)
-    if not isinstance(items, list):
-        raise BadRequest(400, f"{field}: expected a JSON list of [x0, y0, x1, y1] boxes")
+def parse_boxes(value: Any, shape: tuple[int, int], field: str = "boxes", limit: int = MAX_PROMPTS) -> np.ndarray:
+    """A JSON list of at most `limit` [x0, y0, x1, y1] in image pixels -> Nx4 float32, each inside
+    the WxH image."""
+    items = _listed(value, field, "[x0, y0, x1, y1] boxes", limit)
     h, w = shape
     boxes = []
     for item in items:
@@ -128,11 +162,12 @@ def parse_boxes(value: Any, shape: tuple[int, int], field: str = "boxes") -> np.
     return np.asarray(boxes, np.float32).reshape(-1, 4)
 
 
-def parse_points(points: Any, labels: Any, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """[[x, y], ...] clicks inside the image and their labels (1 object, 0 background; default 1)."""
-    items = _load(points, "points")
-    if not isinstance(items, list):
-        raise BadRequest(400, "points: expected a JSON list of [x, y] clicks")
+def parse_points(
+    points: Any, labels: Any, shape: tuple[int, int], limit: int = MAX_PROMPTS
+) -> tuple[np.ndarray, np.ndarray]:
+    """At most `limit` [[x, y], ...] clicks inside the image and their labels (1 object, 0
+    background; default 1)."""
+    items = _listed(points, "points", "[x, y] clicks", limit)
     h, w = shape
     coords = np.asarray([_numbers(p, 2, "points") for p in items], np.float32).reshape(-1, 2)
     if len(coords) and ((coords < 0).any() or (coords[:, 0] > w).any() or (coords[:, 1] > h).any()):

@@ -14,7 +14,6 @@ import argparse
 import io
 import json
 import os
-import socket
 import statistics
 import threading
 import time
@@ -32,6 +31,7 @@ import torch
 from PIL import Image
 
 from kdsam.errors import KdsamError
+from kdsam.serve.server import bind, uvicorn_server
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -125,15 +125,13 @@ def run_load_test(
 
 
 @contextmanager
-def serving(app: Any) -> Iterator[str]:
-    """`app` under uvicorn on a free 127.0.0.1 port in a thread; yields its URL, stops it after."""
-    import uvicorn
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
+def serving(app: Any, **options: Any) -> Iterator[str]:
+    """`app` under uvicorn on a free 127.0.0.1 port in a thread, as `kdsam serve` runs it; yields its
+    URL, stops it after. `options` go to `uvicorn_server` (idle_timeout_s)."""
+    sock = bind("127.0.0.1", 0)
+    port = sock.getsockname()[1]
+    server = uvicorn_server(app, **options)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 60
     while not server.started and thread.is_alive() and time.monotonic() < deadline:
@@ -145,6 +143,7 @@ def serving(app: Any) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(30)
+        sock.close()
 
 
 def main(argv: list[str] | None = None) -> int:
