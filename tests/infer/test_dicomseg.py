@@ -15,19 +15,10 @@ from PIL import Image
 from kdsam import __version__
 from kdsam.cli import main
 from kdsam.infer.dicomseg import read_seg_labels
-from kdsam.models.loading import save_model
-from kdsam.models.student import build_student
 from tests.infer.dicom_series import COLUMNS, ROWS, SLICES, ct_series
 
 SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
 BOXES = ("--box3d", "20,8,1,52,32,4", "--box3d", "4,30,2,20,44,5")
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> str:
-    path = tmp_path_factory.mktemp("model") / "tiny.pt"
-    save_model(build_student(None, "resnet18", 64), path)
-    return str(path)
 
 
 def predict(model: str, *args: str) -> int:

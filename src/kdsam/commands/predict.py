@@ -24,6 +24,7 @@ from kdsam.errors import KdsamError
 
 if TYPE_CHECKING:
     from kdsam.export.onnx_predictor import OnnxPredictor
+    from kdsam.infer.dicomweb import Target
     from kdsam.infer.files import Prompts
     from kdsam.models.sam import KDSam
 
@@ -42,11 +43,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument(
         "--image",
-        type=Path,
+        type=path_or_target,
         help="one image (PNG/JPEG/TIFF, 8/16-bit; a DICOM slice), volume (.nii/.nii.gz, a DICOM series "
-        "folder) or CVPR24 challenge .npz case",
+        "folder), CVPR24 challenge .npz case, or a PACS series: dicomweb:URL/studies/UID/series/UID (docs/pacs.md)",
     )
-    src.add_argument("--input", type=Path, help="a folder of such files: each is segmented into --out (a folder)")
+    src.add_argument(
+        "--input",
+        type=path_or_target,
+        help="a folder of such files, each segmented into --out (a folder); or dicomweb:URL/studies/UID: each "
+        "image series of a PACS study",
+    )
     p.add_argument(
         "--box",
         action="append",
@@ -89,7 +95,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--out",
         required=True,
-        type=Path,
+        type=path_or_target,
         help="output file (PNG for an image, .nii.gz for a volume, .npz for a case; .dcm: a DICOM SEG of a DICOM "
         "input) or an existing folder to write <name>.png/.nii.gz/.npz into; with --input, the output folder",
     )
@@ -123,6 +129,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="CPU threads to use (default: every core); an export runs two slices of a volume at once, each "
         "on half of them",
     )
+
+
+def path_or_target(text: str) -> Path | Target:
+    """A local path, or a DICOMweb address `dicomweb:URL...` (a Path would fold its '//')."""
+    from kdsam.infer.dicomweb import is_target, parse_target
+
+    return parse_target(text) if is_target(text) else Path(text)
 
 
 def parse_numbers(text: str, flag: str, n: int, names: str) -> list[float]:
@@ -272,6 +285,25 @@ def _single_output(args: argparse.Namespace, kind: str) -> Path:
 
 
 def run_one(args: argparse.Namespace) -> int:
+    out, record = segment_one(args)
+    print(summary(out, record))
+    return 0
+
+
+def summary(out: Path, record: dict) -> str:
+    """One line on what was segmented: the share of the image, the seconds, the sidecar."""
+    from kdsam.infer.files import sidecar
+
+    share = record["foreground"] / max(1, int(np.prod(record["shape"])))
+    unit = "voxels" if record["kind"] == "volume" else "pixels"
+    return (
+        f"{out}: {record['foreground']} object {unit} ({share:.1%}) in {record['seconds']:.2f} s "
+        f"(metadata: {sidecar(out)})"
+    )
+
+
+def segment_one(args: argparse.Namespace) -> tuple[Path, dict]:
+    """--image into --out, every user mistake refused before the model loads; (output, its record)."""
     from kdsam.data.imageio import image_size
     from kdsam.infer.dicomseg import check_source, is_seg_output, segment_names
     from kdsam.infer.files import kind_of, run_file, sidecar
@@ -300,14 +332,7 @@ def run_one(args: argparse.Namespace) -> int:
         if not prompts.everything:  # everything mode's label count is known only afterwards
             segment_names(len(prompts.boxes3d) if kind == "volume" else 1, args.label_name)
     model = _load(args, _slice_by_slice([(args.image, kind)]))
-    record = run_file(model, args.image, out, prompts, window, args.batch_size, args.overlay, args.label_name)
-    share = record["foreground"] / max(1, int(np.prod(record["shape"])))
-    unit = "voxels" if record["kind"] == "volume" else "pixels"
-    print(
-        f"{out}: {record['foreground']} object {unit} ({share:.1%}) in {record['seconds']:.2f} s "
-        f"(metadata: {sidecar(out)})"
-    )
-    return 0
+    return out, run_file(model, args.image, out, prompts, window, args.batch_size, args.overlay, args.label_name)
 
 
 def _rank_world() -> tuple[int, int]:
@@ -402,4 +427,10 @@ def run_folder(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    from kdsam.infer.dicomweb import Target
+
+    if any(isinstance(v, Target) for v in (args.image, args.input, args.out)):
+        from kdsam.commands.predict_pacs import run as run_pacs
+
+        return run_pacs(args)
     return run_folder(args) if args.input is not None else run_one(args)
