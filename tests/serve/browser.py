@@ -64,17 +64,19 @@ def _offset(driver: Any, x: float, y: float) -> tuple[int, int]:
     return round(sx - w / 2), round(sy - h / 2)
 
 
-def drag_box(driver: Any, box: list[float]) -> None:
-    """Press at (x0, y0), move in two steps, release at (x1, y1), image pixels."""
+def drag_box(driver: Any, box: list[float], steps: int = 2) -> None:
+    """Press at (x0, y0), move there in `steps` moves, release at (x1, y1), image pixels."""
     from selenium.webdriver.common.action_chains import ActionChains
 
     canvas = _canvas(driver)
     x0, y0 = _offset(driver, box[0], box[1])
     x1, y1 = _offset(driver, box[2], box[3])
     chain = ActionChains(driver, duration=20).move_to_element_with_offset(canvas, x0, y0).click_and_hold()
-    chain.move_by_offset((x1 - x0) // 2, (y1 - y0) // 2).move_by_offset(
-        x1 - x0 - (x1 - x0) // 2, y1 - y0 - (y1 - y0) // 2
-    )
+    at = (x0, y0)
+    for i in range(1, steps + 1):
+        step = (x0 + (x1 - x0) * i // steps, y0 + (y1 - y0) * i // steps)
+        chain.move_by_offset(step[0] - at[0], step[1] - at[1])
+        at = step
     chain.release().perform()
 
 

@@ -23,6 +23,7 @@ const state = {
   moves: [], // ms from a pointer move to the frame that shows it
   pendingLatency: null,
   pendingMove: null,
+  serverMs: 0, // model time (decode_ms) of the requests since the last prompt
 };
 const objects = new Objects(() => changed());
 const view = new Viewport($("view"), framed);
@@ -240,7 +241,7 @@ function answer(request) {
   if (!state.answers.has(key)) {
     const promise = working(api(request.path, {
       method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(request.body),
-    }).then(decodeAnswer));
+    }).then((body) => { state.serverMs += body.decode_ms; return decodeAnswer(body); }));
     promise.catch(() => state.answers.delete(key));
     state.answers.set(key, promise);
   }
@@ -350,7 +351,7 @@ function framed(time) {
   }
   const pending = state.pendingLatency;
   if (pending && pending.generation <= state.generation && !state.busy && view.overlay) {
-    state.latencies.push({ kind: pending.kind, ms: performance.now() - pending.start });
+    state.latencies.push({ kind: pending.kind, ms: performance.now() - pending.start, model_ms: state.serverMs });
     state.pendingLatency = null;
   }
 }
@@ -431,6 +432,7 @@ canvas.addEventListener("wheel", (event) => {
 
 function expectMask(kind, start) {
   state.pendingLatency = { kind, start, generation: state.generation + 1 };
+  state.serverMs = 0;
 }
 
 function addBox(box, start) {
