@@ -44,6 +44,7 @@ class TeacherSpec:
     recipe: RecipeName = "sam"
     default_checkpoint: Callable[[], Path] | None = None
     unused_prefixes: tuple[str, ...] = ()
+    prompts: tuple[str, ...] = ("box", "point")  # what its decoder was trained on; ("box",): clicks need a box
 
 
 _SAM_SOURCE = "the official Segment Anything release (github.com/facebookresearch/segment-anything)"
@@ -58,6 +59,7 @@ TEACHERS: dict[str, TeacherSpec] = {
         normalization="minmax",
         resize_mode="squash",
         recipe="medsam",
+        prompts=("box",),  # MedSAM was fine-tuned on box prompts only
     ),
     "mobilesam": TeacherSpec(
         lambda: _tinyvit_sam(mobilesam_encoder()),
@@ -72,6 +74,7 @@ TEACHERS: dict[str, TeacherSpec] = {
         normalization="minmax",
         recipe="litemedsam",
         default_checkpoint=_bundled_litemedsam,
+        prompts=("box",),  # the CVPR 2024 LiteMedSAM was distilled and tuned on boxes only
     ),
 }
 
