@@ -33,12 +33,17 @@ def _plugin() -> str | None:
     return None
 
 
-def skip_without_orthanc() -> str:
-    """The DICOMweb plugin's path, or skip the test with the reason."""
-    plugin = _plugin()
-    if shutil.which("Orthanc") is None or plugin is None:
+def _binary() -> str | None:
+    """Orthanc's executable (Debian puts it in /usr/sbin, which a user's PATH may lack)."""
+    return shutil.which("Orthanc") or shutil.which("Orthanc", path="/usr/sbin")
+
+
+def skip_without_orthanc() -> tuple[str, str]:
+    """(Orthanc's executable, its DICOMweb plugin), or skip the test saying what to install."""
+    binary, plugin = _binary(), _plugin()
+    if binary is None or plugin is None:
         pytest.skip("needs Orthanc and its DICOMweb plugin: apt-get install orthanc orthanc-dicomweb (.ci/run does)")
-    return plugin
+    return binary, plugin
 
 
 def free_port() -> int:
@@ -73,7 +78,7 @@ class Orthanc:
 def orthanc(folder: Path, user: tuple[str, str] | None = None, lua: str | None = None) -> Iterator[Orthanc]:
     """Start Orthanc with storage under `folder`; `user` turns authentication on with that one user;
     `lua` is a Lua script Orthanc runs (e.g. a filter that refuses every incoming instance)."""
-    plugin = skip_without_orthanc()
+    binary, plugin = skip_without_orthanc()
     folder.mkdir(parents=True, exist_ok=True)
     port = free_port()
     config = {
@@ -96,7 +101,7 @@ def orthanc(folder: Path, user: tuple[str, str] | None = None, lua: str | None =
         config["LuaScripts"] = [str(folder / "filter.lua")]
     (folder / "orthanc.json").write_text(json.dumps(config, indent=1))
     log = (folder / "orthanc.log").open("w")
-    process = subprocess.Popen(["Orthanc", str(folder / "orthanc.json")], stdout=log, stderr=subprocess.STDOUT)
+    process = subprocess.Popen([binary, str(folder / "orthanc.json")], stdout=log, stderr=subprocess.STDOUT)
     server = Orthanc(f"http://{HOST}:{port}", user)
     try:
         _wait_ready(server, process, folder / "orthanc.log")
