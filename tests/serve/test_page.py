@@ -317,3 +317,28 @@ def test_a_6000x4000_photo_redraws_within_100_ms(page: Page) -> None:
     }
     if page.shots is not None:
         (page.shots / "page_large_photo.json").write_text(json.dumps(record, indent=2) + "\n")
+
+
+def test_a_box_only_model_says_clicks_need_a_box(page: Page, tiny_model: Any, image: np.ndarray) -> None:
+    from kdsam.predictor import KDSamPredictor
+
+    write_png(page.files / "photo.png", image)
+    with serving(create_app(Engine(KDSamPredictor(tiny_model), prompts=("box",)))) as url:
+        try:
+            page.driver.get(url + "/")
+            b.wait_for(page.driver, "!document.getElementById('model-note').hidden")
+            assert "clicks need a box" in page.js("document.getElementById('model-note').textContent")
+            page.open(page.files / "photo.png")
+            b.key(page.driver, "o")
+            b.click(page.driver, 100, 100)
+            assert "clicks need a box" in page.js("document.getElementById('status').textContent")
+            assert page.js("kdsam.objects.list.length") == 0
+            b.key(page.driver, "b")
+            b.drag_box(page.driver, [60, 40, 200, 180])
+            b.idle(page.driver)
+            b.key(page.driver, "o")
+            b.click(page.driver, 100, 100)
+            b.idle(page.driver)
+            assert page.js("kdsam.objects.list[0].clicks.length") == 1
+        finally:
+            page.driver.get(page.url + "/")

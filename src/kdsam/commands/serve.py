@@ -51,13 +51,14 @@ def run(args: argparse.Namespace) -> int:
     from kdsam.models.loading import load_predictor
     from kdsam.serve.app import create_app
     from kdsam.serve.engine import Engine
+    from kdsam.serve.model_info import trained_prompts
     from kdsam.serve.server import bind, uvicorn_server
 
     _positive(args)
     with bind(args.host, args.port) as sock:  # a bad or busy port: one line, before the model loads
-        engine = Engine(
-            load_predictor(args.model, args.device, args.runtime), args.max_sessions, args.session_minutes * 60
-        )
+        predictor = load_predictor(args.model, args.device, args.runtime)
+        prompts = trained_prompts(args.model, predictor)
+        engine = Engine(predictor, args.max_sessions, args.session_minutes * 60, prompts)
         limits = {"max_upload_bytes": int(args.max_upload_mb * 2**20), "max_pixels": args.max_pixels}
         app = create_app(engine, max_prompts=args.max_prompts, **limits)
         host = f"[{args.host}]" if ":" in args.host else args.host

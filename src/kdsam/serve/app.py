@@ -147,7 +147,7 @@ def create_app(
 
     @app.get("/healthz")
     def healthz() -> dict[str, Any]:
-        return {"status": "ok", "model": engine.name, "sessions": engine.n_sessions}
+        return {"status": "ok", "model": engine.name, "sessions": engine.n_sessions, "prompts": list(engine.prompts)}
 
     @app.post("/v1/segment", response_model=SegmentOut)
     def segment(

@@ -56,11 +56,19 @@ class Engine:
     """A predictor behind a lock, with a bounded LRU of sessions (least recently used evicted first,
     and any unused for `session_ttl_s` seconds: the sessions of closed tabs)."""
 
-    def __init__(self, predictor: Any, max_sessions: int = 16, session_ttl_s: float = DEFAULT_TTL_S) -> None:
+    def __init__(
+        self,
+        predictor: Any,
+        max_sessions: int = 16,
+        session_ttl_s: float = DEFAULT_TTL_S,
+        prompts: tuple[str, ...] | None = None,
+    ) -> None:
         if max_sessions < 1:
             raise KdsamError(f"--max-sessions {max_sessions}: keep at least one session")
         self.predictor = predictor
         self.points = hasattr(predictor, "predict")  # SamPredictor's API; an ONNX export decodes boxes only
+        # what the model was trained on (kdsam.serve.model_info); unknown: what its API takes
+        self.prompts = prompts or (("box", "point") if self.points else ("box",))
         self.max_sessions, self.session_ttl_s = max_sessions, session_ttl_s
         self._model_lock = threading.Lock()
         self._sessions: ExpiringStore[Session] = ExpiringStore(max_sessions, session_ttl_s)
