@@ -352,7 +352,7 @@ SOCKET_PROBES = [
 def target(tiny_model, image, tmp_path_factory) -> Iterator[Target]:
     from kdsam.serve.loadtest import serving
 
-    engine = Engine(KDSamPredictor(tiny_model), max_sessions=4)
+    engine = Engine(KDSamPredictor(tiny_model), max_sessions=256)  # the probes never evict the shared session
     app = create_app(engine, max_upload_bytes=MAX_UPLOAD, max_pixels=MAX_PIXELS, max_prompts=MAX_PROMPTS)
     with serving(app, idle_timeout_s=IDLE_S) as url:
         host, port = url.removeprefix("http://").split(":")

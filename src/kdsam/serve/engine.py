@@ -20,7 +20,7 @@ import numpy as np
 from kdsam.errors import KdsamError
 from kdsam.serve.store import DEFAULT_TTL_S, ExpiringStore
 
-DECODE_BYTES = 256 * 2**20  # a chunk's masks at full size in float32, before they become bool
+DECODE_BYTES = 64 * 2**20  # a chunk's masks at full size in float32, before they become bool
 MAX_CHUNK = 16
 
 
