@@ -156,8 +156,8 @@ HTTP_PROBES = [
     Probe("a NUL byte in the upload's name", upload(name="sc\0an.png"), 200),
     Probe("an upload over the byte limit", upload(data=b"x" * (MAX_UPLOAD + 1)), 413, "upload limit"),
     # 4. non-finite windows
-    Probe("window 0,inf", upload("/v1/sessions", window="0,inf"), 400, "finite"),
-    Probe("window nan,400", upload("/v1/sessions", window="nan,400"), 400, "finite"),
+    Probe("window 0,inf", upload("/v1/sessions", window="0,inf"), 400, "window '0,inf': expected finite"),
+    Probe("window nan,400", upload("/v1/sessions", window="nan,400"), 400, "window 'nan,400': expected finite"),
     # 5. malformed medical files: one line, 4xx
     *(
         Probe(f"DICOM {kind}", upload("/v1/sessions", "ct.dcm", dicom(kind)), 400, words)

@@ -84,7 +84,7 @@ def decode_image(
     try:
         mapping = intensity.parse_window(window)
     except KdsamError as err:
-        raise BadRequest(400, str(err).splitlines()[0]) from err
+        raise BadRequest(400, str(err).splitlines()[0].replace("--window", "window", 1)) from err  # a form field here
     with tempfile.TemporaryDirectory(prefix="kdsam-upload-") as tmp:
         path = Path(tmp) / f"upload{_suffix(name)}"
         path.write_bytes(data)
