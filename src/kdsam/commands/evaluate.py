@@ -75,6 +75,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default="box",
         help="box (default), point, clicks:N or box+clicks:N: simulated clicks, Dice per click and NoC@85/90",
     )
+    p.add_argument(
+        "--protocol",
+        choices=["cvpr25"],
+        help="cvpr25: the CVPR 2025 interactive 3D protocol on a volume --data (a 3D box, then 5 simulated clicks; "
+        "DSC/NSD per step, DSC_AUC, NSD_AUC, finals, seconds per step; docs/interactive3d.md)",
+    )
     p.add_argument("--jitter-seed", type=int, help="jitter the boxes, seeded (default: exact boxes)")
     p.add_argument("--nsd-tolerance", type=float, default=2.0, help="NSD tolerance in pixels (default 2)")
     p.add_argument(
@@ -136,6 +142,8 @@ def _scored_by_split(result: dict, spec: str, args: argparse.Namespace, most: in
 
 def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
+    if args.protocol == "cvpr25":
+        return _run_cvpr25(args, out)
     protocol = parse_prompt(args.prompt)
     if args.gts is not None:
         return _run_cases(args, out)
@@ -208,6 +216,9 @@ def _run_cases(args: argparse.Namespace, out: Path) -> int:
     if len(args.predictions) != 1 or args.model or args.data:
         raise KdsamError("--gts scores exactly one --predictions DIR (make it with kdsam predict --input)")
     result = evaluate_cases(Path(args.predictions[0]), args.gts, out, args.overwrite, args.nsd_tolerance_mm)
+    if not result["n_cases"] and result["skipped"]:
+        first = result["skipped"][0]["reason"]
+        raise KdsamError(f"no case could be scored ({result['n_skipped']} skipped; the first: {first})")
     means = ", ".join(f"{k} {v:.4f}" for k, v in result["mean"].items() if v is not None)
     skipped = f"; skipped {result['n_skipped']} (reasons in metrics.json)" if result["n_skipped"] else ""
     print(f"{result['n_cases']} cases scored ({result['kind']}): {means}{skipped} -> {out}")
@@ -252,4 +263,25 @@ def _run_volumes(args: argparse.Namespace, out: Path) -> int:
     print(table)
     if several:
         write_text(out / "comparison.md", table + "\n")
+    return 0
+
+
+def _run_cvpr25(args: argparse.Namespace, out: Path) -> int:
+    """Every --model through the CVPR25 protocol on one volume --data; a table and a DSC-per-step plot."""
+    from kdsam.eval.cvpr25_run import PLOT_FILE, TABLE_FILE, evaluate_protocol
+
+    if not args.model or args.predictions or len(args.data) != 1:
+        raise KdsamError("--protocol cvpr25 runs --model MODEL (repeatable) on exactly one volume --data SPEC")
+    specs = [parse_model(m) for m in args.model]
+    split = args.split if args.split != "all" else None
+    names = set(dataset_splits(args.data[0], args.seed, args.split_file)[split]) if split else None
+    models = {}
+    for spec in specs:
+        predictor = load_predictor(spec, args.device)
+        models[spec.text] = predictor if spec.kind == "onnx" else predictor.model
+    metrics = evaluate_protocol(models, args.data[0], out, args.overwrite, names)
+    skipped = f"; skipped {len(metrics['skipped'])} (reasons in metrics.json)" if metrics["skipped"] else ""
+    print(f"cvpr25 on {args.data[0]}: {metrics['n_cases']} cases{skipped} -> {out}")
+    print((out / TABLE_FILE).read_text(), end="")
+    print(f"DSC per step: {out / PLOT_FILE}")
     return 0
