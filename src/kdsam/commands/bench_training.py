@@ -11,7 +11,7 @@ from pathlib import Path
 
 from kdsam.errors import KdsamError
 
-PARTS = ("scaling", "cache", "rss", "precision", "decode")
+PARTS = ("scaling", "cache", "rss", "precision", "decode", "slices")
 
 
 def _ints(text: str) -> list[int]:
@@ -34,6 +34,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--student", default="resnet18", help="timm backbone of the student")
     parser.add_argument("--input-size", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=8, help="global batch (scaling, rss); cache batch")
+    parser.add_argument(
+        "--slice-set",
+        default="100,100,512",
+        metavar="CASES,DEPTH,SIDE",
+        help="slices: the synthetic CT set (default 100 cases of 100 slices of 512x512)",
+    )
+    parser.add_argument("--workers", type=int, default=1, help="slices: DataLoader workers")
     parser.add_argument("--work", type=Path, help="folder for data, caches and runs (default: a temporary one)")
     parser.add_argument("--json", type=Path, help="write the report here")
 
@@ -69,6 +76,12 @@ def run(args: argparse.Namespace) -> int:
         if "decode" in parts:
             report["decode"] = decode_speed(teachers=teachers, batch_size=args.batch_size, device=args.device)
             print(json.dumps(report["decode"]))
+        if "slices" in parts:
+            from kdsam.bench.slices import slice_store_speed
+
+            cases, depth, side = _ints(args.slice_set)
+            report["slices"] = slice_store_speed(root, cases, depth, side, args.input_size, args.workers)
+            print(json.dumps(report["slices"]))
     report["host"]["load_average_end"] = os.getloadavg()
     if args.json:
         write_json(args.json, report)

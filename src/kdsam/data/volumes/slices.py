@@ -140,7 +140,7 @@ class SliceReader:
         z = int(record.meta["z"])
         image = np.asarray(slices[z])
         if image.ndim == 2:
-            image = np.repeat(image[..., None], 3, axis=2)
+            image = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
         label = np.asarray(labels[z]) if labels is not None else np.zeros(image.shape[:2], np.uint8)
         if max_side and max(image.shape[:2]) > max_side:
             scale = max_side / max(image.shape[:2])

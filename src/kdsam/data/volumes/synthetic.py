@@ -25,7 +25,7 @@ def _ellipsoid(grid: tuple[np.ndarray, ...], centre: np.ndarray, radii: np.ndarr
 def synthetic_case(shape: tuple[int, int, int], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """(image in HU as int16, labels uint8), both (X, Y, Z)."""
     x, y, z = shape
-    grid = np.meshgrid(np.arange(x), np.arange(y), np.arange(z), indexing="ij")
+    grid = np.ogrid[:x, :y, :z]  # broadcast, so a 512x512x100 case does not hold three full grids
     body = _ellipsoid(grid[:2], np.array([x / 2, y / 2]), np.array([0.46 * x, 0.38 * y]))
     liver_c = np.array([x * rng.uniform(0.3, 0.4), y * rng.uniform(0.42, 0.52), z * rng.uniform(0.45, 0.55)])
     liver_r = np.array([x * rng.uniform(0.14, 0.2), y * rng.uniform(0.12, 0.17), z * rng.uniform(0.25, 0.32)])
@@ -34,10 +34,10 @@ def synthetic_case(shape: tuple[int, int, int], rng: np.random.Generator) -> tup
     labels = np.zeros(shape, np.uint8)
     labels[_ellipsoid(grid, liver_c, liver_r) & body] = LABELS["liver"]
     labels[_ellipsoid(grid, kidney_c, kidney_r) & body] = LABELS["kidney"]
-    hu = np.where(body, 30.0, -1000.0)
+    hu = np.broadcast_to(np.where(body, 30.0, -1000.0), shape).astype(np.float32)
     hu[labels == 1] = rng.uniform(90, 115)
     hu[labels == 2] = rng.uniform(170, 200)
-    hu += rng.normal(0, 15, shape)
+    hu += rng.normal(0, 15, shape).astype(np.float32)
     return np.round(hu).astype(np.int16), labels
 
 
