@@ -42,9 +42,10 @@ def wait_for(driver: Any, script: str, timeout: float = 60.0) -> Any:
     raise AssertionError(f"timed out waiting for {script!r}; page status: {status!r}")
 
 
-def idle(driver: Any) -> None:
-    """The model has answered every prompt and the masks are drawn."""
-    wait_for(driver, "kdsam.idle() && !kdsam.view.pending && kdsam.state.pendingLatency === null")
+def idle(driver: Any, timeout: float = 300.0) -> None:
+    """The model has answered every prompt and the masks are drawn (a real model on a busy CPU may
+    take minutes to embed a volume's slices)."""
+    wait_for(driver, "kdsam.idle() && !kdsam.view.pending && kdsam.state.pendingLatency === null", timeout)
 
 
 def _canvas(driver: Any) -> Any:

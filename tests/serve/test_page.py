@@ -24,6 +24,8 @@ import pytest
 from PIL import Image
 
 from kdsam.data.imageio import write_png
+from kdsam.data.prompts import boxes_from_mask
+from kdsam.data.synthetic import synthesize
 from kdsam.serve.app import create_app
 from kdsam.serve.engine import Engine
 from kdsam.serve.loadtest import serving
@@ -99,9 +101,11 @@ class Page:
 def page(tiny_model: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Page]:
     from kdsam.models.loading import load_predictor
     from kdsam.predictor import KDSamPredictor
+    from kdsam.serve.model_info import trained_prompts
 
     model = os.environ.get("KDSAM_PAGE_MODEL")  # the docs' screenshots: teacher:litemedsam
-    engine = Engine(load_predictor(model) if model else KDSamPredictor(tiny_model), max_sessions=4)
+    predictor = load_predictor(model) if model else KDSamPredictor(tiny_model)
+    engine = Engine(predictor, max_sessions=4, prompts=trained_prompts(model, predictor) if model else None)
     files = tmp_path_factory.mktemp("page")
     artifacts = os.environ.get("KDSAM_PAGE_ARTIFACTS")
     with serving(create_app(engine)) as url:
@@ -114,7 +118,7 @@ def page(tiny_model: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
             driver.quit()
 
 
-def photo_scenario(page: Page, image: np.ndarray) -> dict[str, list[float]]:
+def photo_scenario(page: Page, image: np.ndarray, box: list[float]) -> dict[str, list[dict[str, float]]]:
     """Two objects on a photo, a click on the first, undo and redo, the label map downloaded; a failed
     upload and the same file chosen again."""
     from selenium.webdriver.common.keys import Keys
@@ -126,7 +130,7 @@ def photo_scenario(page: Page, image: np.ndarray) -> dict[str, list[float]]:
     assert page.js("document.getElementById('download').disabled"), "download offered before any mask"
     assert page.js("document.getElementById('view').getAttribute('role')") == "img"
     page.shot("1-photo-opened")
-    b.drag_box(page.driver, [0.25 * w, 0.2 * h, 0.75 * w, 0.7 * h])
+    b.drag_box(page.driver, [box[0] - 6, box[1] - 6, box[2] + 6, box[3] + 6])
     b.idle(page.driver)
     first = page.check_object(0)[0]
     assert first.any() and not page.js("document.getElementById('download').disabled")
@@ -140,7 +144,7 @@ def photo_scenario(page: Page, image: np.ndarray) -> dict[str, list[float]]:
     page.check_object(1)
     page.driver.find_element("css selector", "#objects li[data-id='1'] .swatch").click()  # select the first
     b.key(page.driver, "o")
-    b.click(page.driver, 0.5 * w, 0.45 * h)
+    b.click(page.driver, (box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
     b.idle(page.driver)
     clicked = page.js("kdsam.objects.list")
     assert len(clicked[0]["clicks"]) == 1 and not clicked[1]["clicks"], "the click went to another object"
@@ -265,7 +269,8 @@ def dicom_scenario(page: Page) -> None:
 
 
 def test_photo_nifti_and_dicom_series_with_mouse_and_keyboard(page: Page, image: np.ndarray) -> None:
-    timings = photo_scenario(page, image)
+    box = [float(v) for v in boxes_from_mask(synthesize("polyp", 3)[1])[0]]  # the `image` fixture's polyp
+    timings = photo_scenario(page, image, box)
     nifti_scenario(page)
     dicom_scenario(page)
     model = page.js("document.getElementById('model').textContent")
