@@ -37,3 +37,19 @@ def test_the_cap_evicts_the_least_recently_used() -> None:
     with pytest.raises(KeyError):
         store.get(b)
     assert store.get(a) == 1 and store.pop(a) and not store.pop(a)
+
+
+def test_dropped_values_are_announced_whichever_way_they_go() -> None:
+    clock, dropped = Clock(), []
+    store: ExpiringStore[str] = ExpiringStore(cap=2, ttl_s=60, clock=clock, on_drop=dropped.append)
+    a, b = store.add("expired"), store.add("popped")
+    clock.now = 30
+    store.pop(b)
+    store.add("kept")
+    clock.now = 70
+    store.add("new")  # "expired" goes by age, so the cap of 2 drops nothing more
+    assert dropped == ["popped", "expired"] and len(store) == 2
+    store.add("one more")
+    assert dropped == ["popped", "expired", "kept"]
+    with pytest.raises(KeyError):
+        store.get(a)
