@@ -13,10 +13,11 @@ from pydicom.uid import generate_uid
 ROWS, COLUMNS, SLICES = 48, 64, 6
 
 
-def ct_series(folder: Path, slices: int = SLICES) -> list[pydicom.Dataset]:
-    """Write `slices` CT slices of ROWS x COLUMNS into `folder`; the datasets in position order."""
+def ct_series(folder: Path, slices: int = SLICES, study: str | None = None) -> list[pydicom.Dataset]:
+    """Write `slices` CT slices of ROWS x COLUMNS into `folder`, a new series in `study` (default: a
+    new study too, so tests sharing a PACS do not meet); the datasets in position order."""
     folder.mkdir(parents=True, exist_ok=True)
-    series_uid = generate_uid()
+    series_uid, study = generate_uid(), study or generate_uid()
     rows, cols = np.mgrid[:ROWS, :COLUMNS]
     datasets = []
     for k in range(slices):
@@ -29,7 +30,7 @@ def ct_series(folder: Path, slices: int = SLICES) -> list[pydicom.Dataset]:
         x, y, z = (float(v) for v in ds.ImagePositionPatient)
         ds.ImagePositionPatient = [x, y, z + 2.5 * k]
         ds.SliceThickness = 2.5
-        ds.SeriesInstanceUID = series_uid
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series_uid
         ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
         ds.InstanceNumber = k + 1
         ds.save_as(folder / f"slice{slices - 1 - k:02d}.dcm")  # names out of position order

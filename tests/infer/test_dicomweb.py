@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 from dicomweb_client import DICOMwebClient
 from dicomweb_client.session_utils import create_session_from_user_pass
+from PIL import Image
 
 from kdsam.cli import main
 from kdsam.errors import KdsamError
@@ -60,8 +61,8 @@ def _client(server: Orthanc) -> DICOMwebClient:
     return DICOMwebClient(server.dicomweb, session=session)
 
 
-def _upload(server: Orthanc, folder: Path) -> list:
-    datasets = ct_series(folder)
+def _upload(server: Orthanc, folder: Path, study: str | None = None) -> list:
+    datasets = ct_series(folder, study=study)
     server.upload(sorted(folder.iterdir()))
     return datasets
 
@@ -114,10 +115,24 @@ def test_series_over_dicomweb_to_a_seg_in_the_same_study(tiny_model: str, pacs: 
     assert not any((tmp_path / "tmp").iterdir())  # the local copy goes once the PACS holds the SEG
 
 
+def test_a_one_image_series_reads_as_a_2d_image(tiny_model: str, pacs: Orthanc, tmp_path: Path) -> None:
+    """As a single local DICOM file is: --box in pixels, the same mask as from the file on disk."""
+    (image,) = ct_series(tmp_path / "ct", slices=1)
+    pacs.upload(list((tmp_path / "ct").iterdir()))
+    box = ("--box", "10,5,50,40")
+    assert predict(tiny_model, "--image", _series_address(pacs, image), *box, "--out", str(tmp_path / "s.dcm")) == 0
+    local = next((tmp_path / "ct").iterdir())
+    assert predict(tiny_model, "--image", str(local), *box, "--out", str(tmp_path / "m.png")) == 0
+    png = np.asarray(Image.open(tmp_path / "m.png")) > 0
+    assert png.any()
+    np.testing.assert_array_equal(read_seg_labels(tmp_path / "s.dcm", [image])[0] > 0, png)
+    assert json.loads((tmp_path / "s.json").read_text())["kind"] == "image"
+
+
 def test_a_study_segments_each_image_series_and_skips_segs(tiny_model: str, pacs: Orthanc, tmp_path: Path, capsys):
     first = _upload(pacs, tmp_path / "a")
-    _upload(pacs, tmp_path / "b")
     study = first[0].StudyInstanceUID
+    _upload(pacs, tmp_path / "b", study)
     assert (
         predict(tiny_model, "--image", _series_address(pacs, first[0]), *BOX, "--out", f"dicomweb:{pacs.dicomweb}") == 0
     )
@@ -130,6 +145,7 @@ def test_a_study_segments_each_image_series_and_skips_segs(tiny_model: str, pacs
         == 0
     )
     images = [s for s in _client(pacs).search_for_series(study) if s["00080060"]["Value"][0] != "SEG"]
+    assert len(images) == 2
     written = sorted(p.name for p in (tmp_path / "out").glob("*.dcm"))
     assert written == sorted(f"{s['0020000E']['Value'][0]}.dcm" for s in images)  # not one per SEG series
     assert _segs(pacs, study) == before

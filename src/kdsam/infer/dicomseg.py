@@ -7,7 +7,6 @@ gets a new series and new instance UIDs every time: a rerun never overwrites an 
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,8 +20,6 @@ if TYPE_CHECKING:
 
 SEG_SUFFIX = ".dcm"
 SERIES_NUMBER = 9100  # high, so viewers list the SEG after the scanner's own series
-# highdicom logs, at WARNING, that it keeps every frame of an all-empty mask; that is what we want.
-logging.getLogger("highdicom").setLevel(logging.ERROR)
 
 
 def is_seg_output(path: Path) -> bool:
@@ -95,6 +92,7 @@ def build_seg(sources: list[Dataset], labels: np.ndarray, names: list[str], mode
             manufacturer_model_name=model[:64],
             software_versions=__version__,
             device_serial_number="-",
+            omit_empty_frames=bool(labels.any()),  # an empty result keeps its frames (a SEG needs one)
             series_description=f"kdsam {model}"[:64],
             content_label="KDSAM",
             content_description=f"kdsam {__version__}, model {model}"[:64],
