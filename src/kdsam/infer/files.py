@@ -174,12 +174,14 @@ def segment_image(model: Model, path: Path, prompts: Prompts, window: Any) -> tu
 def segment_volume(
     model: Model, volume: medical.Volume, boxes3d: np.ndarray, window: Any, batch_size: int | None = None
 ) -> tuple[np.ndarray, np.ndarray, dict]:
-    """((I, J, K) uint8 labels, the (K, J, I) 8-bit stack the model saw, its intensity record)."""
-    from kdsam.data import intensity
+    """((I, J, K) uint8 labels, the (K, J, I) 8-bit stack the model saw, its intensity record). The
+    stack is made as training on a volume dataset makes its slices (`slice_stack`), so a model sees
+    the same pixels in both."""
+    from kdsam.data.volumes.cases import slice_stack
 
     if len(boxes3d) == 0:
         raise KdsamError(f"{volume.path}: no 3D box for this volume; give --box3d X0,Y0,Z0,X1,Y1,Z1")
-    stack, record = intensity.to_uint8(volume.slices(), window, volume.modality, volume.window)
+    stack, record = slice_stack(volume, window)
     try:
         labels = segment_stack(model, stack, boxes3d, batch_size, where="--box3d")
     except ValueError as err:
