@@ -160,7 +160,9 @@ def _one_line_exit_2(capsys) -> str:
     return captured.err
 
 
-def test_a_series_without_images_is_one_line(tiny_model: str, pacs: Orthanc, tmp_path: Path, capsys) -> None:
+def test_a_series_without_images_is_one_line(
+    tiny_model: str, pacs: Orthanc, tmp_path: Path, capsys, _scratch_in_tmp: Path
+) -> None:
     sources = _upload(pacs, tmp_path / "ct")
     study = sources[0].StudyInstanceUID
     assert (
@@ -173,6 +175,7 @@ def test_a_series_without_images_is_one_line(tiny_model: str, pacs: Orthanc, tmp
     assert predict(tiny_model, "--image", seg_series, *BOX, "--out", f"dicomweb:{pacs.dicomweb}") == 2
     err = _one_line_exit_2(capsys)
     assert "holds no images" in err and "modality SEG" in err
+    assert not any(_scratch_in_tmp.iterdir())  # no SEG was made, so no folder is left for one
     assert _segs(pacs, study) == before
 
 
@@ -232,6 +235,7 @@ def refusing_server(request) -> Iterator[str]:
 def _kept_seg(err: str, scratch: Path) -> Path:
     kept = sorted(scratch.glob("kdsam-seg-*/*.dcm"))
     assert len(kept) == 1 and f"the SEG is kept at {kept[0]}" in err
+    assert kept[0].parent.stat().st_mode & 0o777 == 0o700  # the SEG names the patient
     assert hd.seg.segread(str(kept[0])).Modality == "SEG"
     return kept[0]
 

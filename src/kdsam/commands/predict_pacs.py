@@ -13,7 +13,8 @@ import argparse
 import shutil
 import sys
 import tempfile
-import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from kdsam.commands.predict import _file_prompts, _load, _prompts, read_box_file, segment_one, summary
@@ -39,9 +40,19 @@ def _store_target(out: Path | Target) -> Target | None:
     return out
 
 
-def _keep_folder() -> Path:
-    """Where a SEG bound for the PACS waits (created only when written; kept if the store fails)."""
-    return Path(tempfile.gettempdir()) / f"kdsam-seg-{uuid.uuid4().hex[:12]}"
+@contextmanager
+def _seg_folder(store: Target | None, local: Path) -> Iterator[Path]:
+    """Where the SEG is written: `local`, or for the PACS a private (0700: it names the patient) temporary
+    folder, removed once the PACS holds the SEG or when no SEG was written, kept when the store fails."""
+    if store is None:
+        yield local
+        return
+    folder = Path(tempfile.mkdtemp(prefix="kdsam-seg-"))
+    try:
+        yield folder
+    finally:
+        if not any(folder.glob("*.dcm")):
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _record_source(output: Path, source: Target) -> None:
@@ -57,7 +68,8 @@ def _record_source(output: Path, source: Target) -> None:
 def _store(target: Target, output: Path, record: dict) -> str:
     """STOW-RS the SEG; the local copy goes once the PACS holds it. One line either way."""
     uid = dicomweb.store_seg(dicomweb.connect(target), target, output)
-    shutil.rmtree(output.parent, ignore_errors=True)
+    output.unlink()
+    sidecar(output).unlink(missing_ok=True)
     unit = "voxels" if record["kind"] == "volume" else "pixels"
     return f"{target}: stored SEG {uid} (series {record['series_instance_uid']}, {record['foreground']} object {unit})"
 
@@ -67,15 +79,13 @@ def run_series(args: argparse.Namespace) -> int:
     source, store = args.image, _store_target(args.out)
     if isinstance(source, Target) and not source.series:
         raise KdsamError(f"--image {source}: name a series (.../studies/UID/series/UID), or use --input for a study")
-    with tempfile.TemporaryDirectory(prefix="kdsam-wado-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="kdsam-wado-") as scratch, _seg_folder(store, args.out) as folder:
         local = source
         if isinstance(source, Target):
             local = dicomweb.fetch_series(dicomweb.connect(source), source, Path(scratch))
         name = source.series if isinstance(source, Target) else Path(source).name.removesuffix(".dcm")
-        out = _keep_folder() / f"{name}.dcm"
-        output, record = segment_one(
-            argparse.Namespace(**{**vars(args), "image": local, "out": out if store else args.out})
-        )
+        out = folder / f"{name}.dcm" if store else args.out
+        output, record = segment_one(argparse.Namespace(**{**vars(args), "image": local, "out": out}))
         if isinstance(source, Target):
             _record_source(output, source)
         print(_store(store, output, record) if store else summary(output, record))
@@ -103,16 +113,16 @@ def run_study(args: argparse.Namespace) -> int:
     model, failed = _load(args, True), []
     for uid in series:
         target = Target(source.root, source.study, uid)
-        out = (_keep_folder() if store else args.out) / f"{uid}.dcm"
         try:
-            if out.exists() and not args.overwrite:
-                raise KdsamError(f"{out} exists: pass --overwrite to replace it")
-            with tempfile.TemporaryDirectory(prefix="kdsam-wado-") as scratch:
+            with tempfile.TemporaryDirectory(prefix="kdsam-wado-") as scratch, _seg_folder(store, args.out) as folder:
+                out = folder / f"{uid}.dcm"
+                if out.exists() and not args.overwrite:
+                    raise KdsamError(f"{out} exists: pass --overwrite to replace it")
                 local = dicomweb.fetch_series(client, target, Path(scratch))
                 prompts = _file_prompts(Path(uid), table, default)
                 record = run_file(model, local, out, prompts, window, args.batch_size, None, args.label_name)
-            _record_source(out, target)
-            print(_store(store, out, record) if store else summary(out, record))
+                _record_source(out, target)
+                print(_store(store, out, record) if store else summary(out, record))
         except PacsError:
             raise
         except KdsamError as err:
