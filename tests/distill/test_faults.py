@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import math
 import shutil
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +17,7 @@ from PIL import Image
 from kdsam.cli import main
 from kdsam.data import open_dataset
 from kdsam.data.imageio import write_png
+from kdsam.distill.run import LOCK_FILE, RunDir
 from kdsam.distill.stage1 import distill
 from kdsam.distill.trainer import FitConfig
 from kdsam.errors import KdsamError
@@ -146,3 +149,37 @@ def test_disk_full_at_a_checkpoint_is_one_line_keeping_the_last_good_one(cut_run
     assert "\n" not in str(err.value)
     assert ckpt.read_bytes() == before and torch.load(ckpt, weights_only=True)["state"]["epoch"] == 1
     assert not list(cut_run.glob(".*.tmp"))  # no partial file
+
+
+def test_resume_with_other_data_or_seed_is_refused_naming_it(cut_run, tiny_teacher, splits, tmp_path):
+    checkpoint = (cut_run / "checkpoint-distill.pt").read_bytes()
+    with pytest.raises(KdsamError, match=r"--seed 1 \(the run started with 0\)"):
+        _resume(cut_run, tiny_teacher, splits, cfg=replace(FAST, seed=1))
+    other = shutil.copytree(Path(splits["train"].spec.split(":", 1)[1]), tmp_path / "other")
+    moved = {s: open_dataset(f"folder:{other}", s, max_side=128) for s in ("train", "val")}
+    with pytest.raises(KdsamError, match=rf"--data folder:{other} \(the run started with {splits['train'].spec}\)"):
+        _resume(cut_run, tiny_teacher, moved)
+    assert (cut_run / "checkpoint-distill.pt").read_bytes() == checkpoint
+
+
+def test_a_resumed_stage_keeps_its_split(tmp_path):
+    run = RunDir(tmp_path / "run")
+    run.start("distill", resume=False)
+    run.write_split("distill", "folder:/a", {"train": ["x", "y"], "val": ["z"], "test": []})
+    run.checkpoint("distill").write_bytes(b"a checkpoint")  # the stage is under way: a resume
+    with pytest.raises(KdsamError, match="cannot resume distill with --data folder:/b"):
+        run.write_split("distill", "folder:/b", {"train": ["x", "y"], "val": ["z"], "test": []})
+    with pytest.raises(KdsamError, match="another train split than it started with"):
+        run.write_split("distill", "folder:/a", {"train": ["x"], "val": ["z"], "test": ["y"]})
+    run.write_split("distill", "folder:/a", {"train": ["y", "x"], "val": ["z"], "test": []})  # the same split
+
+
+def test_a_second_run_into_a_locked_folder_is_one_line(tmp_path):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    with open(folder / LOCK_FILE, "w") as other:  # another process's run: its own open file, locked
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(KdsamError, match="another kdsam run is writing into this folder") as err:
+            RunDir(folder).start("distill", resume=False)
+        assert "\n" not in str(err.value) and not (folder / "log.txt").exists()
+    RunDir(folder).start("distill", resume=False)  # free again once that run has ended

@@ -134,7 +134,8 @@ def dataset_splits(
         records = _records(kind, root)
         names = [r.name for r in records if r.masks]
     if split_file is not None:
-        return read_split_file(split_file)
+        known = [c.name for c in cases] if adapter.cases is not None else [r.name for r in records]
+        return read_split_file(split_file, known)
     if adapter.official_splits:
         return {s: sorted(r.name for r in records if r.meta.get("split") == s) for s in SPLITS}
     return make_split(names, seed)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 from kdsam.errors import KdsamError
@@ -28,13 +28,34 @@ def make_split(
     return {"train": sorted(train), "val": sorted(val), "test": sorted(test)}
 
 
-def read_split_file(path: str | Path) -> dict[str, list[str]]:
-    """A JSON file {"train": [names], "val": [...], "test": [...]} that overrides the seeded split."""
+def read_split_file(path: str | Path, known: Collection[str] | None = None) -> dict[str, list[str]]:
+    """A JSON file {"train": [names], "val": [...], "test": [...]} that overrides the seeded split.
+
+    Refused in one line: another shape, a split that is not a list of names, a name in two splits
+    (training on a test image), and names that are not in the dataset (`known`; a typo would
+    silently shrink a split)."""
     path = Path(path)
     try:
         data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
         raise KdsamError(f"{path}: not a readable split file ({err})") from err
-    if not isinstance(data, dict) or not set(data) & set(SPLITS):
-        raise KdsamError(f'{path}: a split file maps "train"/"val"/"test" to lists of sample names')
-    return {k: list(data.get(k, [])) for k in SPLITS}
+    if not isinstance(data, dict) or not set(data) & set(SPLITS) or set(data) - set(SPLITS):
+        raise KdsamError(f'{path}: a split file maps "train"/"val"/"test" (only those) to lists of sample names')
+    for split, names in data.items():
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise KdsamError(f'{path}: "{split}" must be a list of sample names, not {json.dumps(names)[:60]}')
+    splits = {k: list(data.get(k, [])) for k in SPLITS}
+    seen: dict[str, str] = {}
+    for split, names in splits.items():
+        for name in names:
+            if name in seen:
+                where = f"both {seen[name]} and {split}" if seen[name] != split else f"{split} twice"
+                raise KdsamError(f"{path}: {name!r} is in {where}; each sample belongs to one split")
+            seen[name] = split
+    unknown = sorted(set(seen) - set(known)) if known is not None else []
+    if unknown:
+        raise KdsamError(
+            f"{path}: {len(unknown)} name(s) not in the dataset, e.g. {', '.join(map(repr, unknown[:3]))}; "
+            "a split file lists the dataset's own sample names"
+        )
+    return splits

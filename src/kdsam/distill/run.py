@@ -1,9 +1,17 @@
-"""A run folder: config, split, metrics log, checkpoints and the final model, all written atomically."""
+"""A run folder: config, split, metrics log, checkpoints and the final model, all written atomically.
+
+A folder belongs to one run at a time: the writing process holds an OS lock (flock) on RUN/.lock
+for as long as it lives, so a second run started into the same folder is refused in one line
+instead of both writing and one being silently lost. The kernel drops the lock when the process
+ends, however it ends (Ctrl-C, SIGKILL), so a stale lock never blocks a resume.
+"""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +19,8 @@ from kdsam.errors import KdsamError
 from kdsam.utils.atomic import write_json, write_text
 
 log = logging.getLogger("kdsam")
+LOCK_FILE = ".lock"
+_HELD: dict[str, int] = {}  # run folder -> the open descriptor holding its lock, for this process's life
 
 
 class RunDir:
@@ -47,6 +57,7 @@ class RunDir:
             return
         try:
             self.path.mkdir(parents=True, exist_ok=True)
+            self.lock()
             for stale in self.path.glob(".*.tmp"):  # only the writer saves here: any left are a killed save's
                 stale.unlink()
             handler = logging.FileHandler(self.path / "log.txt")
@@ -58,6 +69,25 @@ class RunDir:
         handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
         log.addHandler(handler)
         log.setLevel(logging.INFO)
+
+    def lock(self) -> None:
+        """Take the folder's lock for this process (again: a no-op), or refuse: another process holds it."""
+        key = str(self.path.resolve())
+        if key in _HELD:
+            return
+        fd = os.open(self.path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as err:
+            os.close(fd)
+            raise KdsamError(
+                f"{self.path}: another kdsam run is writing into this folder (it holds {LOCK_FILE}); "
+                "wait for it to finish, or choose another --out"
+            ) from err
+        except OSError:
+            os.close(fd)
+            raise
+        _HELD[key] = fd
 
     def _read(self, name: str) -> dict[str, Any]:
         path = self.path / name
@@ -83,7 +113,23 @@ class RunDir:
         self._set("config.json", stage, config)
 
     def write_split(self, stage: str, spec: str, splits: dict[str, list[str]]) -> None:
-        """The exact sample names of each split, so evaluation can prove it never saw training images."""
+        """The exact sample names of each split, so evaluation can prove it never saw training images.
+        A stage being resumed (its checkpoint is here) keeps the split it started with: another one
+        would mix two datasets or two splits in one run, so it is refused."""
+        before = self._read("split.json").get(stage)
+        if before is not None and self.checkpoint(stage).is_file():
+            if before.get("data") != spec:
+                raise KdsamError(
+                    f"{self.path}: cannot resume {stage} with --data {spec} (the run started with "
+                    f"{before.get('data')}); resume with the same data or choose another folder"
+                )
+            changed = [s for s in splits if sorted(before.get(s, [])) != sorted(splits[s])]
+            if changed:
+                raise KdsamError(
+                    f"{self.path}: cannot resume {stage} with another {changed[0]} split than it started with "
+                    "(another --seed or --split-file, or the dataset's files changed); resume with the same "
+                    "options or choose another folder"
+                )
         self._set("split.json", stage, {"data": spec, **splits})
 
     def read_config(self) -> dict[str, Any]:

@@ -131,6 +131,8 @@ def distill(
         "perceptual_weight": perceptual_weight,
         "perceptual_items": perceptual_items,
         "background_slices": background,
+        "data": train.spec,  # a resumed run trains on the data, and the seeded split, it started with
+        "seed": cfg.seed,
     }
     if resume:
         run.check_resume("distill", options)

@@ -63,6 +63,8 @@ def finetune(
         "train_encoder": train_encoder,
         "augment": sorted(augmentations),
         "prompts": mix.describe(),
+        "data": train.spec,  # a resumed run trains on the data, and the seeded split, it started with
+        "seed": cfg.seed,
     }
     if resume:
         run.check_resume("finetune", options)
