@@ -8,6 +8,7 @@ import errno
 import gzip
 import io
 import os
+import pickle
 from collections.abc import Callable
 from pathlib import Path
 
@@ -118,23 +119,32 @@ def truncated_npz(folder: Path) -> Path:
     return path
 
 
-# name -> builder of one bad case among good ones in a folder run
-BAD_CASES: dict[str, Callable[[Path], Path]] = {
-    "corrupt-gzip-nifti": corrupt_gzip_nifti,
-    "huge-nifti": huge_nifti,
-    "npy-named-npz": npy_named_npz,
-    "truncated-npz": truncated_npz,
-    "string-imgs": lambda f: npz_case(f, "2DBox_str.npz", imgs=np.array(["a", "b"])),
-    "string-boxes": lambda f: npz_case(f, "2DBox_strbox.npz", boxes=np.array([["a", "b", "c", "d"]])),
-    "scalar-spacing": lambda f: npz_case(
-        f,
-        "3DBox_spacing.npz",
-        imgs=np.zeros((3, 16, 16), np.uint8),
-        boxes=np.array([[2, 2, 0, 10, 10, 2]]),
-        spacing=np.float64(1.0),
+# name -> (builder of one bad case among good ones in a folder run, words its one line holds)
+BAD_CASES: dict[str, tuple[Callable[[Path], Path], tuple[str, ...]]] = {
+    "corrupt-gzip-nifti": (corrupt_gzip_nifti, ("corrupt.nii.gz", "unreadable NIfTI")),
+    "huge-nifti": (huge_nifti, ("huge.nii", "header claims shape")),
+    "npy-named-npz": (npy_named_npz, ("2DBox_npy.npz",)),
+    "truncated-npz": (truncated_npz, ("2DBox_cut.npz",)),
+    "string-imgs": (lambda f: npz_case(f, "2DBox_str.npz", imgs=np.array(["a", "b"])), ("2DBox_str.npz",)),
+    "string-boxes": (
+        lambda f: npz_case(f, "2DBox_strbox.npz", boxes=np.array([["a", "b", "c", "d"]])),
+        ("2DBox_strbox.npz",),
     ),
-    "empty-image": lambda f: npz_case(f, "2DBox_empty.npz", imgs=np.zeros((0, 0, 3), np.uint8)),
-    "dicom-without-rows": lambda f: bad_dicom(f, "no-rows"),
+    "scalar-spacing": (
+        lambda f: npz_case(
+            f,
+            "3DBox_spacing.npz",
+            imgs=np.zeros((3, 16, 16), np.uint8),
+            boxes=np.array([[2, 2, 0, 10, 10, 2]]),
+            spacing=np.float64(1.0),
+        ),
+        ("3DBox_spacing.npz",),
+    ),
+    "empty-image": (
+        lambda f: npz_case(f, "2DBox_empty.npz", imgs=np.zeros((0, 0, 3), np.uint8)),
+        ("2DBox_empty.npz", "holds no pixels"),
+    ),
+    "dicom-without-rows": (lambda f: bad_dicom(f, "no-rows"), ("no-rows.dcm", "Rows")),
 }
 
 
@@ -155,3 +165,20 @@ def fill_disk(monkeypatch, room: int = 0) -> None:
 
     disk = type("Disk", (FullDisk,), {"room": room})
     monkeypatch.setattr(atomic, "open", lambda path, mode="rb": disk(path, mode.replace("b", "")), raising=False)
+
+
+class RunsCode:
+    """Unpickling this runs a shell command that leaves `marker` behind: proof that code ran."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def pickle_with_code(folder: Path, name: str = "evil.pt") -> Path:
+    """A plain pickle (protocol 4: torch warns about it) that would create folder/PWNED if loaded."""
+    path = folder / name
+    path.write_bytes(pickle.dumps({"state_dict": RunsCode(folder / "PWNED")}, protocol=4))
+    return path

@@ -139,13 +139,13 @@ def test_folder_of_volumes_and_images_takes_boxes_from_json_and_skips_bad_files(
     argv = ["--input", str(inputs), "--out", str(out), "--boxes", str(boxes)]
     assert predict(tiny_model, *argv) == 1  # one case failed
     captured = capsys.readouterr()
-    assert "broken.npz: a challenge npz needs 'imgs' and 'boxes'" in captured.err
-    assert "2 segmented, 0 already done, 1 failed" in captured.out
+    assert "broken.npz: neither boxes nor clicks" in captured.err  # a case without prompts is named and skipped
+    assert "2 segmented, 0 already done, 1 skipped" in captured.out
     labels = np.asarray(nib.load(out / "ct.nii.gz").dataobj)
     assert labels.shape == (40, 32, 9) and set(np.unique(labels)) <= {0, 1, 2}
     assert (out / "photo.png").is_file() and not (out / "broken.npz").exists()
     assert predict(tiny_model, *argv) == 1
-    assert "0 segmented, 2 already done, 1 failed" in capsys.readouterr().out
+    assert "0 segmented, 2 already done, 1 skipped" in capsys.readouterr().out
 
 
 def test_exports_split_their_threads_only_where_two_slices_run_at_once():

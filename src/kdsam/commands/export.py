@@ -44,6 +44,8 @@ def run(args: argparse.Namespace) -> int:
     from kdsam.export.quantize import calibration_from
     from kdsam.models.loading import load_model
 
+    if args.out.exists() and not args.out.is_dir():
+        raise KdsamError(f"--out {args.out}: a file; an export is a folder of files (give a folder's name)")
     if (args.out / CONFIG_FILE).exists() and not args.overwrite:
         raise KdsamError(f"{args.out} already holds an export: pass --overwrite to replace it, or choose another --out")
     calibration = None if args.no_int8 else calibration_from(args.calibration_data, args.calibration_images)

@@ -3,6 +3,10 @@
 2D images give a 0/255 PNG (the union of the per-box masks); volumes (NIfTI, DICOM series folders)
 give a NIfTI label map on the input's grid (box i -> label i + 1) from 3D boxes; CVPR24 npz cases
 give an npz of `segs`. Every output gets a JSON sidecar (kdsam.infer.files).
+
+Exit codes: 0 every output written; 1 a folder run skipped some files (each named on one line of
+stderr, whatever went wrong reading it, and counted in the summary; the others are written);
+2 a mistake in the command or its one input (one line, nothing written); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from kdsam.commands.options import add_device_argument, resolve_device
+from kdsam.commands.options import add_device_argument, resolve_device, set_threads
 from kdsam.errors import KdsamError
 
 if TYPE_CHECKING:
@@ -166,8 +170,11 @@ def parse_point(text: str) -> list[float]:
 
 
 def parse_box3d(text: str) -> list[float]:
-    """'X0,Y0,Z0,X1,Y1,Z1' -> six floats, each minimum at most its maximum."""
+    """'X0,Y0,Z0,X1,Y1,Z1' -> six whole numbers (voxel indices: 8.5 is refused, not rounded), each
+    minimum at most its maximum."""
     box = parse_numbers(text, "--box3d", 6, "X0,Y0,Z0,X1,Y1,Z1")
+    if any(v != int(v) for v in box):
+        raise KdsamError(f"--box3d {text!r}: voxel indices are whole numbers (a box is not rounded for you)")
     if any(box[i] > box[i + 3] for i in range(3)):
         raise KdsamError(f"--box3d {text!r}: each of X0, Y0, Z0 must be at most X1, Y1, Z1 (inclusive indices)")
     return box
@@ -259,8 +266,7 @@ def _load(args: argparse.Namespace, slices: bool) -> KDSam | OnnxPredictor:
 
         total = args.threads or os.cpu_count() or 1
         session = threads_per_session(total) if slices else total
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     predictor = load_predictor(spec, str(device), args.runtime, session)
     return predictor if spec.kind == "onnx" else predictor.model
 
@@ -322,6 +328,8 @@ def segment_one(args: argparse.Namespace) -> tuple[Path, dict]:
         check_inside(prompts.boxes, args.box, image_size(args.image))
     if kind != "image" and (prompts.points.size or prompts.everything):
         raise KdsamError(f"{args.image}: --point and --everything are for 2D images")
+    if kind == "npz" and (prompts.boxes.size or prompts.boxes3d.size):
+        raise KdsamError(f"{args.image}: a challenge npz carries its own boxes; leave out --box and --box3d")
     if kind == "volume" and prompts.boxes.size:
         raise KdsamError(f"{args.image}: a volume takes --box3d X0,Y0,Z0,X1,Y1,Z1 (voxel indices), not --box")
     from kdsam.data.intensity import parse_window
@@ -351,11 +359,10 @@ def _efficiency_path(out: Path, rank: int, world: int) -> Path:
 
 
 def read_efficiency(path: Path) -> dict[str, float]:
-    """{case: seconds} from an efficiency CSV ({} when absent)."""
-    if not path.is_file():
-        return {}
-    with path.open(newline="") as f:
-        return {row["case"]: float(row["time"]) for row in csv.DictReader(f)}
+    """{case: seconds} from an efficiency CSV ({} when absent); one line when it is some other CSV."""
+    from kdsam.eval.challenge import read_time_file
+
+    return read_time_file(path) if path.is_file() else {}
 
 
 def write_efficiency(path: Path, times: dict[str, float]) -> None:
@@ -415,12 +422,16 @@ def run_folder(args: argparse.Namespace) -> int:
             print(f"kdsam predict: skipped {err}", file=sys.stderr)
             failed.append(path.name)
             continue
+        except Exception as err:  # one bad file never stops the folder: any failure is named and skipped
+            print(f"kdsam predict: skipped {path}: {type(err).__name__}: {' '.join(str(err).split())}", file=sys.stderr)
+            failed.append(path.name)
+            continue
         times[path.name] = record["seconds"]
         write_efficiency(efficiency, times)
     timed = [times[p.name] for p, _ in todo if p.name in times]
     mean = f"; {np.mean(timed):.2f} s per case" if timed else ""
     print(
-        f"{args.out}: {len(todo) - len(failed)} segmented, {done_before} already done, {len(failed)} failed"
+        f"{args.out}: {len(todo) - len(failed)} segmented, {done_before} already done, {len(failed)} skipped"
         f"{mean} (seconds per case: {efficiency})"
     )
     return 1 if failed else 0

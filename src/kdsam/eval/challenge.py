@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import math
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -58,10 +59,21 @@ def read_times(folder: Path) -> dict[str, float]:
     """{case: seconds} from every efficiency*.csv in a predictions folder (one per rank)."""
     times: dict[str, float] = {}
     for path in sorted(folder.glob("efficiency*.csv")):
-        with path.open(newline="") as f:
-            for row in csv.DictReader(f):
-                times[row["case"]] = float(row["time"])
+        times.update(read_time_file(path))
     return times
+
+
+def read_time_file(path: Path) -> dict[str, float]:
+    """{case: seconds} from one efficiency CSV (the challenge's columns case, time); one line naming
+    the file when it is some other CSV."""
+    try:
+        with path.open(newline="") as f:
+            return {row["case"]: float(row["time"]) for row in csv.DictReader(f)}
+    except (KeyError, ValueError, TypeError, UnicodeDecodeError, csv.Error) as err:
+        raise BadFileError(
+            f"{path}: not a timing file (columns case,time with seconds; {type(err).__name__}: {err}); "
+            "move it away or choose another folder"
+        ) from err
 
 
 def score_case(seg_path: Path, gt_path: Path) -> dict[str, Any]:
@@ -72,7 +84,7 @@ def score_case(seg_path: Path, gt_path: Path) -> dict[str, Any]:
             spacing = [float(v) for v in gt["spacing"]] if "spacing" in gt else None
         with np.load(seg_path, allow_pickle=False) as seg:
             segs = seg["segs"]
-    except (OSError, ValueError, KeyError, EOFError) as err:
+    except (OSError, ValueError, KeyError, EOFError, TypeError, zipfile.BadZipFile) as err:  # a truncated npz too
         raise BadFileError(f"{seg_path}: cannot read segs/gts against {gt_path.name} ({err})") from err
     three_d = is_3d_name(gt_path.name)
     if three_d and spacing is None:

@@ -21,7 +21,7 @@ from torch import nn
 
 from kdsam.errors import KdsamError
 from kdsam.models.sam import KDSam
-from kdsam.utils.atomic import atomic_path, write_json
+from kdsam.utils.atomic import atomic_path, make_folder, write_json
 
 if TYPE_CHECKING:
     from kdsam.export.quantize import Calibration
@@ -208,7 +208,7 @@ def export_onnx(
     from kdsam.export.quantize import quantize_encoder
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    make_folder(out)
     (out / CONFIG_FILE).unlink(missing_ok=True)  # an interrupted re-export must not look complete
     external = needs_external_data(model.image_encoder) if external_data is None else external_data
     model = model.eval()

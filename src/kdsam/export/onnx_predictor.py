@@ -11,6 +11,7 @@ people see).
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -37,10 +38,23 @@ def read_config(folder: Path) -> dict[str, Any]:
         raise KdsamError(f"{folder}: no ONNX export here (missing {CONFIG_FILE}; run `kdsam export`)") from err
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise KdsamError(f"{path}: not a kdsam ONNX config ({err})") from err
+    if not isinstance(config, dict):
+        raise KdsamError(f"{path}: not a kdsam ONNX config (a JSON {type(config).__name__}, not an object)")
     missing = [k for k in ("img_size", "normalization", "resize_mode", "pixel_mean", "pixel_std") if k not in config]
     if missing:
         raise KdsamError(f"{path}: not a kdsam ONNX config (missing {', '.join(missing)})")
+    size = config["img_size"]
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise KdsamError(f"{path}: img_size {size!r} is not a positive whole number; rerun `kdsam export`")
+    for key in ("pixel_mean", "pixel_std"):
+        values = config[key]
+        if not isinstance(values, list) or not all(_is_number(v) for v in values):
+            raise KdsamError(f"{path}: {key} {values!r} is not a list of numbers; rerun `kdsam export`")
     return config
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 RUNTIMES = ("onnxruntime", "onnxruntime-int8")

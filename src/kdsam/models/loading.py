@@ -10,7 +10,7 @@ import torch
 from kdsam.errors import KdsamError
 from kdsam.models.checkpoint import load_strict, load_weights_only, read_state_dict
 from kdsam.models.sam import KDSam
-from kdsam.models.spec import KINDS, MODEL_FILE, Kind, ModelSpec, as_spec, require_kind
+from kdsam.models.spec import KINDS, MODEL_FILE, Kind, ModelSpec, as_spec, check_saved_spec, require_kind
 from kdsam.models.student import build_student
 from kdsam.models.teachers import load_teacher
 from kdsam.utils.atomic import save_torch
@@ -39,9 +39,8 @@ def load_saved_student(path: str | Path) -> KDSam:
     path = Path(path)
     file = path / MODEL_FILE if path.is_dir() else path
     spec, state = _read_saved(file)
-    if spec.get("kind") != "student":
-        raise KdsamError(f"{file}: holds a {spec.get('kind')!r} model, expected a student")
-    model = build_student(None, spec["backbone"], int(spec["input_size"]), resize_mode=spec.get("resize_mode"))
+    spec = check_saved_spec(file, spec)
+    model = build_student(None, spec["backbone"], spec["input_size"], resize_mode=spec.get("resize_mode"))
     load_strict(model, state, file, f"kdsam student ({spec['backbone']}@{spec['input_size']})")
     model.spec = spec
     return model.eval()

@@ -157,3 +157,20 @@ def require_kind(spec: ModelSpec, kinds: tuple[Kind, ...], purpose: str) -> Mode
     if spec.kind not in kinds:
         raise KdsamError(f"{spec.text!r} is {DESCRIPTIONS[spec.kind]}; {purpose} takes {accepted(kinds)}")
     return spec
+
+
+def check_saved_spec(path: Path, spec: object) -> dict[str, Any]:
+    """A model file's spec, checked before a student is built from it (a damaged or foreign file
+    could hold anything): a dict of kind "student", a backbone name and a positive whole input size."""
+    if not isinstance(spec, dict):
+        raise KdsamError(f"{path}: not a kdsam model file (its spec is a {type(spec).__name__}, not a dict)")
+    if spec.get("kind") != "student":
+        raise KdsamError(f"{path}: holds a {spec.get('kind')!r} model, expected a student")
+    backbone, size, resize = spec.get("backbone"), spec.get("input_size"), spec.get("resize_mode")
+    if not isinstance(backbone, str) or not backbone:
+        raise KdsamError(f"{path}: its spec's backbone {backbone!r} is not a model name")
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise KdsamError(f"{path}: its spec's input_size {size!r} is not a positive whole number")
+    if resize not in (None, "longest", "squash"):
+        raise KdsamError(f"{path}: its spec's resize_mode {resize!r} is not longest or squash")
+    return spec
