@@ -121,6 +121,7 @@ async function openFiles(files, folder = null, keep = false) {
     showSlice(state.z);
   } catch (err) {
     status(`Could not open ${label}: ${err.message}`, true);
+    if (keep) showSlice(state.z); // undo a window preview: the open document stays as it was
   }
 }
 
@@ -399,6 +400,7 @@ canvas.addEventListener("pointermove", (event) => {
     const w = state.windowDrag;
     $("width").value = +Math.max(1, w.width * Math.exp((at[0] - w.at[0]) / 200)).toFixed(2);
     $("level").value = +(w.level - ((at[1] - w.at[1]) * w.width) / 400).toFixed(2);
+    previewWindow();
     return;
   } else {
     return;
@@ -410,6 +412,7 @@ canvas.addEventListener("pointerup", (event) => {
     const moved = Number($("level").value) !== state.windowDrag.level || Number($("width").value) !== state.windowDrag.width;
     state.windowDrag = null;
     if (moved) applyWindow("custom");
+    else showSlice(state.z);
     return;
   }
   const drag = state.drag;
@@ -462,6 +465,36 @@ function click(point, label, start) {
 }
 
 // ---- window -----------------------------------------------------------------------------------------
+
+// While the right button drags, the shown 8-bit slice is remapped from the old window to the new one
+// (once per frame); the file is read again with the new window on release.
+function previewWindow() {
+  if (state.previewing) return;
+  state.previewing = true;
+  requestAnimationFrame(() => {
+    state.previewing = false;
+    const drag = state.windowDrag;
+    const picture = state.slices.get(state.z);
+    if (!drag || !picture || picture instanceof Promise) return;
+    const [l0, w0] = [drag.level, drag.width];
+    const [l1, w1] = [Number($("level").value), Number($("width").value)];
+    const lut = new Uint8ClampedArray(256);
+    for (let v = 0; v < 256; v++) lut[v] = ((l0 - w0 / 2 + (v * w0) / 255 - (l1 - w1 / 2)) / w1) * 255;
+    const copy = new OffscreenCanvas(picture.width, picture.height);
+    const ctx = copy.getContext("2d");
+    ctx.drawImage(picture, 0, 0);
+    const pixels = ctx.getImageData(0, 0, copy.width, copy.height);
+    const data = pixels.data;
+    for (let i = 0; i < data.length; i += 4) {
+      data[i] = lut[data[i]];
+      data[i + 1] = lut[data[i + 1]];
+      data[i + 2] = lut[data[i + 2]];
+    }
+    ctx.putImageData(pixels, 0, 0);
+    view.image = copy;
+    view.request();
+  });
+}
 
 function applyWindow(preset) {
   $("window").value = preset;
