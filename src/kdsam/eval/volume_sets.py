@@ -36,10 +36,11 @@ def label_box3d(labels: np.ndarray, value: int) -> np.ndarray:
 
 def score_label(pred: np.ndarray, truth: np.ndarray, spacing: Sequence[float], tolerance_mm: float) -> dict:
     """Dice, NSD (surface elements weighed by area) and HD95 of one structure, in mm with `spacing`."""
+    mm = [float(v) for v in spacing]
     return {
         "dice": metrics.dice(pred, truth),
-        "nsd": metrics.nsd(pred, truth, tolerance_mm, spacing=list(spacing), surfels=True),
-        "hd95_mm": metrics.hd95(pred, truth, spacing=list(spacing)),
+        "nsd": metrics.nsd(pred, truth, tolerance_mm, spacing=mm, surfels=True),
+        "hd95_mm": metrics.hd95(pred, truth, spacing=mm),
     }
 
 
