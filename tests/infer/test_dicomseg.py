@@ -95,7 +95,7 @@ def _png(tmp_path: Path) -> Path:
         (
             lambda t: ct_series(t / "ct", 3) and t / "ct",
             ("--box3d", "1,1,0,8,8,2", "--label-name", "a", "--label-name", "b"),
-            "2 --label-name given for 1 label",
+            "2 segment names (--label-name) for 1 label",
         ),
     ],
 )

@@ -7,6 +7,7 @@ import contextlib
 
 from kdsam.commands.options import add_device_argument
 from kdsam.errors import KdsamError
+from kdsam.infer.dicomweb import Target, is_target, parse_target
 from kdsam.serve.inputs import MAX_PIXELS, MAX_PROMPTS, MAX_UPLOAD_BYTES
 from kdsam.serve.server import IDLE_TIMEOUT_S
 
@@ -24,6 +25,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="for an ONNX export folder: onnxruntime (fp32, default) or onnxruntime-int8",
     )
     add_device_argument(p)
+    p.add_argument(
+        "--dicomweb",
+        metavar="URL",
+        help="a PACS's DICOMweb root (e.g. http://localhost:8042/dicom-web): /v1/pacs lists its studies, opens a "
+        "series and stores SEGs there; credentials from KDSAM_DICOMWEB_USER/PASSWORD or _TOKEN (docs/pacs.md)",
+    )
     p.add_argument("--max-sessions", type=int, default=16, help="image embeddings kept for interactive sessions")
     limits = p.add_argument_group("limits per request and connection")
     limits.add_argument("--max-prompts", type=int, default=MAX_PROMPTS, help="boxes, or clicks, in one request")
@@ -47,6 +54,16 @@ def _positive(args: argparse.Namespace) -> None:
             raise KdsamError(f"--{option.replace('_', '-')} {getattr(args, option)}: give a positive number")
 
 
+def _pacs(url: str | None) -> Target | None:
+    """--dicomweb as a service root (a study or series in it is refused: the page browses them)."""
+    if url is None:
+        return None
+    target = parse_target(url if is_target(url) else f"dicomweb:{url}")
+    if target.study:
+        raise KdsamError(f"--dicomweb {url}: give the DICOMweb service root, without /studies/...")
+    return target
+
+
 def run(args: argparse.Namespace) -> int:
     from kdsam.models.loading import load_predictor
     from kdsam.serve.app import create_app
@@ -55,12 +72,13 @@ def run(args: argparse.Namespace) -> int:
     from kdsam.serve.server import bind, uvicorn_server
 
     _positive(args)
+    pacs = _pacs(args.dicomweb)
     with bind(args.host, args.port) as sock:  # a bad or busy port: one line, before the model loads
         predictor = load_predictor(args.model, args.device, args.runtime)
         prompts = trained_prompts(args.model, predictor)
         engine = Engine(predictor, args.max_sessions, args.session_minutes * 60, prompts)
         limits = {"max_upload_bytes": int(args.max_upload_mb * 2**20), "max_pixels": args.max_pixels}
-        app = create_app(engine, max_prompts=args.max_prompts, **limits)
+        app = create_app(engine, max_prompts=args.max_prompts, dicomweb=pacs, **limits)
         host = f"[{args.host}]" if ":" in args.host else args.host
         url = f"http://{host}:{sock.getsockname()[1]}/"
         print(f"kdsam serve: {engine.name} at {url} (API docs at /docs; Ctrl-C stops)", flush=True)

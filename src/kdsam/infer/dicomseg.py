@@ -31,7 +31,7 @@ def segment_names(count: int, names: list[str] | None) -> list[str]:
     """One name per label 1..count: the given names in order, then "label K" for the rest."""
     names = list(names or [])
     if len(names) > count:
-        raise KdsamError(f"{len(names)} --label-name given for {count} label(s); give at most one per box")
+        raise KdsamError(f"{len(names)} segment names (--label-name) for {count} label(s); give at most one per label")
     return names + [f"label {k}" for k in range(len(names) + 1, count + 1)]
 
 

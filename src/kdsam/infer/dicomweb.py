@@ -194,17 +194,20 @@ def image_series(client: DICOMwebClient, target: Target) -> list[str]:
         found = client.search_for_series(target.study, fields=["Modality", "SeriesNumber"])
     rows = []
     for item in found:
-        uid, modality = _value(item, "0020000E"), _value(item, "00080060")
+        uid, modality = json_value(item, "0020000E"), json_value(item, "00080060")
         if uid and modality not in NON_IMAGE_MODALITIES:
-            number = _value(item, "00200011")
+            number = json_value(item, "00200011")
             rows.append((int(number) if str(number or "").lstrip("-").isdigit() else 0, uid))
     return [uid for _, uid in sorted(rows)]
 
 
-def _value(item: dict, tag: str) -> str | None:
-    """The first value of a DICOM JSON attribute (QIDO-RS answers), or None."""
+def json_value(item: dict, tag: str) -> str | None:
+    """The first value of a DICOM JSON attribute (QIDO-RS answers; a person's name as written), or None."""
     values = item.get(tag, {}).get("Value") or [None]
-    return None if values[0] is None else str(values[0])
+    value = values[0]
+    if isinstance(value, dict):  # PN: {"Alphabetic": "Doe^John"}
+        value = value.get("Alphabetic")
+    return None if value is None else str(value)
 
 
 def fetch_series(client: DICOMwebClient, target: Target, folder: Path) -> Path:

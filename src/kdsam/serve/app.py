@@ -28,6 +28,7 @@ from starlette.exceptions import HTTPException
 
 import kdsam
 from kdsam.errors import KdsamError
+from kdsam.infer.dicomweb import Target
 from kdsam.serve.engine import Engine, Prediction
 from kdsam.serve.guard import Guard
 from kdsam.serve.inputs import (
@@ -105,9 +106,11 @@ def create_app(
     max_upload_bytes: int = MAX_UPLOAD_BYTES,
     max_pixels: int = MAX_PIXELS,
     max_prompts: int = MAX_PROMPTS,
+    dicomweb: Target | None = None,
 ) -> FastAPI:
     """The app serving `engine`'s model: API under /v1, health at /healthz, the page at /. Requests
-    are bounded: upload bytes, decoded pixels (every dimension) and boxes or clicks per request."""
+    are bounded: upload bytes, decoded pixels (every dimension) and boxes or clicks per request.
+    With `dicomweb` (a PACS's service root), /v1/pacs lists, opens and stores to that PACS."""
     app = FastAPIOffline(  # /docs and /redoc with their scripts served from the package: no CDN
         title="kdsam",
         version=kdsam.__version__,
@@ -238,8 +241,13 @@ def create_app(
     def favicon() -> FileResponse:
         return FileResponse(str(STATIC / "favicon.svg"), media_type="image/svg+xml")
 
-    from kdsam.serve.volume_routes import volume_router  # imports this module's helpers
+    from kdsam.serve.volume_routes import volume_router, volume_store  # imports this module's helpers
 
-    app.include_router(volume_router(engine, ttl_s=engine.session_ttl_s))
+    volumes = volume_store(ttl_s=engine.session_ttl_s)
+    app.include_router(volume_router(engine, store=volumes))
+    if dicomweb is not None:
+        from kdsam.serve.pacs_routes import pacs_router
+
+        app.include_router(pacs_router(engine, dicomweb, volumes))
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
     return app

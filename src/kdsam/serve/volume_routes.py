@@ -54,10 +54,21 @@ class VolumePrompt(BaseModel):
     point_labels: list[int] | None = Field(default=None, description="1 object, 0 background; default all 1")
 
 
-def volume_router(engine: Engine, max_volumes: int = 4, ttl_s: float = DEFAULT_TTL_S) -> APIRouter:
-    """The routes, over a store of at most `max_volumes` open volumes (each forgotten after `ttl_s` idle)."""
+def volume_store(max_volumes: int = 4, ttl_s: float = DEFAULT_TTL_S) -> ExpiringStore[VolumeSession]:
+    """At most `max_volumes` open volumes, each forgotten (its embedding stopped) after `ttl_s` idle."""
+    return ExpiringStore(max_volumes, ttl_s, on_drop=lambda s: s.stopped.set())
+
+
+def volume_router(
+    engine: Engine,
+    max_volumes: int = 4,
+    ttl_s: float = DEFAULT_TTL_S,
+    store: ExpiringStore[VolumeSession] | None = None,
+) -> APIRouter:
+    """The routes, over `store` (default: a volume_store(max_volumes, ttl_s)), which other routers that
+    open volumes (a PACS's series) may share."""
     router = APIRouter(prefix="/v1/volumes", tags=["volumes"])
-    store: ExpiringStore[VolumeSession] = ExpiringStore(max_volumes, ttl_s, on_drop=lambda s: s.stopped.set())
+    store = volume_store(max_volumes, ttl_s) if store is None else store
 
     def get(volume_id: str) -> VolumeSession:
         try:

@@ -216,7 +216,17 @@ def refine_with_clicks(
 
 def nifti_bytes(session: VolumeSession, gzipped_labels: bytes) -> bytes:
     """The page's label map ((D, H, W) uint8, C order, gzip) -> a .nii.gz on the input's grid (its
-    affine, and its header for a NIfTI input). The size is checked while inflating: no zip bombs."""
+    affine, and its header for a NIfTI input)."""
+    labels = page_labels(session, gzipped_labels).transpose(2, 1, 0)
+    with tempfile.TemporaryDirectory(prefix="kdsam-nifti-") as tmp:
+        path = Path(tmp) / "labels.nii.gz"
+        medical.write_nifti(path, labels, session.reference)
+        return path.read_bytes()
+
+
+def page_labels(session: VolumeSession, gzipped_labels: bytes) -> np.ndarray:
+    """The page's label map (gzip of (D, H, W) uint8, C order) as (D, H, W); the size is checked
+    while inflating: no zip bombs."""
     depth, h, w = session.stack.shape[:3]
     want = depth * h * w
     try:
@@ -226,8 +236,4 @@ def nifti_bytes(session: VolumeSession, gzipped_labels: bytes) -> bytes:
         raise BadRequest(400, f"labels: not gzip data ({err})") from err
     if len(raw) != want:
         raise BadRequest(400, f"labels: {len(raw)} bytes inflated; a {w}x{h}x{depth} label map is {want}")
-    labels = np.frombuffer(raw, np.uint8).reshape(depth, h, w).transpose(2, 1, 0)
-    with tempfile.TemporaryDirectory(prefix="kdsam-nifti-") as tmp:
-        path = Path(tmp) / "labels.nii.gz"
-        medical.write_nifti(path, labels, session.reference)
-        return path.read_bytes()
+    return np.frombuffer(raw, np.uint8).reshape(depth, h, w)
