@@ -12,6 +12,8 @@ import pytest
 from dicomweb_client import DICOMwebClient
 from fastapi.testclient import TestClient
 
+from kdsam.commands.serve import _pacs
+from kdsam.errors import KdsamError
 from kdsam.infer.dicomseg import read_seg_labels
 from kdsam.infer.dicomweb import Target
 from kdsam.serve.app import create_app
@@ -77,3 +79,9 @@ def test_a_pacs_that_is_down_is_a_502_with_one_line(engine) -> None:
 
 def test_without_dicomweb_there_is_no_pacs_api(engine) -> None:
     assert TestClient(create_app(engine)).get("/v1/pacs/studies").status_code == 404
+
+
+def test_serve_takes_a_service_root_only() -> None:
+    assert _pacs("http://pacs/dicom-web") == _pacs("dicomweb:http://pacs/dicom-web") == Target("http://pacs/dicom-web")
+    with pytest.raises(KdsamError, match="service root"):
+        _pacs("http://pacs/dicom-web/studies/1.2")
