@@ -359,6 +359,9 @@ PROBES = [
         _all(image, write("afile", "x")),
     ),
     Probe(
+        "out-in-sysfs", f"{IMAGE} --out /sys/kdsam-probe.png", 2, ("/sys/kdsam-probe.png: cannot write here",), image
+    ),
+    Probe(
         "out-in-an-immutable-folder",
         f"{IMAGE} --out {{tmp}}/immutable/x.png",
         2,
