@@ -101,7 +101,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         required=True,
         type=path_or_target,
         help="output file (PNG for an image, .nii.gz for a volume, .npz for a case; .dcm: a DICOM SEG of a DICOM "
-        "input) or an existing folder to write <name>.png/.nii.gz/.npz into; with --input, the output folder",
+        "input) or an existing folder to write <name>.png/.nii.gz/.npz into; with --input, the output folder; "
+        "dicomweb:URL stores the DICOM SEG in a PACS (STOW-RS)",
     )
     p.add_argument(
         "--label-name",

@@ -143,8 +143,8 @@ def connect(target: Target) -> DICOMwebClient:
 def redact(text: str) -> str:
     """`text` with every credential value from the environment blanked (a last line of defence)."""
     for name in (USER, PASSWORD, TOKEN):
-        value = os.environ.get(name)
-        if value:
+        value = os.environ.get(name, "")
+        if len(value) >= 4:  # a shorter value would blank ordinary letters of the message
             text = text.replace(value, "***")
     return text
 
