@@ -109,8 +109,8 @@ def write_result(result: dict[str, Any], out: Path) -> None:
     write_text(out / "per_case.csv", "\n".join(lines) + "\n")
 
 
-def side_by_side(results: dict[str, dict[str, Any]]) -> str:
-    """A Markdown table: one row per model, mean Dice/NSD/HD95 and each label's Dice."""
+def table_rows(results: dict[str, dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """(header, rows): one row per model, mean Dice/NSD/HD95 and each label's Dice."""
     labels = sorted({k for r in results.values() for k in r["per_label"]})
     header = ["model", "cases", "Dice", "NSD", "HD95 (mm)", *(f"{k} Dice" for k in labels)]
     rows = [
@@ -118,7 +118,12 @@ def side_by_side(results: dict[str, dict[str, Any]]) -> str:
         + [number(r["per_label"].get(k, {}).get("dice")) for k in labels]
         for model, r in results.items()
     ]
-    return markdown_table(header, rows)
+    return header, rows
+
+
+def side_by_side(results: dict[str, dict[str, Any]]) -> str:
+    """The models' results as one Markdown table."""
+    return markdown_table(*table_rows(results))
 
 
 def number(value: float | None) -> str:
