@@ -419,6 +419,19 @@ PROBES = [
         _all(image, model_file({"kind": "student", "backbone": "resnet18", "input_size": "abc"})),
     ),
     Probe("predict-threads-negative", f"{IMAGE} --out {{tmp}}/o.png --threads -1", 2, ("--threads -1",), image),
+    Probe("bench-threads-negative", "bench --models student:resnet18@64 --threads -1", 2, ("--threads -1",)),
+    Probe(
+        "boxes-json-3d-not-whole-voxels",
+        f"{PREDICT} --input {{tmp}}/in --out {{tmp}}/out --boxes {{tmp}}/boxes.json",
+        1,
+        ("skipped", "ct.nii.gz: its --boxes 3D entries are voxel indices, whole numbers"),
+        _all(
+            lambda tmp, _m: (tmp / "in").mkdir(),
+            lambda tmp, m: volume(tmp / "in", m),
+            write("boxes.json", '{"ct.nii.gz": [[8.5, 5, 1, 15, 13, 4]]}'),
+        ),
+        check=lambda tmp, out, _err: "0 segmented, 0 already done, 1 skipped" in out or pytest.fail(out),
+    ),
     Probe("train-threads-negative", f"{FINETUNE} --threads -1", 2, ("--threads -1",), run_folder({})),
     Probe(
         "pickle-with-code-checkpoint",

@@ -7,6 +7,7 @@ import json
 import logging
 from pathlib import Path
 
+from kdsam.commands.options import check_threads
 from kdsam.errors import KdsamError
 from kdsam.models.fast import VARIANTS
 from kdsam.models.spec import ModelSpec, label_of, parse_models
@@ -122,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
     from kdsam.utils.atomic import write_json, write_text
 
     logging.basicConfig(level=logging.INFO, format="kdsam bench: %(message)s")  # progress: a run can take minutes
+    check_threads(args.threads)
     models = parse_models(args.models)  # an unknown model stops here, before minutes of timing
     if args.cvpr24:
         return _run_cvpr24(args, models)

@@ -134,11 +134,15 @@ def runtime_of(args: argparse.Namespace) -> Runtime:
 def set_threads(threads: int | None) -> None:
     """--threads N: torch's CPU threads (None: torch's choice); 0 or less is one line, not torch's
     RuntimeError."""
-    if threads is None:
-        return
-    if threads < 1:
+    if check_threads(threads) is not None:
+        torch.set_num_threads(threads)
+
+
+def check_threads(threads: int | None) -> int | None:
+    """--threads as given, when it is None (torch's choice) or at least 1; else one line."""
+    if threads is not None and threads < 1:
         raise KdsamError(f"--threads {threads}: give a number of CPU threads of at least 1 (or leave it out)")
-    torch.set_num_threads(threads)
+    return threads
 
 
 def fit_config(args: argparse.Namespace, rt: Runtime) -> FitConfig:

@@ -174,7 +174,7 @@ def parse_box3d(text: str) -> list[float]:
     """'X0,Y0,Z0,X1,Y1,Z1' -> six whole numbers (voxel indices: 8.5 is refused, not rounded), each
     minimum at most its maximum."""
     box = parse_numbers(text, "--box3d", 6, "X0,Y0,Z0,X1,Y1,Z1")
-    if any(v != int(v) for v in box):
+    if not all(v.is_integer() for v in box):
         raise KdsamError(f"--box3d {text!r}: voxel indices are whole numbers (a box is not rounded for you)")
     if any(box[i] > box[i + 3] for i in range(3)):
         raise KdsamError(f"--box3d {text!r}: each of X0, Y0, Z0 must be at most X1, Y1, Z1 (inclusive indices)")
@@ -235,6 +235,8 @@ def _file_prompts(path: Path, table: dict[str, list[list[float]]] | None, defaul
     b3 = [b for b in boxes if len(b) == 6]
     if len(b2) + len(b3) != len(boxes):
         raise KdsamError(f"{path.name}: its --boxes entries must have 4 (2D) or 6 (3D) numbers each")
+    if not all(float(v).is_integer() for b in b3 for v in b):
+        raise KdsamError(f"{path.name}: its --boxes 3D entries are voxel indices, whole numbers (not rounded for you)")
     return Prompts(np.array(b2, np.float32).reshape(-1, 4), np.array(b3, np.float32).reshape(-1, 6))
 
 

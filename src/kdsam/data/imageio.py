@@ -7,6 +7,8 @@ brought to 8 bits by kdsam.data.intensity.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +23,22 @@ Image.MAX_IMAGE_PIXELS = 200_000_000  # ISIC images reach ~30 MP; refuse only ab
 
 class BadFileError(KdsamError):
     """An unreadable or inconsistent file: reported with its name and skipped, never fatal to a run."""
+
+
+@contextmanager
+def reading(path: Path, what: str) -> Iterator[None]:
+    """A reader's failure on a damaged file, whatever its exception type (numpy, zipfile, zlib,
+    nibabel, pydicom and Pillow raise many), becomes a BadFileError naming the file: one line, and
+    a folder run or a dataset skips it."""
+    try:
+        yield
+    except KdsamError:
+        raise
+    except MemoryError as err:
+        raise BadFileError(f"{path}: too large to read into memory") from err
+    except Exception as err:  # a damaged file, of any kind
+        message = " ".join(str(err).split())
+        raise BadFileError(f"{path}: unreadable or malformed {what} ({type(err).__name__}: {message})") from err
 
 
 def _open(path: Path, max_side: int | None = None) -> Image.Image:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from kdsam.data.imageio import BadFileError
+from kdsam.data.imageio import BadFileError, reading
 
 if TYPE_CHECKING:
     from pydicom import Dataset
@@ -100,16 +100,10 @@ def read_volume(path: str | Path) -> Volume:
         raise BadFileError(
             f"{path}: not a volume kdsam reads (NIfTI .nii/.nii.gz, a DICOM file or a DICOM series folder)"
         )
-    try:
+    with reading(path, "volume"):
         if path.is_dir():
             return read_dicom_series(path)
         return read_nifti(path) if is_nifti(path) else read_dicom_series([path], path)
-    except BadFileError:
-        raise
-    except MemoryError as err:
-        raise BadFileError(f"{path}: too large to read into memory") from err
-    except Exception as err:  # a reader's failure on a damaged file, of any type
-        raise BadFileError(f"{path}: unreadable or malformed ({type(err).__name__}: {_one_line(err)})") from err
 
 
 def read_nifti(path: Path) -> Volume:

@@ -8,8 +8,6 @@ the model and the seconds taken, so a mask file never loses how it was made.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +16,7 @@ import numpy as np
 
 from kdsam.data import medical
 from kdsam.data.folder import IMAGE_SUFFIXES
-from kdsam.data.imageio import BadFileError, read_image_with_intensity, write_png
+from kdsam.data.imageio import BadFileError, read_image_with_intensity, reading, write_png
 from kdsam.errors import KdsamError
 from kdsam.infer import challenge, dicomseg
 from kdsam.infer.cvpr25 import is_cvpr25_file
@@ -101,25 +99,10 @@ def _check_points(path: Path, points: np.ndarray, shape: tuple[int, int]) -> Non
             )
 
 
-@contextmanager
-def _reading(path: Path, what: str) -> Iterator[None]:
-    """A reader's failure on a damaged file, whatever its exception type (numpy, zipfile, zlib and
-    Pillow raise many), becomes a BadFileError naming the file: one line, and a folder run skips it."""
-    try:
-        yield
-    except KdsamError:
-        raise
-    except MemoryError as err:
-        raise BadFileError(f"{path}: too large to read into memory") from err
-    except Exception as err:  # a damaged file, of any kind
-        message = " ".join(str(err).split())
-        raise BadFileError(f"{path}: unreadable or malformed {what} ({type(err).__name__}: {message})") from err
-
-
 def read_case(path: Path) -> challenge.Case:
     """A challenge case whose image is not empty and whose 2D boxes lie inside it (3D boxes are
     checked against the volume by segment_stack)."""
-    with _reading(path, "npz case"):
+    with reading(path, "npz case"):
         case = challenge.read_case(path)
         case.boxes = np.asarray(case.boxes, dtype=np.float64)  # text boxes fail here, by name
     if case.imgs.size == 0:
@@ -154,7 +137,7 @@ def segment_image(model: Model, path: Path, prompts: Prompts, window: Any) -> tu
             f"{path}: no prompt for this image; give --box X0,Y0,X1,Y1, --point X,Y[,LABEL], --everything "
             "or a --boxes JSON entry"
         )
-    with _reading(path, "image"):
+    with reading(path, "image"):
         image, intensity = read_image_with_intensity(path, window=window)
     if (prompts.everything or len(prompts.points)) and not isinstance(model, KDSam):
         raise KdsamError(f"{path}: points and everything mode need a PyTorch model; an ONNX export takes boxes")
