@@ -221,3 +221,15 @@ def test_inspect_reports_cases_slices_labels_spacing_and_problems(ct, tmp_path, 
     assert [p["name"] for p in report["problems"]] == ["ct_009"]
     text = capsys.readouterr().out
     assert "cases     9" in text and "ct_009" in text
+
+
+def test_predict_maps_a_volume_as_training_did():
+    """A student trained on a CT dataset keeps its mapping: a NIfTI (no modality) gets soft tissue under
+    auto, not MedSAM's percentiles; an explicit --window still wins."""
+    from kdsam.data.volumes.cases import as_trained
+
+    spec = {"intensity": {"window": "auto", "channel": 0, "modality": "CT"}}
+    assert as_trained("auto", spec) == ("auto", "CT")
+    assert as_trained("auto", {"intensity": {"window": "lung", "modality": "CT"}}) == ((-600.0, 1500.0), "CT")
+    assert as_trained((40.0, 80.0), {"intensity": {"window": "lung"}})[0] == (40.0, 80.0)
+    assert as_trained("auto", {}) == ("auto", None)

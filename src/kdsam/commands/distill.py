@@ -14,8 +14,9 @@ from kdsam.commands.options import (
     runtime_of,
     splits_of,
     train_val,
-    volume_config,
+    volume_options,
 )
+from kdsam.data.registry import is_volume_spec, volume_set
 from kdsam.distill.stage1 import PERCEPTUAL, distill
 from kdsam.distill.trainer import FitConfig
 from kdsam.models.loading import load_model
@@ -67,12 +68,22 @@ def run(args: argparse.Namespace) -> int:
         cfg=cfg,
         resume=args.resume,
         splits=splits_of(args),
-        extra_config={"split_seed": args.seed, "split_file": args.split_file, "volume": volume_config(args)},
+        extra_config={"split_seed": args.seed, "split_file": args.split_file},
         runtime=rt,
         cache_batch_size=args.cache_batch_size,
         background=args.background_slices,
+        intensity=_intensity(args),
     )
     if not rt.is_main:
         return 0
     print(f"student written to {args.out}/model.pt; next: kdsam finetune --run {args.out} --data {args.data}")
     return 0
+
+
+def _intensity(args: argparse.Namespace) -> dict | None:
+    """How a volume dataset's voxels become slices, for the student to keep: --window, --channel and
+    the modality its dataset.json names (a NIfTI names none, so predict needs it to choose as here)."""
+    if not is_volume_spec(args.data):
+        return None
+    options = volume_options(args)
+    return {"window": options.window, "channel": options.channel, "modality": volume_set(args.data, options).modality}

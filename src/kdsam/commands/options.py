@@ -58,11 +58,6 @@ def volume_options(args: argparse.Namespace) -> VolumeOptions:
     return VolumeOptions(args.channel, args.window, Path(cache) if cache else None)
 
 
-def volume_config(args: argparse.Namespace) -> dict:
-    """What a run records of how its volumes became slices."""
-    return {"channel": args.channel, "window": args.window}
-
-
 def train_val(args: argparse.Namespace) -> tuple[Dataset, Dataset]:
     """The train and val splits of --data (ISIC's official folders; a seeded split elsewhere)."""
     opts = {"seed": args.seed, "split_file": args.split_file, "max_side": args.max_side, "volume": volume_options(args)}

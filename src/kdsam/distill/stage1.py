@@ -104,6 +104,7 @@ def distill(
     runtime: Runtime | None = None,
     cache_batch_size: int = 8,
     background: float = BACKGROUND_SLICES,
+    intensity: dict | None = None,
 ) -> KDSam:
     """Distil `teacher`'s image encoder into a new student; writes RUN/model.pt and returns the student.
 
@@ -117,6 +118,9 @@ def distill(
 
     background: of a volume dataset's slices without foreground, the seeded fraction also trained on
     (embedding term only: no object to prompt the decoder term with).
+
+    intensity: how a volume dataset's voxels became the training slices (window, channel, modality);
+    kept in the student's spec, so `kdsam predict --window auto` maps a volume the same way.
     """
     cfg = cfg or FitConfig()
     rt = runtime or Runtime(torch.device("cpu"))
@@ -141,6 +145,8 @@ def distill(
         run.write_split("distill", train.spec, splits)
     seed_everything(cfg.seed)
     student = build_student(teacher, backbone, input_size, backbone_weights, teacher_name=teacher.name)
+    if intensity is not None:
+        student.spec["intensity"] = intensity
     if cfg.sync_bn:  # before the teacher's cache is filled: a refusal must not cost that
         student.image_encoder = rt.sync_batchnorm(student.image_encoder)
     teacher.to(rt.device)

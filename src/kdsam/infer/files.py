@@ -160,11 +160,12 @@ def segment_volume(
     """((I, J, K) uint8 labels, the (K, J, I) 8-bit stack the model saw, its intensity record). The
     stack is made as training on a volume dataset makes its slices (`slice_stack`), so a model sees
     the same pixels in both."""
-    from kdsam.data.volumes.cases import slice_stack
+    from kdsam.data.volumes.cases import as_trained, slice_stack
 
     if len(boxes3d) == 0:
         raise KdsamError(f"{volume.path}: no 3D box for this volume; give --box3d X0,Y0,Z0,X1,Y1,Z1")
-    stack, record = slice_stack(volume, window)
+    window, modality = as_trained(window, getattr(model, "spec", None))
+    stack, record = slice_stack(volume, window, modality)
     try:
         labels = segment_stack(model, stack, boxes3d, batch_size, where="--box3d")
     except ValueError as err:
