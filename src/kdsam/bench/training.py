@@ -57,6 +57,19 @@ def synthetic_data(root: Path, n_train: int) -> str:
     return f"folder:{path}"
 
 
+def volume_data(root: Path, n_train: int) -> str:
+    """A synthetic CT set in the nnU-Net layout with about `n_train` training cases of 64x64x12; its spec."""
+    from kdsam.data.volumes.synthetic import write_synthetic_ct
+
+    path = root / f"ct-{n_train}"
+    if not (path / "dataset.json").is_file():
+        write_synthetic_ct(path, n_cases=round(n_train / 0.8), shape=(64, 64, 12))
+    return f"nnunet:{path}"
+
+
+DATA = {"2d": synthetic_data, "volumes": volume_data}
+
+
 def _run(cmd: list[str], env: dict[str, str] | None = None, timeout: float = 3600) -> str:
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=timeout)
     if proc.returncode != 0:
@@ -90,22 +103,25 @@ def peak_rss(
     batch_size: int = 8,
     epochs: int = 1,
     device: str = "cpu",
+    data: str = "2d",
 ) -> dict[str, Any]:
     """Peak RSS of a whole `kdsam distill` (cache filled first, so only training is compared) per
-    training-set size; the ratio largest/smallest is what streaming must keep near 1."""
+    training-set size (images, or cases with data="volumes"); the ratio largest/smallest is what
+    streaming must keep near 1."""
     rows = []
     cache = root / "cache"
     for n in sizes:
-        spec = synthetic_data(root, n)
+        spec = DATA[data](root, n)
         _fill_cache(spec, cache, teacher, device)
         out = root / f"rss-run-{n}-{time.time_ns()}"
         args = _distill_args(spec, out, cache, student, input_size, batch_size, epochs, teacher, device)
         stdout = _run([sys.executable, "-c", _RSS_CHILD, *args])
         line = next(ln for ln in stdout.splitlines() if ln.startswith("KDSAM_RSS "))
         n_train = json.loads((out / "config.json").read_text())["distill"]["train"]["n"]
-        rows.append({"train_images": n_train, **json.loads(line.split(" ", 1)[1])})
+        rows.append({"train_size": n, "train_images": n_train, **json.loads(line.split(" ", 1)[1])})
     return {
         "what": "peak RSS of kdsam distill (cache filled beforehand)",
+        "data": data,
         "student": f"{student}@{input_size}",
         "teacher": teacher,
         "batch_size": batch_size,

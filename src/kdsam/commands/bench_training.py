@@ -23,7 +23,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--processes", default="1,2", help="scaling: process counts (torchrun)")
     parser.add_argument("--scaling-images", type=int, default=32, help="scaling: training images")
-    parser.add_argument("--sizes", default="80,320", help="rss: training-set sizes")
+    parser.add_argument("--sizes", default="80,320", help="rss: training-set sizes (images, or cases)")
+    parser.add_argument(
+        "--rss-data", choices=("2d", "volumes"), default="2d", help="rss: synthetic 2D images or CT cases"
+    )
     parser.add_argument("--teachers", default="litemedsam", help="cache: comma-separated teacher names")
     parser.add_argument(
         "--random-weights",
@@ -67,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
                                           random_weights=args.random_weights, batch_size=args.batch_size)  # fmt: skip
             print(json.dumps(report["cache"]))
         if "rss" in parts:
-            report["peak_rss"] = peak_rss(_ints(args.sizes), root=root, batch_size=args.batch_size, **common)
+            report["peak_rss"] = peak_rss(_ints(args.sizes), root=root, batch_size=args.batch_size, data=args.rss_data,
+                                          **common)  # fmt: skip
             print(json.dumps(report["peak_rss"]))
         if "precision" in parts:
             report["precision"] = precision_speed(batch_size=args.batch_size, teachers=teachers,
