@@ -2,8 +2,8 @@
 BatchNorm, ReLU: the student's kind of layers); prints a hash of the weights per thread count.
 See docs/determinism.md for what it showed.
 
-    python docs/determinism/probe.py
-    ONEDNN_MAX_CPU_ISA=AVX2 python docs/determinism/probe.py   # oneDNN's kernels for an AVX2-only CPU
+    python scripts/determinism_probe.py
+    ONEDNN_MAX_CPU_ISA=AVX2 python scripts/determinism_probe.py   # oneDNN's kernels for an AVX2-only CPU
 """
 
 from __future__ import annotations

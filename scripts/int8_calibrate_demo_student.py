@@ -1,6 +1,7 @@
 """INT8 Dice of the demo's student by calibration method and image count, on the demo's test split.
+Results: docs/bench/cpu/int8_calibration.json.
 
-    python calibrate_demo_student.py DEMO_FOLDER METHOD N     # e.g. kdsam-demo MinMax 33
+    python scripts/int8_calibrate_demo_student.py DEMO_FOLDER METHOD N     # e.g. kdsam-demo MinMax 33
 """
 
 import shutil

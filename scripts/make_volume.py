@@ -1,6 +1,6 @@
 """Write the synthetic CT used in docs/medical.md: body, an organ (label 1) and a vertebra, in HU.
 
-python docs/medical/make_volume.py OUT_DIR  ->  OUT_DIR/ct.nii.gz (160x128x24 voxels, 1x1x3 mm) and
+python scripts/make_volume.py OUT_DIR  ->  OUT_DIR/ct.nii.gz (160x128x24 voxels, 1x1x3 mm) and
 OUT_DIR/truth/ct.nii.gz (the organ), on the same grid.
 """
 

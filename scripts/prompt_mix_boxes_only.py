@@ -1,6 +1,6 @@
 """The prompt mix on the demo: the demo's own stage-1 student fine-tuned again with boxes only, then
 both students scored on the test split with boxes and 5 clicks. Run after `kdsam demo` has finished:
-    python run_boxes_only.py kdsam-demo OUT
+    python scripts/prompt_mix_boxes_only.py kdsam-demo OUT    # results: docs/demo/prompt_mix_ablation/
 """
 
 import json
