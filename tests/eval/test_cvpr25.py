@@ -122,3 +122,21 @@ def test_evaluate_protocol_cvpr25_two_models_side_by_side(tmp_path: Path, capsys
     assert (out / "dsc_per_step.png").stat().st_size > 0
     assert len((out / "per_case.csv").read_text().splitlines()) == 1 + 4
     assert "DSC_AUC" in capsys.readouterr().out
+
+
+def test_protocol_on_an_nnunet_dataset(tmp_path: Path, capsys) -> None:
+    """Volume layouts other than npz: come through the dataset registry (window, spacing along D, H, W)."""
+    import json
+
+    from kdsam.cli import main
+    from kdsam.data.volumes.synthetic import write_synthetic_ct
+    from kdsam.models.loading import save_model
+    from kdsam.models.student import build_student
+
+    root = write_synthetic_ct(tmp_path / "ct", n_cases=1, shape=(40, 40, 10))
+    save_model(build_student(None, "resnet18", 64), tmp_path / "m.pt")
+    out = tmp_path / "out"
+    args = ["evaluate", "--protocol", "cvpr25", "--model", str(tmp_path / "m.pt"), "--data", f"nnunet:{root}"]
+    assert main([*args, "--out", str(out)]) == 0
+    (case,) = json.loads((out / "metrics.json").read_text())["models"][str(tmp_path / "m.pt")]["per_case"]
+    assert case["classes"] == 2 and len(case["steps"]) == 6

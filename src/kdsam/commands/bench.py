@@ -74,6 +74,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--slice-batch", type=int, help="slices per encoder batch in the 3D case (default: 8 on a GPU, 1 on a CPU)"
     )
     parser.add_argument(
+        "--cvpr25",
+        action="store_true",
+        help="instead, time the six steps of a CVPR25 interactive case (box, then 5 clicks) through kdsam "
+        "predict's path: --cvpr25-slices slices of --cvpr25-side pixels, 2 classes; seconds per step, JSON",
+    )
+    parser.add_argument("--cvpr25-slices", type=int, default=100, help="slices of the CVPR25 case (default 100)")
+    parser.add_argument("--cvpr25-side", type=int, default=512, help="slice side of the CVPR25 case (default 512)")
+    parser.add_argument(
         "--everything",
         action="store_true",
         help="instead, time everything mode (SAM's automatic mask generator) on a 512x512 image per model, JSON",
@@ -127,6 +135,8 @@ def run(args: argparse.Namespace) -> int:
     models = parse_models(args.models)  # an unknown model stops here, before minutes of timing
     if args.cvpr24:
         return _run_cvpr24(args, models)
+    if args.cvpr25:
+        return _run_cvpr25(args, models)
     if args.everything:
         return _run_everything(args, models)
     dice = read_eval_dice(args.eval)
@@ -189,30 +199,49 @@ def _run_everything(args: argparse.Namespace, models: list[ModelSpec]) -> int:
     return _write_report(args, {"everything": rows}, "everything.json")
 
 
-def _run_cvpr24(args: argparse.Namespace, models: list[ModelSpec]) -> int:
-    """Seconds per challenge case for each model under each --runtime, printed and written as JSON."""
-    from kdsam.bench.challenge import time_cases
+def _each_runtime(args: argparse.Namespace, models: list[ModelSpec], time_one) -> list[dict]:
+    """time_one(model, runtime, exports) for every model under every --runtime, exports shared."""
     from kdsam.bench.latency import Exports
 
     exports = Exports()
     try:
-        rows = [
-            time_cases(
-                m,
-                args.device,
-                args.threads,
-                repeats_2d=args.cvpr24_repeats,
-                slices=args.cvpr24_slices,
-                side=args.cvpr24_side,
-                batch_size=args.slice_batch,
-                runtime=runtime.strip(),
-                exports=exports,
-            )
-            for m in models
-            for runtime in args.runtime.split(",")
-            if runtime.strip()
-        ]
+        return [time_one(m, r.strip(), exports) for m in models for r in args.runtime.split(",") if r.strip()]
     finally:
         exports.close()
+
+
+def _run_cvpr24(args: argparse.Namespace, models: list[ModelSpec]) -> int:
+    """Seconds per challenge case for each model under each --runtime, printed and written as JSON."""
+    from kdsam.bench.challenge import time_cases
+
+    rows = _each_runtime(
+        args,
+        models,
+        lambda m, runtime, exports: time_cases(
+            m,
+            args.device,
+            args.threads,
+            repeats_2d=args.cvpr24_repeats,
+            slices=args.cvpr24_slices,
+            side=args.cvpr24_side,
+            batch_size=args.slice_batch,
+            runtime=runtime,
+            exports=exports,
+        ),
+    )
     report = {"cvpr24_cases": rows}
     return _write_report(args, report, "cvpr24.json")
+
+
+def _run_cvpr25(args: argparse.Namespace, models: list[ModelSpec]) -> int:
+    """Seconds per CVPR25 step for each model under each --runtime, printed and written as JSON."""
+    from kdsam.bench.cvpr25 import time_steps
+
+    rows = _each_runtime(
+        args,
+        models,
+        lambda m, runtime, exports: time_steps(
+            m, args.device, args.threads, args.cvpr25_slices, args.cvpr25_side, runtime, exports
+        ),
+    )
+    return _write_report(args, {"cvpr25_steps": rows}, "cvpr25.json")

@@ -61,6 +61,23 @@ def next_click(pred: np.ndarray, truth: np.ndarray) -> tuple[tuple[int, int, int
     return voxel, bool(truth[voxel])
 
 
+def add_clicks(segs: np.ndarray, gts: np.ndarray, labels: list[int], clicks: list[dict], order: list[list]) -> None:
+    """One step's clicks, appended in place: for class i (truth label labels[i]) a click in `clicks[i]`
+    ("fg" or "bg") and its kind in `order[i]`, or None there when the class is already perfect."""
+    for i, label in enumerate(labels):
+        click = next_click(segs == label, gts == label)
+        if click is not None:
+            clicks[i]["fg" if click[1] else "bg"].append(list(click[0]))
+        order[i].append(None if click is None else ("fg" if click[1] else "bg"))
+
+
+def object_array(items: list[Any]) -> np.ndarray:
+    """A list as the challenge's npz hands it back (a 1D object array), so `parse_case` reads it."""
+    out = np.empty(len(items), dtype=object)
+    out[:] = items
+    return out
+
+
 def step_scores(segs: np.ndarray, gts: np.ndarray, spacing: list[float], labels: list[int]) -> tuple[float, float]:
     """(DSC, NSD) of one step, as the official script scores it."""
     dsc = float(np.mean([challenge.class_dsc(segs == i, gts == i) for i in labels]))
@@ -86,13 +103,6 @@ class VolumeCase:
     boxes: list[dict[str, Any]] | None = None
 
 
-def _object_array(items: list[Any]) -> np.ndarray:
-    """A list as the challenge's npz hands it back (a 1D object array), so `parse_case` reads it."""
-    out = np.empty(len(items), dtype=object)
-    out[:] = items
-    return out
-
-
 def run_case(model: Any, case: VolumeCase, use_boxes: bool = True) -> dict[str, Any]:
     """The protocol on one case: per step DSC, NSD and seconds, the clicks, and the summary values."""
     labels = [int(v) for v in np.unique(case.gts) if v != 0]
@@ -108,17 +118,13 @@ def run_case(model: Any, case: VolumeCase, use_boxes: bool = True) -> dict[str, 
     for step in range(CLICKS + 1):
         data: dict[str, Any] = {"imgs": case.imgs, "spacing": np.asarray(case.spacing)}
         if boxes is not None:
-            data["boxes"] = _object_array(boxes)
+            data["boxes"] = object_array(boxes)
         if step == 0 and boxes is None:
             steps.append({"dsc": 0.0, "nsd": 0.0, "seconds": 0.0})  # the official script's no-box first step
             continue
         if step > 0:
-            for i, label in enumerate(labels):
-                click = next_click(segs == label, case.gts == label)
-                if click is not None:
-                    clicks[i]["fg" if click[1] else "bg"].append(list(click[0]))
-                order[i].append(None if click is None else ("fg" if click[1] else "bg"))
-            data |= {"clicks": _object_array(clicks), "clicks_order": _object_array(order), "prev_pred": answer}
+            add_clicks(segs, case.gts, labels, clicks, order)
+            data |= {"clicks": object_array(clicks), "clicks_order": object_array(order), "prev_pred": answer}
         start = time.perf_counter()
         answer = segment_case25(embeddings, parse_case(Path(case.name), data))
         seconds = time.perf_counter() - start

@@ -59,7 +59,7 @@ def read_cases(spec: str, names: set[str] | None = None) -> tuple[list[VolumeCas
             if kind == "npz":
                 cases.append(_npz_case(case.image, case.name))
                 continue
-            arrays = read_case(case, VolumeOptions(), listing.labels)
+            arrays = read_case(case, VolumeOptions(), listing.label_names)
         except (BadFileError, KdsamError) as err:
             skipped.append({"name": case.name, "reason": str(err)})
             continue
