@@ -10,6 +10,7 @@ import logging
 import socket
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -197,7 +198,9 @@ def silent_server() -> Iterator[str]:
 def test_a_timeout_is_one_line(tiny_model: str, silent_server: str, tmp_path: Path, capsys, monkeypatch) -> None:
     monkeypatch.setenv("KDSAM_DICOMWEB_TIMEOUT", "0.5")
     address = f"dicomweb:{silent_server}/studies/1.2/series/3.4"
+    start = time.monotonic()
     assert predict(tiny_model, "--image", address, *BOX, "--out", str(tmp_path / "s.dcm")) == 2
+    assert time.monotonic() - start < 15  # one attempt: retries once took 5 timeouts + 30 s of pauses
     assert "no answer within 0.5 s" in _one_line_exit_2(capsys)
     assert not (tmp_path / "s.dcm").exists()
 

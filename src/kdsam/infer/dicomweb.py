@@ -137,7 +137,11 @@ def connect(target: Target) -> DICOMwebClient:
     logging.getLogger("dicomweb_client").setLevel(logging.WARNING)
     session = requests.Session()
     session.auth = _auth()
-    return DICOMwebClient(target.root, session=session, timeout=timeout())
+    client = DICOMwebClient(target.root, session=session, timeout=timeout())
+    # One attempt per request: its retry wrapper also retries refused connections and timeouts, 5 times
+    # with 2-16 s pauses, which turned "the PACS is down" into 30 s of silence and a 60 s timeout into 5 min.
+    client.set_http_retry_params(retry=False)
+    return client
 
 
 def redact(text: str) -> str:
