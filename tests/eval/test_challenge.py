@@ -55,7 +55,7 @@ def cases(tmp_path: Path) -> tuple[Path, Path]:
     np.savez_compressed(gts / "3DBox_a.npz", gts=labels, spacing=[1.0, 1.0, 2.0])
     for i in range(2):
         image = np.repeat(stack[2][..., None], 3, axis=2)
-        np.savez_compressed(imgs / f"2DBox_{i}.npz", imgs=image, boxes=np.array([[5, 8, 40, 40], [70, 10, 87, 29]]))
+        np.savez_compressed(imgs / f"2DBox_{i}.npz", imgs=image, boxes=np.array([[5, 8, 40, 40], [44, 10, 60, 29]]))
         np.savez_compressed(gts / f"2DBox_{i}.npz", gts=labels[2])
     return imgs, gts
 
