@@ -539,10 +539,33 @@ function refreshControls() {
     remove.setAttribute("aria-label", `delete ${o.name}`);
     remove.addEventListener("click", () => objects.act((s) => s.remove(o.id)));
     item.append(pick, name, hide, remove);
+    if (state.doc?.kind === "volume" && o.box) item.append(zRangeControl(o));
     return item;
   }));
   $("objects-hint").hidden = objects.list.length > 0;
   if (state.doc) describeCanvas();
+}
+
+// The slices a volume object's box covers (shown 1-based), editable: the 3D box runs again over them.
+function zRangeControl(object) {
+  const row = document.createElement("div");
+  row.className = "zrange";
+  row.append("slices ");
+  object.zRange.forEach((value, end) => {
+    const input = document.createElement("input");
+    input.type = "number";
+    input.min = "1";
+    input.max = String(state.doc.depth);
+    input.value = String(value + 1);
+    input.setAttribute("aria-label", `${object.name}: ${end ? "last" : "first"} slice`);
+    input.addEventListener("change", () => input.value !== "" && objects.act((s) => {
+      const o = s.list.find((x) => x.id === object.id);
+      const z = Math.min(Math.max(Math.round(Number(input.value)) - 1, 0), state.doc.depth - 1);
+      o.zRange = end ? [Math.min(o.zRange[0], z), Math.max(z, o.boxZ)] : [Math.min(z, o.boxZ), Math.max(o.zRange[1], z)];
+    }));
+    row.append(input, end ? "" : " – ");
+  });
+  return row;
 }
 
 function select(id) {
