@@ -56,12 +56,16 @@ def test_seg_equals_the_nifti_and_references_each_source_instance(tiny_model: st
     meta = json.loads((tmp_path / "seg.json").read_text())
     assert meta["format"] == "DICOM SEG" and meta["sop_instance_uid"] == seg.SOPInstanceUID
 
-    # a rerun is a new SEG: new series and instance UIDs, never the old ones reused
-    again = tmp_path / "again.dcm"
-    assert predict(tiny_model, "--image", str(tmp_path / "ct"), *BOXES, "--out", str(again)) == 0
+    # a rerun is a new SEG: new series and instance UIDs, never the old ones reused; names from the
+    # dataset's labels (nnU-Net's dataset.json), as many as there are boxes
+    again, dataset = tmp_path / "again.dcm", tmp_path / "dataset.json"
+    dataset.write_text(json.dumps({"labels": {"background": 0, "liver": 1, "spleen": 2, "kidney": 3}}))
+    assert (
+        predict(tiny_model, "--image", str(tmp_path / "ct"), *BOXES, "--labels", str(dataset), "--out", str(again)) == 0
+    )
     second = hd.seg.segread(str(again))
     assert second.SeriesInstanceUID != seg.SeriesInstanceUID and second.SOPInstanceUID != seg.SOPInstanceUID
-    assert [s.SegmentLabel for s in second.SegmentSequence] == ["label 1", "label 2"]
+    assert [s.SegmentLabel for s in second.SegmentSequence] == ["liver", "spleen"]
 
 
 def test_2d_box_on_one_dicom_file_gives_a_one_frame_seg(tiny_model: str, tmp_path: Path) -> None:
@@ -72,6 +76,7 @@ def test_2d_box_on_one_dicom_file_gives_a_one_frame_seg(tiny_model: str, tmp_pat
     png = np.asarray(Image.open(tmp_path / "m.png")) > 0
     labels = read_seg_labels(tmp_path / "s.dcm", [image])
     assert labels.shape == (1, ROWS, COLUMNS)
+    assert hd.seg.segread(str(tmp_path / "s.dcm")).SegmentSequence[0].SegmentLabel == "label 1"
     np.testing.assert_array_equal(labels[0] > 0, png)
 
 
@@ -87,15 +92,30 @@ def _png(tmp_path: Path) -> Path:
     return path
 
 
+def _ct(tmp_path: Path) -> Path:
+    ct_series(tmp_path / "ct", 3)
+    return tmp_path / "ct"
+
+
 @pytest.mark.parametrize(
     ("make", "prompt", "message"),
     [
         (_nifti, ("--box3d", "1,1,0,8,8,2"), "needs DICOM input"),
         (_png, ("--box", "1,1,8,8"), "needs DICOM input"),
         (
-            lambda t: ct_series(t / "ct", 3) and t / "ct",
+            _ct,
             ("--box3d", "1,1,0,8,8,2", "--label-name", "a", "--label-name", "b"),
             "2 segment names (--label-name) for 1 label",
+        ),
+        (
+            _ct,
+            ("--box3d", "1,1,0,8,8,2", "--label-name", "a", "--labels", "dataset.json"),
+            "not both",
+        ),
+        (
+            _ct,
+            ("--box3d", "1,1,0,8,8,2", "--labels", "missing.json"),
+            "not a readable dataset.json",
         ),
     ],
 )

@@ -112,6 +112,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="a DICOM SEG's segment names, one per box in order (repeat; default: label 1, label 2, ...)",
     )
     p.add_argument(
+        "--labels",
+        type=Path,
+        metavar="DATASET_JSON",
+        help="name a DICOM SEG's segments from a dataset's dataset.json (nnU-Net or MSD): box K is label K",
+    )
+    p.add_argument(
         "--window",
         default="auto",
         help="intensities to 8 bits: auto (the DICOM's own window; CT soft tissue; else 0.5-99.5 percentiles), "
@@ -338,12 +344,25 @@ def segment_one(args: argparse.Namespace) -> tuple[Path, dict]:
     from kdsam.data.intensity import parse_window
 
     window = parse_window(args.window)
+    count = None if prompts.everything else len(prompts.boxes3d) if kind == "volume" else 1
     if is_seg_output(out):
         check_source(args.image)
-        if not prompts.everything:  # everything mode's label count is known only afterwards
-            segment_names(len(prompts.boxes3d) if kind == "volume" else 1, args.label_name)
+        if count is not None:  # everything mode's label count is known only afterwards
+            segment_names(count, label_names(args, count))
     model = _load(args, _slice_by_slice([(args.image, kind)]))
-    return out, run_file(model, args.image, out, prompts, window, args.batch_size, args.overlay, args.label_name)
+    return out, run_file(
+        model, args.image, out, prompts, window, args.batch_size, args.overlay, label_names(args, count)
+    )
+
+
+def label_names(args: argparse.Namespace, count: int | None = None) -> list[str]:
+    """A SEG's segment names: --label-name in order, or the --labels dataset.json's names for the
+    first `count` labels (a dataset names all its organs; a run may prompt fewer)."""
+    from kdsam.infer.dicomseg import dataset_label_names
+
+    if args.label_name and args.labels:
+        raise KdsamError("give segment names by --label-name or by --labels DATASET_JSON, not both")
+    return dataset_label_names(args.labels)[:count] if args.labels else list(args.label_name)
 
 
 def _rank_world() -> tuple[int, int]:

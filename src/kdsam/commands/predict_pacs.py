@@ -17,7 +17,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from kdsam.commands.predict import _file_prompts, _load, _prompts, read_box_file, segment_one, summary
+from kdsam.commands.predict import (
+    _file_prompts,
+    _load,
+    _prompts,
+    label_names,
+    read_box_file,
+    segment_one,
+    summary,
+)
 from kdsam.errors import KdsamError
 from kdsam.infer import dicomweb
 from kdsam.infer.dicomweb import PacsError, Target
@@ -120,7 +128,16 @@ def run_study(args: argparse.Namespace) -> int:
                     raise KdsamError(f"{out} exists: pass --overwrite to replace it")
                 local = dicomweb.fetch_series(client, target, Path(scratch))
                 prompts = _file_prompts(Path(uid), table, default)
-                record = run_file(model, local, out, prompts, window, args.batch_size, None, args.label_name)
+                record = run_file(
+                    model,
+                    local,
+                    out,
+                    prompts,
+                    window,
+                    args.batch_size,
+                    None,
+                    label_names(args, len(prompts.boxes3d) or 1),
+                )
                 _record_source(out, target)
                 print(_store(store, out, record) if store else summary(out, record))
         except PacsError:

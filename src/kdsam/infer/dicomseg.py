@@ -35,6 +35,23 @@ def segment_names(count: int, names: list[str] | None) -> list[str]:
     return names + [f"label {k}" for k in range(len(names) + 1, count + 1)]
 
 
+def dataset_label_names(path: Path) -> list[str]:
+    """Names for labels 1..N from a dataset's dataset.json (nnU-Net v2 or MSD `labels`); a value the
+    file does not name is "label K"."""
+    import json
+
+    from kdsam.data.volumes.layouts import label_names
+
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise KdsamError(f"--labels {path}: not a readable dataset.json ({' '.join(str(err).split())})") from err
+    names = label_names(meta) if isinstance(meta, dict) else {}
+    if not names:
+        raise KdsamError(f'--labels {path}: no "labels" naming values 1, 2, ... (nnU-Net or MSD dataset.json)')
+    return [names.get(k, f"label {k}") for k in range(1, max(names) + 1)]
+
+
 def read_sources(path: Path) -> list[Dataset]:
     """The one dataset of a single DICOM file read as a 2D image (a SEG needs its UIDs and geometry)."""
     import pydicom

@@ -42,6 +42,17 @@ def read_dataset_json(root: Path, layout: str, expected: str) -> dict[str, Any]:
     return data
 
 
+def label_names(meta: dict[str, Any]) -> dict[int, str]:
+    """A dataset.json's `labels` as {value: name}, 0 (background) left out, in either convention:
+    nnU-Net v2's {"liver": 1} (region lists are not single labels: left out) or MSD's {"1": "liver"}."""
+    labels = meta.get("labels", {})
+    if not isinstance(labels, dict):
+        return {}
+    nnunet = {int(v): str(k) for k, v in labels.items() if isinstance(v, int) and not isinstance(v, bool) and v > 0}
+    msd = {int(k): str(v) for k, v in labels.items() if str(k).isdigit() and int(k) > 0}
+    return nnunet or msd
+
+
 def _channel_name(names: Any, channel: int, path: Path) -> str | None:
     if not isinstance(names, dict) or not names:
         return None
@@ -67,7 +78,7 @@ def nnunet_cases(root: Path, channel: int = 0) -> CaseList:
     modality = _modality(
         _channel_name(meta.get("channel_names") or meta.get("modality"), channel, root / "dataset.json")
     )
-    labels = {int(v): str(k) for k, v in dict(meta.get("labels", {})).items() if isinstance(v, int) and v > 0}
+    labels = label_names(meta)
     images = root / "imagesTr"
     if not images.is_dir():
         raise KdsamError(f"{images}: missing; an nnU-Net raw dataset has imagesTr/ and labelsTr/")
@@ -91,7 +102,7 @@ def msd_cases(root: Path, channel: int = 0) -> CaseList:
     if not isinstance(training, list):
         raise KdsamError(f"{root / 'dataset.json'}: no 'training' list of {{image, label}} pairs")
     modality = _modality(_channel_name(meta.get("modality"), channel, root / "dataset.json"))
-    labels = {int(k): str(v) for k, v in dict(meta.get("labels", {})).items() if str(k).isdigit() and int(k) > 0}
+    labels = label_names(meta)
     cases, problems = [], []
     for item in training:
         if not isinstance(item, dict) or "image" not in item or "label" not in item:
