@@ -119,3 +119,13 @@ def test_bad_volume_requests_are_one_line(client, tmp_path, request_: str, statu
             "unknown": lambda: client.get(url),
         }[request_]()
     assert response.status_code == status and message in response.json()["error"], response.text
+
+
+def test_a_series_over_the_apps_upload_limit_is_refused_in_one_line(engine: Engine, tmp_path: Path) -> None:
+    paths = write_dicom_phantom(tmp_path / "series", phantom_hu(64, 6))
+    size = sum(p.stat().st_size for p in paths)
+    client = TestClient(create_app(engine, max_upload_bytes=size - 1))
+    response = client.post("/v1/volumes", files=[("files", (p.name, p.read_bytes())) for p in paths])
+    assert response.status_code == 413 and "the files together are over" in response.json()["error"]
+    roomy = TestClient(create_app(engine, max_upload_bytes=size))
+    assert open_files(roomy, paths)["depth"] == 6

@@ -64,6 +64,7 @@ def volume_router(
     max_volumes: int = 4,
     ttl_s: float = DEFAULT_TTL_S,
     store: ExpiringStore[VolumeSession] | None = None,
+    max_upload_bytes: int = MAX_UPLOAD_BYTES,
 ) -> APIRouter:
     """The routes, over `store` (default: a volume_store(max_volumes, ttl_s)), which other routers that
     open volumes (a PACS's series) may share."""
@@ -90,12 +91,12 @@ def volume_router(
         name: Annotated[str | None, Form(description="what downloads are named after (a folder's name)")] = None,
     ) -> dict[str, Any]:
         """Read the volume and start embedding its slices in the background, the middle one first."""
-        budget, uploads = MAX_UPLOAD_BYTES, []
+        budget, uploads = max_upload_bytes, []  # all the files together: a series is one upload
         for upload in files:
             data = upload.file.read(budget + 1)
             budget -= len(data)
             if budget < 0:
-                raise BadRequest(413, f"the files together are over the {MAX_UPLOAD_BYTES} byte upload limit")
+                raise BadRequest(413, f"the files together are over the {max_upload_bytes} byte upload limit")
             uploads.append((upload.filename or "upload", data))
         session = open_volume(engine, uploads, window or "auto", name)
         return describe(store.add(session), session)
