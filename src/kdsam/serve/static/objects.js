@@ -41,17 +41,18 @@ export class Objects {
   }
 
   undo() {
-    if (!this.past.length) return false;
-    this.future.push(this.snapshot());
-    this.restore(this.past.pop());
-    this.onChange();
-    return true;
+    return this.travel(this.past, this.future);
   }
 
   redo() {
-    if (!this.future.length) return false;
-    this.past.push(this.snapshot());
-    this.restore(this.future.pop());
+    return this.travel(this.future, this.past);
+  }
+
+  // Restore the newest state of `from`, keeping the present in `to`.
+  travel(from, to) {
+    if (!from.length) return false;
+    to.push(this.snapshot());
+    this.restore(from.pop());
     this.onChange();
     return true;
   }
