@@ -129,3 +129,10 @@ def test_a_series_over_the_apps_upload_limit_is_refused_in_one_line(engine: Engi
     assert response.status_code == 413 and "the files together are over" in response.json()["error"]
     roomy = TestClient(create_app(engine, max_upload_bytes=size))
     assert open_files(roomy, paths)["depth"] == 6
+
+
+def test_an_unreadable_nifti_is_named_as_uploaded(client: TestClient) -> None:
+    response = client.post("/v1/volumes", files=[("files", ("scan 7.nii.gz", b"not gzip at all"))])
+    error = response.json()["error"]
+    assert response.status_code == 400 and error.startswith("scan_7/scan 7.nii.gz: "), error
+    assert "/tmp" not in error and "kdsam-volume" not in error

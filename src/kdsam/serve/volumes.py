@@ -150,11 +150,14 @@ def open_volume(engine: Engine, files: Sequence[tuple[str, bytes]], window: str,
     with tempfile.TemporaryDirectory(prefix="kdsam-volume-") as tmp:
         folder = Path(tmp) / display_name([f for f, _ in files], name)
         folder.mkdir()
-        paths = []
+        paths: list[Path] = []
         for i, (filename, data) in enumerate(files):
+            base = Path(filename or "upload").name or "upload"
             if not data:
-                raise BadRequest(400, f"{Path(filename).name}: empty file")
-            path = folder / f"{i:05d}-{Path(filename or 'upload').name}"
+                raise BadRequest(400, f"{base}: empty file")
+            path = folder / base  # the upload's own name, so the readers' messages name it
+            if path.exists():  # two files of one name (from two folders): keep both
+                path = folder / f"{i:05d}-{base}"
             path.write_bytes(data)
             paths.append(path)
         try:
