@@ -13,7 +13,7 @@ import numpy as np
 
 from kdsam.models.loading import save_model
 from kdsam.models.student import build_student
-from tests.infer.test_cvpr25 import BOX_A, volume
+from tests.infer.test_cvpr25 import BOX_A, click_step, volume
 
 ROOT = Path(__file__).resolve().parents[2]
 FOLDER = ROOT / "docker" / "cvpr25"
@@ -36,16 +36,7 @@ def test_predict_sh_answers_each_call_and_keeps_the_cache_in_outputs(tmp_path: P
     assert segs.shape == imgs.shape and segs.dtype == np.uint8
     assert list((outputs / ".kdsam_cache" / "cvpr25").iterdir())  # embeddings kept for the next call
 
-    clicks = np.array([{"fg": [[5, 12, 12]], "bg": []}], dtype=object)
-    np.savez_compressed(
-        inputs / "CT_case.npz",
-        imgs=imgs,
-        spacing=[1.0] * 3,
-        boxes=[BOX_A],
-        clicks=clicks,
-        clicks_order=[["fg"]],
-        prev_pred=segs,
-    )
+    click_step(inputs / "CT_case.npz", imgs, segs)
     run = subprocess.run(["sh", str(FOLDER / "predict.sh")], env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0 and "1 segmented, 0 already done" in run.stdout
 

@@ -39,6 +39,14 @@ def write(path: Path, **arrays) -> Path:
     return path
 
 
+def click_step(path: Path, imgs: np.ndarray, segs: np.ndarray) -> Path:
+    """The case as the evaluator rewrites it for the next call: BOX_A, one object click, the answer."""
+    clicks = [{"fg": [[5, 12, 12]], "bg": []}]
+    return write(
+        path, imgs=imgs, spacing=[1.0] * 3, boxes=[BOX_A], clicks=clicks, clicks_order=[["fg"]], prev_pred=segs
+    )
+
+
 def test_boxes_then_a_background_click(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("KDSAM_CACHE", str(tmp_path / "cache"))
     imgs, gts = volume()
@@ -125,16 +133,7 @@ def test_predict_answers_every_call_and_skips_bad_cases(tmp_path: Path, monkeypa
     segs = np.load(outputs / "CT_a.npz")["segs"]
     assert segs.shape == imgs.shape and segs.dtype == np.uint8
     (inputs / "MR_bad.npz").unlink()
-    clicks = [{"fg": [[5, 12, 12]], "bg": []}]
-    write(
-        inputs / "CT_a.npz",
-        imgs=imgs,
-        spacing=[1.0] * 3,
-        boxes=[BOX_A],
-        clicks=clicks,
-        clicks_order=[["fg"]],
-        prev_pred=segs,
-    )
+    click_step(inputs / "CT_a.npz", imgs, segs)
     before = (outputs / "CT_a.npz").stat().st_mtime_ns, (outputs / "2DBox_x.npz").stat().st_mtime_ns
     assert main(command) == 0
     assert (outputs / "CT_a.npz").stat().st_mtime_ns != before[0]  # answered afresh
