@@ -278,8 +278,8 @@ def segment_case25(embeddings: SliceEmbeddings, case: Case25) -> np.ndarray:
 def answer_case25(model: Any, path: Path, output: Path, batch_size: int | None = None) -> dict[str, Any]:
     """Read, segment and write one CVPR25 case (`segs` in `output`), with the slice embeddings kept
     in $KDSAM_CACHE across the evaluator's calls; the record's fields."""
-    from kdsam.utils.cache_dir import default_cache_dir
     from kdsam.infer.challenge import write_segs
+    from kdsam.utils.cache_dir import default_cache_dir
 
     case = read_case25(path)
     segs = segment_case25(case_embeddings(model, case.imgs, default_cache_dir(), batch_size), case)
