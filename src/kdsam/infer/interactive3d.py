@@ -49,6 +49,7 @@ from kdsam.infer.volume import (
 
 CHANGE_DICE = 0.99  # a neighbour that changes less than this (Dice with its old mask) ends the spreading
 NEAR_SLICES = 3  # a corrected slice with no mask borrows the box of a labelled slice this close
+EDIT_RADIUS = 3  # pixels: a click no decode obeys edits the old mask by a disc this wide
 KEEP_CASES = 8  # case folders kept in the cache (the least recently used go first)
 
 
@@ -218,11 +219,29 @@ class ClassVolume:
         decoded = self._decode(z, FramePrompt(points, labels, box, logits), [])
         zs = np.nonzero(self.mask.reshape(self.mask.shape[0], -1).any(axis=1))[0]
         centre = float(np.mean(zs)) if len(zs) else float(z)
-        self.mask[z] = decoded.mask
+        if not self._obeys(z, decoded.mask) and box is not None:
+            # models trained on boxes alone (LiteMedSAM) may ignore clicks: the box alone, grown to them
+            decoded = self._decode(z, FramePrompt(points[:0], labels[:0], box), [])
+        mask = decoded.mask if self._obeys(z, decoded.mask) else self._edited(z, before)
+        self.mask[z] = mask
         if self.store is not None:
             self.store.keep_logits(self.label, z, decoded.mask, decoded.logits)
         for step in (1, -1):
             self.spread(z, step, away=(z - centre) * step >= 0)
+
+    def _obeys(self, z: int, mask: np.ndarray) -> bool:
+        """Whether a slice's mask holds every object click of the class on it and no background one."""
+        return all(mask[y, x] == positive for (cz, y, x), positive in self.prompts.clicks if cz == z)
+
+    def _edited(self, z: int, before: np.ndarray) -> np.ndarray:
+        """The last resort when no decode obeys the clicks: the old mask with a disc of EDIT_RADIUS
+        pixels added at each object click and removed at each background click."""
+        mask = before.copy()
+        yy, xx = np.ogrid[: mask.shape[0], : mask.shape[1]]
+        for (cz, y, x), positive in self.prompts.clicks:
+            if cz == z:
+                mask[(yy - y) ** 2 + (xx - x) ** 2 <= EDIT_RADIUS**2] = positive
+        return mask
 
     def spread(self, z: int, step: int, away: bool) -> None:
         n = z + step
