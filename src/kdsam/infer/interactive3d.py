@@ -227,7 +227,9 @@ class ClassVolume:
         if self.store is not None:
             self.store.keep_logits(self.label, z, decoded.mask, decoded.logits)
         for step in (1, -1):
-            self.spread(z, step, away=(z - centre) * step >= 0)
+            # outwards only: a slice near an end has a small box, which would shrink the middle slices
+            if (z - centre) * step >= 0 or abs(z - centre) <= 1:
+                self.spread(z, step, away=(z - centre) * step >= 0)
 
     def _obeys(self, z: int, mask: np.ndarray) -> bool:
         """Whether a slice's mask holds every object click of the class on it and no background one."""
