@@ -169,7 +169,8 @@ def test_npz_cases_3d_by_shape_2d_and_refusals(tmp_path, opts):
     vol = np.zeros((4, 16, 16), np.uint8)
     vol[1:3, 4:12, 4:12] = 200
     gts = (vol > 0).astype(np.uint8)
-    np.savez(root / "CT" / "CT_Abd_case1.npz", imgs=vol, gts=gts, spacing=np.array([2.0, 0.7, 0.7]))
+    boxes = np.array([{"z_min": 1, "z_max": 2}], dtype=object)  # a CVPR25 file: its prompts are never read here
+    np.savez(root / "CT" / "CT_Abd_case1.npz", imgs=vol, gts=gts, spacing=np.array([2.0, 0.7, 0.7]), boxes=boxes)
     rgb = np.zeros((16, 16, 3), np.uint8)
     np.savez(root / "2D_case.npz", imgs=rgb, gts=np.ones((16, 16), np.uint8))
     vs = registry.volume_set(f"npz:{root}", opts, progress=False)
