@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from kdsam.data.medical import is_dicom, is_nifti
 from kdsam.data.volumes.cases import Case
 from kdsam.errors import KdsamError
@@ -146,15 +148,13 @@ def _relative_name(root: Path, path: Path) -> str:
     return rel
 
 
-def check_labels(arrays_labels: Any, names: dict[int, str], where: str) -> list[str]:
+def check_labels(labels: np.ndarray | None, names: dict[int, str], where: str) -> list[str]:
     """Label values the dataset.json does not list: named in a note and set to background."""
-    import numpy as np
-
-    if arrays_labels is None or not names:
+    if labels is None or not names:
         return []
-    present = {int(v) for v in np.unique(arrays_labels) if v}
+    present = {int(v) for v in np.unique(labels) if v}
     unknown = sorted(present - set(names))
     if not unknown:
         return []
-    arrays_labels[np.isin(arrays_labels, unknown)] = 0
+    labels[np.isin(labels, unknown)] = 0
     return [f"{where}: label value(s) {unknown} not listed in dataset.json; set to background"]
