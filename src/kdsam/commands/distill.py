@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     )
     if not rt.is_main:
         return 0
-    print(f"student written to {args.out}/model.pt; next: kdsam finetune --run {args.out} --data {args.data}")
+    print(f"student written to {args.out}/model.pt; next: kdsam finetune --run-dir {args.out} --data {args.data}")
     return 0
 
 
