@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from kdsam.commands.options import add_device_argument, resolve_device, set_threads
+from kdsam.data.medical import one_line
 from kdsam.errors import KdsamError
 
 if TYPE_CHECKING:
@@ -445,7 +446,7 @@ def run_folder(args: argparse.Namespace) -> int:
             failed.append(path.name)
             continue
         except Exception as err:  # one bad file never stops the folder: any failure is named and skipped
-            print(f"kdsam predict: skipped {path}: {type(err).__name__}: {' '.join(str(err).split())}", file=sys.stderr)
+            print(f"kdsam predict: skipped {path}: {type(err).__name__}: {one_line(err)}", file=sys.stderr)
             failed.append(path.name)
             continue
         times[path.name] = record["seconds"]

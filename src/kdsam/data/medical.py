@@ -58,7 +58,7 @@ class Volume:
         return np.ascontiguousarray((self.array if array is None else array).transpose(2, 1, 0))
 
 
-def _one_line(err: Exception) -> str:
+def one_line(err: Exception) -> str:
     """Library messages can span lines; the CLI promises one."""
     return " ".join(str(err).split())
 
@@ -116,7 +116,7 @@ def read_nifti(path: Path) -> Volume:
         _check_size(path, shape)
         data = np.asarray(img.get_fdata(dtype=np.float32))
     except (OSError, ValueError, EOFError, zlib.error, nib.filebasedimages.ImageFileError) as err:
-        raise BadFileError(f"{path}: unreadable NIfTI ({_one_line(err)})") from err
+        raise BadFileError(f"{path}: unreadable NIfTI ({one_line(err)})") from err
     while data.ndim > 3 and data.shape[-1] == 1:
         data = data[..., 0]
     if data.ndim == 2:
@@ -164,7 +164,7 @@ def _dataset(path: Path) -> Dataset:
     try:
         ds = pydicom.dcmread(str(path))
     except (OSError, pydicom.errors.InvalidDicomError, ValueError, EOFError) as err:
-        raise BadFileError(f"{path}: unreadable DICOM ({_one_line(err)})") from err
+        raise BadFileError(f"{path}: unreadable DICOM ({one_line(err)})") from err
     if "PixelData" not in ds:
         raise BadFileError(f"{path}: DICOM without pixel data (a report or structure set, not an image)")
     rows, columns = ds.get("Rows"), ds.get("Columns")
@@ -186,7 +186,7 @@ def _pixels(path: Path, ds: Dataset) -> np.ndarray:
         name = getattr(syntax, "name", syntax)
         raise BadFileError(
             f"{path}: cannot decode its pixel data ({name}); install a pydicom plugin for it "
-            f"(pylibjpeg, pylibjpeg-openjpeg or gdcm) ({_one_line(err)})"
+            f"(pylibjpeg, pylibjpeg-openjpeg or gdcm) ({one_line(err)})"
         ) from err
     if arr.ndim != 2:
         raise BadFileError(f"{path}: pixel data of shape {arr.shape}; kdsam reads single-frame greyscale DICOM")

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from kdsam.data.medical import one_line
 from kdsam.errors import KdsamError
 
 if TYPE_CHECKING:
@@ -45,7 +46,7 @@ def dataset_label_names(path: Path) -> list[str]:
     try:
         meta = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, ValueError) as err:
-        raise KdsamError(f"--labels {path}: not a readable dataset.json ({' '.join(str(err).split())})") from err
+        raise KdsamError(f"--labels {path}: not a readable dataset.json ({one_line(err)})") from err
     names = label_names(meta) if isinstance(meta, dict) else {}
     if not names:
         raise KdsamError(f'--labels {path}: no "labels" naming values 1, 2, ... (nnU-Net or MSD dataset.json)')
@@ -59,7 +60,7 @@ def read_sources(path: Path) -> list[Dataset]:
     try:
         return [pydicom.dcmread(str(path), stop_before_pixels=True)]
     except (OSError, pydicom.errors.InvalidDicomError, ValueError, EOFError) as err:
-        raise KdsamError(f"{path}: unreadable DICOM ({' '.join(str(err).split())})") from err
+        raise KdsamError(f"{path}: unreadable DICOM ({one_line(err)})") from err
 
 
 def build_seg(sources: list[Dataset], labels: np.ndarray, names: list[str], model: str) -> Segmentation:
@@ -116,7 +117,7 @@ def build_seg(sources: list[Dataset], labels: np.ndarray, names: list[str], mode
         )
     except (ValueError, TypeError, AttributeError) as err:
         # highdicom refuses sources a SEG cannot reference (e.g. missing geometry or duplicate UIDs).
-        raise KdsamError(f"cannot build a DICOM SEG on this series: {' '.join(str(err).split())}") from err
+        raise KdsamError(f"cannot build a DICOM SEG on this series: {one_line(err)}") from err
 
 
 def write_seg(path: Path, seg: Segmentation) -> None:

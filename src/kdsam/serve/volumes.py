@@ -108,7 +108,7 @@ def _npz_volume(path: Path) -> tuple[medical.Volume, np.ndarray]:
             imgs = np.asarray(npz["imgs"])
             spacing = np.asarray(npz["spacing"], np.float64).ravel() if "spacing" in npz.files else None
     except (OSError, ValueError, EOFError) as err:
-        raise BadFileError(f"{path.name}: unreadable npz ({' '.join(str(err).split())})") from err
+        raise BadFileError(f"{path.name}: unreadable npz ({medical.one_line(err)})") from err
     if imgs.ndim != 3 or imgs.shape[-1] in (3, 4):
         raise BadFileError(f"{path.name}: 'imgs' of shape {imgs.shape}; a volume npz holds DxHxW slices")
     stack = np.clip(np.nan_to_num(imgs), 0, 255).astype(np.uint8)

@@ -18,7 +18,7 @@ import numpy as np
 
 from kdsam.data import intensity
 from kdsam.data.imageio import BadFileError, read_image_with_intensity
-from kdsam.data.medical import Volume, is_nifti, read_volume
+from kdsam.data.medical import Volume, is_nifti, one_line, read_volume
 from kdsam.errors import KdsamError
 
 AFFINE_TOLERANCE_MM = 1e-3  # label and image grids must agree to this (as `evaluate --gts` requires)
@@ -93,7 +93,7 @@ def read_nifti_channel(path: Path, channel: int) -> Volume:
     try:
         img = nib.load(str(path))
     except (OSError, ValueError, EOFError, nib.filebasedimages.ImageFileError) as err:
-        raise BadFileError(f"{path}: unreadable NIfTI ({' '.join(str(err).split())})") from err
+        raise BadFileError(f"{path}: unreadable NIfTI ({one_line(err)})") from err
     if len(img.shape) != 4 or img.shape[3] == 1:
         return read_volume(path)
     if not 0 <= channel < img.shape[3]:
@@ -101,7 +101,7 @@ def read_nifti_channel(path: Path, channel: int) -> Volume:
     try:
         data = np.asarray(img.dataobj[..., channel], dtype=np.float32)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
-        raise BadFileError(f"{path}: unreadable NIfTI data ({' '.join(str(err).split())})") from err
+        raise BadFileError(f"{path}: unreadable NIfTI data ({one_line(err)})") from err
     return Volume(path, data, np.asarray(img.affine, dtype=np.float64), header=img.header)
 
 
@@ -114,7 +114,7 @@ def _label_volume(case: Case, image: Volume) -> np.ndarray:
     try:
         shape = nib.load(str(case.label)).shape
     except Exception as err:  # any reader failure: the case is named and skipped
-        raise BadFileError(f"{case.label}: unreadable label volume ({' '.join(str(err).split())})") from err
+        raise BadFileError(f"{case.label}: unreadable label volume ({one_line(err)})") from err
     if len(shape) > 3 and any(s > 1 for s in shape[3:]):
         raise BadFileError(f"{case.label}: a 4D label volume {tuple(shape)}; labels must be one 3D label map")
     label = read_volume(case.label)
