@@ -50,7 +50,7 @@ if want train; then
   step "distill + finetune on $DEVICE (AMP on CUDA; stage 1 accumulates 2 forwards and checkpoints mid-epoch)"
   kdsam distill --device "$DEVICE" --data "$DATA" --out "$WORK/run" --backbone "$STUDENT" --input-size 256 \
     --epochs "$EPOCHS" --batch-size 4 --accumulate 2 --checkpoint-minutes 0.02 --max-side 512
-  kdsam finetune --device "$DEVICE" --run "$WORK/run" --data "$DATA" --epochs "$EPOCHS" --batch-size 8 \
+  kdsam finetune --device "$DEVICE" --run-dir "$WORK/run" --data "$DATA" --epochs "$EPOCHS" --batch-size 8 \
     --max-side 512 --augment flip,scale,intensity
   cp "$WORK/run/config.json" "$OUT/run-config.json"
   cp "$WORK/run/metrics.jsonl" "$OUT/run-metrics.jsonl"

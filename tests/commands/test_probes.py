@@ -251,7 +251,7 @@ PREDICT = "predict --model {model}"
 IMAGE = f"{PREDICT} --image {{tmp}}/img.png --box 2,2,20,20"
 VOLUME = f"{PREDICT} --image {{tmp}}/ct.nii.gz --out {{tmp}}/mask.nii.gz"
 FOLDER = f"{PREDICT} --input {{tmp}}/in --out {{tmp}}/out --box 1,1,5,5"
-FINETUNE = "finetune --run {tmp}/run --data folder:{tmp}/ds --epochs 1"
+FINETUNE = "finetune --run-dir {tmp}/run --data folder:{tmp}/ds --epochs 1"
 CONFIG = "not a weights-only checkpoint: refusing to unpickle"
 
 PROBES = [

@@ -34,3 +34,12 @@ def test_torchrun_and_kdsam_both_parse_the_line(line: str) -> None:
     assert launch.module and launch.training_script in ("kdsam", "kdsam.cli"), line
     argv = launch.training_script_args
     build_parser(argv).parse_args(argv)
+
+
+def test_finetune_refuses_the_old_run_spelling(capsys: pytest.CaptureFixture[str]) -> None:
+    """--run would work alone (argparse abbreviates --run-dir) and fail under torchrun: refused, with the fix."""
+    argv = ["finetune", "--run", "runs/r50", "--data", "folder:x"]
+    with pytest.raises(SystemExit) as exit_:
+        build_parser(argv).parse_args(argv)
+    assert exit_.value.code == 2
+    assert "--run is now --run-dir" in capsys.readouterr().err.splitlines()[-1]

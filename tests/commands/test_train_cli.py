@@ -23,7 +23,7 @@ def test_distill_finetune_evaluate(tmp_path, data, capsys, monkeypatch):
     assert main(["distill", "--teacher", "litemedsam", "--out", run, *common, *student]) == 0
     assert main(["distill", "--teacher", "litemedsam", "--out", run, *common, *student]) == 2
     assert "has finished" in capsys.readouterr().err
-    assert main(["finetune", "--run", run, *common]) == 0
+    assert main(["finetune", "--run-dir", run, *common]) == 0
     out = tmp_path / "eval"
     assert main(["evaluate", "--model", run, "--data", data, "--out", str(out)]) == 0
     metrics = json.loads((out / "metrics.json").read_text())

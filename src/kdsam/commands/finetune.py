@@ -20,16 +20,26 @@ from kdsam.distill.stage2 import finetune
 from kdsam.distill.trainer import FitConfig
 
 
+class RenamedOption(argparse.Action):
+    """--run: refused in one line naming the spelling that works everywhere."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        parser.error("--run is now --run-dir (torchrun reads --run as its own --run-path); write --run-dir RUN")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--run-dir",
-        "--run",
-        dest="run",
-        required=True,
-        metavar="RUN",
-        help="a run folder written by kdsam distill (under torchrun write --run-dir: torchrun reads --run as "
-        "its own --run-path)",
+        "--run-dir", dest="run", required=True, metavar="RUN", help="a run folder written by kdsam distill"
     )
+    # the old spelling, hidden: without it argparse would take --run as an abbreviation of --run-dir,
+    # which works alone and fails under torchrun (its --run-path)
+    parser.add_argument("--run", action=RenamedOption, help=argparse.SUPPRESS)
     add_data_arguments(parser)
     parser.add_argument("--bce-weight", type=float, default=0.0, help="add BCE to the Dice loss")
     parser.add_argument("--train-encoder", action="store_true", help="also update the encoder (default frozen)")
