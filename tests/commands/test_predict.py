@@ -105,7 +105,7 @@ def test_everything_writes_a_label_map(case, tmp_path: Path) -> None:
         (["--everything", "--box=1,1,5,5"], "takes no prompt"),
         (["--point", "3,4,2"], "LABEL is 1"),
         (["--point", "3"], "3 numbers"),
-        (["--point", "9999,4"], "not inside"),
+        (["--point", "9999,4"], "--point '9999,4' lies outside"),
     ],
 )
 def test_bad_points_are_one_line(case, tmp_path: Path, capsys, extra: list[str], message: str) -> None:

@@ -344,11 +344,15 @@ PROBES = [
             f"npz-2d-box-{what}",
             f"{PREDICT} --image {{tmp}}/2DBox_x.npz --out {{tmp}}/o.npz",
             2,
-            ("2DBox_x.npz: box", "is not inside the 40x32 image"),
+            ("2DBox_x.npz: box", words),
             case("2DBox_x.npz", boxes=np.array([box])),
             check=nothing_written("o.npz"),
         )
-        for what, box in [("outside", [0, 0, 100, 20]), ("inverted", [20, 20, 4, 4]), ("nan", [np.nan, 1, 9, 9])]
+        for what, box, words in [
+            ("outside", [0, 0, 100, 20], "reaches outside the 40x32 image"),
+            ("inverted", [20, 20, 4, 4], "X0 must be less than X1"),
+            ("nan", [np.nan, 1, 9, 9], "X0 must be less than X1"),
+        ]
     ],
     # 8. tracebacks where one line belongs
     Probe(

@@ -188,14 +188,6 @@ def parse_box3d(text: str) -> list[float]:
     return box
 
 
-def check_inside(boxes: np.ndarray, texts: list[str], shape: tuple[int, int]) -> None:
-    """Refuse boxes reaching outside the image: a typo there would silently segment the wrong place."""
-    h, w = shape
-    for (x0, y0, x1, y1), text in zip(boxes, texts, strict=True):
-        if x0 < 0 or y0 < 0 or x1 > w or y1 > h:
-            raise KdsamError(f"--box {text!r} reaches outside the {w}x{h} image (X in 0..{w}, Y in 0..{h})")
-
-
 def refuse_existing(paths: list[Path], overwrite: bool) -> None:
     """Never replace a user's file by accident: existing outputs need --overwrite."""
     for path in paths:
@@ -323,6 +315,7 @@ def segment_one(args: argparse.Namespace) -> tuple[Path, dict]:
     from kdsam.data.imageio import image_size
     from kdsam.infer.dicomseg import check_source, is_seg_output, segment_names
     from kdsam.infer.files import kind_of, run_file, sidecar
+    from kdsam.infer.prompts import about, check_boxes, check_points, one_box
 
     kind = kind_of(args.image)
     if kind is None:
@@ -335,7 +328,12 @@ def segment_one(args: argparse.Namespace) -> tuple[Path, dict]:
             raise KdsamError(f"{args.image}: a 2D image takes --box, not --box3d")
         if not (prompts.boxes.size or prompts.points.size or prompts.everything):
             raise KdsamError(f"{args.image}: give --box X0,Y0,X1,Y1, --point X,Y[,LABEL] or --everything")
-        check_inside(prompts.boxes, args.box, image_size(args.image))
+        size = image_size(args.image)
+        with about(args.image):  # the rule every entry point checks by, before the model loads
+            check_boxes(prompts.boxes, size, [f"--box {t!r}" for t in args.box])
+            check_points(prompts.points[:, :2], prompts.points[:, 2], size, [f"--point {t!r}" for t in args.point])
+            if len(prompts.points):
+                one_box(prompts.boxes)
     if kind != "image" and (prompts.points.size or prompts.everything):
         raise KdsamError(f"{args.image}: --point and --everything are for 2D images")
     if kind == "npz" and (prompts.boxes.size or prompts.boxes3d.size):

@@ -21,6 +21,7 @@ from kdsam.data.clicks import Click, as_point_prompt, first_click, next_click
 from kdsam.data.prompts import MIN_AREA, box_around, components
 from kdsam.errors import KdsamError
 from kdsam.eval import metrics
+from kdsam.infer.prompts import decode_object
 from kdsam.predictor import KDSamPredictor
 
 NOC_THRESHOLDS = (0.85, 0.90)
@@ -96,18 +97,8 @@ def segment_object(
                 masks.append(pred)
                 continue
             clicks.append(click)
-        coords, labels = as_point_prompt(clicks) if clicks else (None, None)
-        # a lone point is ambiguous (part or whole?): take SAM's best of three, as SAM's own protocol does
-        ambiguous = box is None and len(clicks) == 1
-        out, scores, low_res = predictor.predict(
-            point_coords=coords,
-            point_labels=labels,
-            box=box,
-            mask_input=None if logits is None else logits[None],
-            multimask_output=ambiguous,
-        )
-        best = int(np.argmax(scores))
-        pred, logits = out[best], low_res[best]
+        coords, labels = as_point_prompt(clicks)
+        pred, _, logits = decode_object(predictor, coords, labels, box, logits)
         masks.append(pred)
     return masks, [metrics.iou(m, truth) for m in masks]
 

@@ -20,6 +20,7 @@ from kdsam.data.imageio import BadFileError, read_image_with_intensity, reading,
 from kdsam.errors import KdsamError
 from kdsam.infer import challenge, dicomseg
 from kdsam.infer.cvpr25 import is_cvpr25_file
+from kdsam.infer.prompts import about, check_boxes, check_points, decode_object, one_box
 from kdsam.infer.volume import segment_stack
 from kdsam.models.sam import KDSam
 from kdsam.utils.atomic import write_json
@@ -78,27 +79,6 @@ def _model_label(model: Model) -> str:
     return str(getattr(model, "name", type(model).__name__))
 
 
-def _check_boxes2d(path: Path, boxes: np.ndarray, shape: tuple[int, int]) -> None:
-    """Boxes inside the image, each a positive area (NaN fails every test, so it is refused too)."""
-    h, w = shape
-    for x0, y0, x1, y1 in boxes:
-        if not (0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h):
-            raise KdsamError(
-                f"{path}: box {[float(v) for v in (x0, y0, x1, y1)]} is not inside the {w}x{h} image "
-                f"(X in 0..{w}, Y in 0..{h}, X0 < X1, Y0 < Y1)"
-            )
-
-
-def _check_points(path: Path, points: np.ndarray, shape: tuple[int, int]) -> None:
-    h, w = shape
-    for x, y, label in points:
-        if not (0 <= x < w and 0 <= y < h) or label not in (0, 1):
-            raise KdsamError(
-                f"{path}: point {[float(x), float(y), int(label)]} is not inside the {w}x{h} image with label 1 "
-                "(positive) or 0 (negative)"
-            )
-
-
 def read_case(path: Path) -> challenge.Case:
     """A challenge case whose image is not empty and whose 2D boxes lie inside it (3D boxes are
     checked against the volume by segment_stack)."""
@@ -108,23 +88,9 @@ def read_case(path: Path) -> challenge.Case:
     if case.imgs.size == 0:
         raise BadFileError(f"{path}: imgs of shape {case.imgs.shape} holds no pixels")
     if not case.is_3d:
-        _check_boxes2d(path, case.boxes, case.imgs.shape[:2])
+        with about(path):
+            check_boxes(case.boxes, case.imgs.shape[:2])
     return case
-
-
-def _point_mask(predictor: Any, path: Path, prompts: Prompts) -> np.ndarray:
-    """One object from points (and at most one box); a lone point is ambiguous, so SAM's best of three."""
-    if len(prompts.boxes) > 1:
-        raise KdsamError(f"{path}: points describe one object: give them with at most one --box")
-    box = prompts.boxes[0] if len(prompts.boxes) else None
-    lone_point = box is None and len(prompts.points) == 1
-    masks, scores, _ = predictor.predict(
-        point_coords=prompts.points[:, :2],
-        point_labels=prompts.points[:, 2].astype(int),
-        box=box,
-        multimask_output=lone_point,
-    )
-    return masks[int(np.argmax(scores))]
 
 
 def segment_image(model: Model, path: Path, prompts: Prompts, window: Any) -> tuple[np.ndarray, np.ndarray, dict]:
@@ -145,13 +111,15 @@ def segment_image(model: Model, path: Path, prompts: Prompts, window: Any) -> tu
         from kdsam.infer.everything import segment_everything
 
         return segment_everything(model, image, prompts.everything).label_map, image, intensity
-    _check_boxes2d(path, prompts.boxes, image.shape[:2])
-    _check_points(path, prompts.points, image.shape[:2])
+    with about(path):
+        boxes = check_boxes(prompts.boxes, image.shape[:2])
+        points, labels = check_points(prompts.points[:, :2], prompts.points[:, 2], image.shape[:2])
+        box = one_box(boxes) if len(points) else None
     predictor = predictor_of(model)
     predictor.set_image(image)
-    if len(prompts.points):
-        return _point_mask(predictor, path, prompts), image, intensity
-    return predictor.segment(prompts.boxes), image, intensity
+    if len(points):
+        return decode_object(predictor, points, labels, box)[0], image, intensity
+    return predictor.segment(boxes), image, intensity
 
 
 def segment_volume(

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from segment_anything.utils.transforms import ResizeLongestSide
 
+from kdsam.infer.prompts import is_ambiguous
 from kdsam.models.sam import KDSam
 
 Size = tuple[int, int]  # (height, width)
@@ -45,8 +46,8 @@ class FramePrompt:
 
     @property
     def ambiguous(self) -> bool:
-        """A lone click with nothing else: SAM answers with three masks and picks by its IoU estimate."""
-        return self.box is None and self.mask is None and len(self.points) == 1
+        """A lone click with nothing else: SAM's best of three (`kdsam.infer.prompts.is_ambiguous`)."""
+        return is_ambiguous(len(self.points), self.box is not None, self.mask is not None)
 
     def sam_points(self) -> tuple[np.ndarray, np.ndarray]:
         """(1xNx2 coords, 1xN labels) as SAM's ONNX decoder takes them: the box as two corner points

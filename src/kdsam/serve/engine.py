@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from kdsam.errors import KdsamError
+from kdsam.infer.prompts import decode_object
 from kdsam.serve.store import DEFAULT_TTL_S, ExpiringStore
 
 DECODE_BYTES = 64 * 2**20  # a chunk's masks at full size in float32, before they become bool
@@ -114,19 +115,14 @@ class Engine:
         previous: np.ndarray | None,
     ) -> Prediction:
         """One mask from clicks (label 1 object, 0 background), optionally inside a box and refining
-        the previous mask's logits: SamPredictor.predict with single-mask output."""
+        the previous mask's logits, decoded as every entry point decodes one object
+        (`kdsam.infer.prompts.decode_object`: a lone click takes SAM's best of three)."""
         if not self.points:
             raise KdsamError("this model (an ONNX export) takes box prompts only; serve a PyTorch model for clicks")
         with self._model_lock:
             self._use(embedding)
-            masks, scores, low_res = self.predictor.predict(
-                point_coords=points if len(points) else None,
-                point_labels=labels if len(points) else None,
-                box=box,
-                mask_input=None if previous is None else previous[None],
-                multimask_output=False,
-            )
-        return Prediction(masks, scores, low_res)
+            mask, score, low_res = decode_object(self.predictor, points, labels, box, previous)
+        return Prediction(mask[None], np.array([score], np.float32), low_res[None])
 
     def open_session(self, image: np.ndarray) -> str:
         return self._sessions.add(Session(image, self.embed(image)))
