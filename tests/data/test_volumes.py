@@ -234,3 +234,37 @@ def test_predict_maps_a_volume_as_training_did():
     assert as_trained("auto", {"intensity": {"window": "lung", "modality": "CT"}}) == ((-600.0, 1500.0), "CT")
     assert as_trained((40.0, 80.0), {"intensity": {"window": "lung"}})[0] == (40.0, 80.0)
     assert as_trained("auto", {}) == ("auto", None)
+
+
+def test_ranks_starting_together_convert_each_case_once(ct, opts, monkeypatch, tmp_path):
+    """Two ranks filling the same store: each case is read once between them, and both get all."""
+    import multiprocessing
+    import os
+
+    log = tmp_path / "reads.log"
+    read = slices_module.read_case
+
+    def logged_read(case, *args, **kwargs):
+        with log.open("a") as f:
+            f.write(f"{os.environ['RANK']} {case.name}\n")
+        return read(case, *args, **kwargs)
+
+    monkeypatch.setattr(slices_module, "read_case", logged_read)  # forked ranks inherit it
+    ctx = multiprocessing.get_context("fork")
+    ranks = [ctx.Process(target=_fill_as_rank, args=(rank, f"nnunet:{ct}", opts, tmp_path)) for rank in (0, 1)]
+    for p in ranks:
+        p.start()
+    for p in ranks:
+        p.join(60)
+        assert p.exitcode == 0
+    reads = [line.split() for line in log.read_text().splitlines()]
+    assert sorted(name for _, name in reads) == [f"ct_{i:03d}" for i in range(10)], "a case read twice, or never"
+    assert next(name for rank, name in reads if rank == "1") == "ct_005", "rank 1 starts at its own half"
+    assert all((tmp_path / f"rank{r}.txt").read_text() == "10" for r in (0, 1))
+
+
+def _fill_as_rank(rank: int, spec: str, opts: VolumeOptions, out: Path) -> None:
+    import os
+
+    os.environ.update(RANK=str(rank), WORLD_SIZE="2")
+    (out / f"rank{rank}.txt").write_text(str(len(registry.volume_set(spec, opts, progress=False).cases)))

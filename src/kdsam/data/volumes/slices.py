@@ -5,6 +5,7 @@ slices one record, so training, the embedding cache and `data inspect` use the s
 from __future__ import annotations
 
 import logging
+import os
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,9 +89,10 @@ def store_cases(listing: CaseList, options: VolumeOptions, progress: bool = True
             todo.append(case)
         else:
             stored.append(found)
-    for case in tqdm(todo, desc="slice store", unit="case", disable=not progress or not todo):
+    for case in tqdm(_rank_order(todo), desc="slice store", unit="case", disable=not progress or not todo):
         try:
-            found = store.write(case, read_case(case, options, listing.label_names))
+            with store.claim(case):
+                found = store.open(case) or store.write(case, read_case(case, options, listing.label_names))
         except BadFileError as err:
             problems.append(_problem(case, str(err)))
             continue
@@ -103,6 +105,15 @@ def store_cases(listing: CaseList, options: VolumeOptions, progress: bool = True
     order = {c.name: i for i, c in enumerate(listing.cases)}
     stored.sort(key=lambda c: order.get(c.name, 0))
     return VolumeSet(stored, listing.label_names, listing.modality, problems)
+
+
+def _rank_order(todo: list[Case]) -> list[Case]:
+    """The cases to convert, each rank of a torchrun starting at its own share: ranks then convert
+    different cases at once (the store's lock makes a rank that reaches a case being converted wait
+    for it, not redo it)."""
+    rank, world = int(os.environ.get("RANK", 0)), max(1, int(os.environ.get("WORLD_SIZE", 1)))
+    start = len(todo) * rank // world
+    return todo[start:] + todo[:start]
 
 
 def _problem(case: Case, error: str) -> dict[str, str]:

@@ -7,6 +7,9 @@ spacing, which slices hold foreground, the intensity mapping, notes). The key ha
 bytes, the intensity mapping, the channel and the store's format, so a changed file or `--window`
 never reuses a stale entry. A case is written to a temporary folder and renamed into place: ranks,
 runs and machines sharing the folder never see half a case, and an interrupted fill resumes.
+While a process converts a case it holds a lock on it (`claim`), so ranks starting together
+convert each case once between them instead of once each; a killed process's lock is released by
+the operating system.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +29,11 @@ import numpy as np
 
 from kdsam.data.volumes.cases import Case, CaseArrays
 from kdsam.errors import KdsamError
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; ranks may then convert a case twice, still atomically
+    fcntl = None  # type: ignore[assignment]
 
 FORMAT = 1
 _DIGESTS: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256 of its bytes
@@ -70,6 +80,7 @@ class SliceStore:
 
     def __init__(self, root: Path, mapping: Any, channel: int = 0) -> None:
         self.root = Path(root) / "slices"
+        self.locks = Path(root) / "locks" / "slices"
         self.mapping = mapping
         self.channel = channel
 
@@ -90,6 +101,21 @@ class SliceStore:
         except (OSError, ValueError, KeyError):
             return None
         return StoredCase(case.name, folder, meta)
+
+    @contextmanager
+    def claim(self, case: Case) -> Iterator[None]:
+        """Hold the case's lock while converting it: another process converting the same case waits,
+        then finds it stored. Where the store is read-only there is nothing to convert, so no lock."""
+        try:
+            self.locks.mkdir(parents=True, exist_ok=True)
+            handle = (self.locks / f"{self.key(case)}.lock").open("a")
+        except OSError:
+            yield
+            return
+        with handle:
+            if fcntl is not None:
+                fcntl.flock(handle, fcntl.LOCK_EX)
+            yield
 
     def write(self, case: Case, arrays: CaseArrays) -> StoredCase:
         """Store a case read by `kdsam.data.volumes.cases`; atomic (a folder renamed into place)."""
