@@ -8,14 +8,8 @@ import json
 import logging
 from pathlib import Path
 
-from kdsam.commands.options import (
-    add_background_argument,
-    add_device_argument,
-    add_precision_argument,
-    add_volume_arguments,
-    log_to_stderr,
-    volume_options,
-)
+from kdsam.commands.options import add_device_argument, add_volume_arguments, log_to_stderr, volume_options
+from kdsam.commands.train_options import add_background_argument, add_precision_argument
 from kdsam.data import open_dataset
 from kdsam.distill.runtime import DEFAULT_TIMEOUT_S, init_runtime
 from kdsam.errors import KdsamError

@@ -5,16 +5,15 @@ from __future__ import annotations
 import argparse
 from dataclasses import replace
 
-from kdsam.commands.options import (
+from kdsam.commands.options import log_to_stderr, volume_options
+from kdsam.commands.train_options import (
     add_background_argument,
     add_data_arguments,
     add_fit_arguments,
     fit_config,
-    log_to_stderr,
     runtime_of,
     splits_of,
     train_val,
-    volume_options,
 )
 from kdsam.data.registry import is_volume_spec, volume_set
 from kdsam.distill.stage1 import PERCEPTUAL, distill

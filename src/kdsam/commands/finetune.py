@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from kdsam.commands.options import (
+from kdsam.commands.options import log_to_stderr
+from kdsam.commands.train_options import (
     add_data_arguments,
     add_fit_arguments,
     fit_config,
-    log_to_stderr,
     runtime_of,
     splits_of,
     train_val,

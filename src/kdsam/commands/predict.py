@@ -12,9 +12,6 @@ stderr, whatever went wrong reading it, and counted in the summary; the others a
 from __future__ import annotations
 
 import argparse
-import csv
-import io
-import json
 import os
 import re
 import sys
@@ -23,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from kdsam.commands.options import add_device_argument, resolve_device, set_threads
+from kdsam.commands.options import add_device_argument, set_threads
 from kdsam.data.medical import one_line
 from kdsam.errors import KdsamError
 
@@ -33,7 +30,6 @@ if TYPE_CHECKING:
     from kdsam.infer.files import Prompts
     from kdsam.models.sam import KDSam
 
-EFFICIENCY_FILE = "efficiency.csv"  # the official script's name and columns (case, time)
 # argparse takes "-5,0,10,10" for an option; this lets negative coordinates through as values.
 NEGATIVE_VALUES = re.compile(r"^-[\d.][\d.,eE+-]*$")
 
@@ -208,37 +204,6 @@ def _prompts(args: argparse.Namespace) -> Prompts:
     return Prompts(boxes, boxes3d, points, args.points_per_side if args.everything else 0)
 
 
-def read_box_file(path: Path) -> dict[str, list[list[float]]]:
-    """The --boxes JSON: {name: [[...], ...]}; one line naming the file when it is not that."""
-    try:
-        data = json.loads(path.read_text())
-        if not isinstance(data, dict):
-            raise ValueError("the top level must be an object {name: [[...], ...]}")
-        return {str(k): [[float(x) for x in box] for box in v] for k, v in data.items()}
-    except (OSError, ValueError, TypeError) as err:
-        raise KdsamError(
-            f'{path}: not a boxes JSON ({err}); write {{"case.nii.gz": [[x0, y0, z0, x1, y1, z1]]}}'
-        ) from err
-
-
-def _file_prompts(path: Path, table: dict[str, list[list[float]]] | None, default: Prompts) -> Prompts:
-    """A file's boxes from the --boxes table (by file name, then stem), else the command-line ones."""
-    from kdsam.infer.files import Prompts, stem
-
-    if table is None:
-        return default
-    boxes = table.get(path.name, table.get(stem(path)))
-    if boxes is None:
-        return Prompts()
-    b2 = [b for b in boxes if len(b) == 4]
-    b3 = [b for b in boxes if len(b) == 6]
-    if len(b2) + len(b3) != len(boxes):
-        raise KdsamError(f"{path.name}: its --boxes entries must have 4 (2D) or 6 (3D) numbers each")
-    if not all(float(v).is_integer() for b in b3 for v in b):
-        raise KdsamError(f"{path.name}: its --boxes 3D entries are voxel indices, whole numbers (not rounded for you)")
-    return Prompts(np.array(b2, np.float32).reshape(-1, 4), np.array(b3, np.float32).reshape(-1, 6))
-
-
 def _slice_by_slice(inputs: list[tuple[Path, str]]) -> bool:
     """Does any input run slice by slice (a volume, a 3D challenge case)?"""
     from kdsam.infer.challenge import is_3d_name
@@ -257,11 +222,13 @@ def _load(args: argparse.Namespace, slices: bool) -> KDSam | OnnxPredictor:
 
     from kdsam.models.loading import load_predictor
     from kdsam.models.spec import parse_model
+    from kdsam.utils.device import resolve_device
+    from kdsam.utils.ranks import torchrun_place
 
     spec = parse_model(args.model)
     device = resolve_device(args.device)
     if args.device == "auto" and device.type == "cuda":
-        device = torch.device(f"cuda:{os.environ.get('LOCAL_RANK', 0)}")
+        device = torch.device(f"cuda:{torchrun_place().local_rank}")
     session = None
     if spec.kind == "onnx":
         from kdsam.export.onnx_predictor import threads_per_session
@@ -364,44 +331,15 @@ def label_names(args: argparse.Namespace, count: int | None = None) -> list[str]
     return dataset_label_names(args.labels)[:count] if args.labels else list(args.label_name)
 
 
-def _rank_world() -> tuple[int, int]:
-    """This process's share under torchrun (RANK, WORLD_SIZE); (0, 1) when run alone."""
-    try:
-        rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    except ValueError as err:
-        raise KdsamError(f"RANK/WORLD_SIZE must be integers ({err})") from err
-    if not 0 <= rank < world:
-        raise KdsamError(f"RANK={rank} is not in 0..WORLD_SIZE-1 ({world})")
-    return rank, world
-
-
-def _efficiency_path(out: Path, rank: int, world: int) -> Path:
-    return out / (EFFICIENCY_FILE if world == 1 else f"efficiency_rank{rank}.csv")
-
-
-def read_efficiency(path: Path) -> dict[str, float]:
-    """{case: seconds} from an efficiency CSV ({} when absent); one line when it is some other CSV."""
-    from kdsam.eval.challenge import read_time_file
-
-    return read_time_file(path) if path.is_file() else {}
-
-
-def write_efficiency(path: Path, times: dict[str, float]) -> None:
-    from kdsam.utils.atomic import write_text
-
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["case", "time"])
-    writer.writerows([name, f"{t:.4f}"] for name, t in sorted(times.items()))
-    write_text(path, buf.getvalue())
-
-
 def run_folder(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from kdsam.data.intensity import parse_window
+    from kdsam.infer.box_file import prompts_for, read_box_file
     from kdsam.infer.cvpr25 import is_cvpr25_file
+    from kdsam.infer.efficiency import efficiency_path, read_efficiency, write_efficiency
     from kdsam.infer.files import kind_of, output_name, run_file
+    from kdsam.utils.ranks import torchrun_place
 
     if not args.input.is_dir():
         raise KdsamError(f"--input {args.input}: not a folder")
@@ -417,9 +355,10 @@ def run_folder(args: argparse.Namespace) -> int:
     inputs = [(p, kind) for p in sorted(args.input.iterdir()) if (kind := kind_of(p)) is not None]
     if not inputs:
         raise KdsamError(f"{args.input}: no images, volumes or npz cases found")
-    rank, world = _rank_world()
-    mine = inputs[rank::world]
-    efficiency = _efficiency_path(args.out, rank, world)
+    place = torchrun_place()
+    rank, world = place.rank, place.world_size
+    mine = place.shard(inputs)
+    efficiency = efficiency_path(args.out, rank, world)
     times = read_efficiency(efficiency)
     # a CVPR25 case is answered afresh at every call: its evaluator leaves the previous step's segs there
     todo = [
@@ -435,7 +374,7 @@ def run_folder(args: argparse.Namespace) -> int:
                 model,
                 path,
                 args.out / output_name(path, kind),
-                _file_prompts(path, table, default),
+                prompts_for(path, table, default),
                 window,
                 args.batch_size,
             )

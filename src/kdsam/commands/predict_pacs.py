@@ -17,15 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from kdsam.commands.predict import (
-    _file_prompts,
-    _load,
-    _prompts,
-    label_names,
-    read_box_file,
-    segment_one,
-    summary,
-)
+from kdsam.commands.predict import _load, _prompts, label_names, segment_one, summary
 from kdsam.errors import KdsamError
 from kdsam.infer import dicomweb
 from kdsam.infer.dicomweb import PacsError, Target
@@ -104,6 +96,7 @@ def run_study(args: argparse.Namespace) -> int:
     """Each image series of a study: to the PACS, or as <SeriesUID>.dcm into a local folder. A series
     the model cannot take is skipped (exit 1, as for a folder); a failing PACS stops the run (exit 2)."""
     from kdsam.data.intensity import parse_window
+    from kdsam.infer.box_file import prompts_for, read_box_file
     from kdsam.infer.files import run_file
 
     source, store = args.input, _store_target(args.out)
@@ -127,7 +120,7 @@ def run_study(args: argparse.Namespace) -> int:
                 if out.exists() and not args.overwrite:
                     raise KdsamError(f"{out} exists: pass --overwrite to replace it")
                 local = dicomweb.fetch_series(client, target, Path(scratch))
-                prompts = _file_prompts(Path(uid), table, default)
+                prompts = prompts_for(Path(uid), table, default)
                 record = run_file(
                     model,
                     local,

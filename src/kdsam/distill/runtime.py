@@ -11,7 +11,6 @@ import atexit
 import contextlib
 import datetime
 import logging
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -22,6 +21,7 @@ from torch import nn
 
 from kdsam.errors import KdsamError
 from kdsam.utils.device import cpu_has_native_bf16, resolve_device
+from kdsam.utils.ranks import shard, torchrun_place
 
 log = logging.getLogger("kdsam")
 
@@ -85,7 +85,7 @@ class Runtime:
 
     def shard(self, items: Sequence[T]) -> list[T]:
         """This rank's disjoint share (every world_size-th item); the union over ranks is `items`."""
-        return list(items[self.rank :: self.world_size])
+        return shard(items, self.rank, self.world_size)
 
     def barrier(self) -> None:
         if self.distributed:
@@ -147,9 +147,8 @@ def collective(what: str) -> Iterator[None]:
 def init_runtime(device: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S, precision: str = "auto") -> Runtime:
     """The Runtime of this process: under torchrun (WORLD_SIZE > 1) it joins the process group,
     gloo on CPU, nccl on CUDA, with each rank on its LOCAL_RANK-th GPU."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    place = torchrun_place()
+    world, rank, local_rank = place.world_size, place.rank, place.local_rank
     dev = resolve_device(device)
     if dev.type == "cuda" and dev.index is None:  # torch.cuda.set_device needs an index
         dev = torch.device("cuda", local_rank if world > 1 else torch.cuda.current_device())

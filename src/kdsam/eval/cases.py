@@ -21,6 +21,7 @@ from kdsam.data.medical import is_nifti
 from kdsam.errors import KdsamError
 from kdsam.eval import challenge, metrics, volumes
 from kdsam.eval.evaluate import METRICS_FILE, check_writable
+from kdsam.infer.efficiency import read_times
 from kdsam.utils.atomic import write_json, write_text
 
 PER_CASE_FILE = "per_case.csv"
@@ -48,7 +49,7 @@ def evaluate_cases(
     if not npz and not nifti:
         raise KdsamError(f"--gts {truth_dir}: no challenge .npz cases or NIfTI label volumes found")
     kind = "cvpr24" if npz else "volumes"
-    times = challenge.read_times(pred_dir)
+    times = read_times(pred_dir)
     rows, skipped = [], []
     for truth in tqdm(npz or nifti, desc="evaluate", unit="case"):
         pred = pred_dir / truth.name

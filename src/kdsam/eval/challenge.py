@@ -11,7 +11,6 @@ comparability). The case's score is the mean over its labels.
 
 from __future__ import annotations
 
-import csv
 import math
 import zipfile
 from pathlib import Path
@@ -53,27 +52,6 @@ def case_scores(segs: np.ndarray, gts: np.ndarray, spacing: list[float] | None, 
         segs, gts, spacing = segs[..., None], gts[..., None], [1.0, 1.0, 1.0]
     nsd = float(np.mean([class_nsd(segs == i, gts == i, list(spacing or [1.0] * 3)) for i in labels]))
     return {"dsc": dsc, "nsd": nsd}
-
-
-def read_times(folder: Path) -> dict[str, float]:
-    """{case: seconds} from every efficiency*.csv in a predictions folder (one per rank)."""
-    times: dict[str, float] = {}
-    for path in sorted(folder.glob("efficiency*.csv")):
-        times.update(read_time_file(path))
-    return times
-
-
-def read_time_file(path: Path) -> dict[str, float]:
-    """{case: seconds} from one efficiency CSV (the challenge's columns case, time); one line naming
-    the file when it is some other CSV."""
-    try:
-        with path.open(newline="") as f:
-            return {row["case"]: float(row["time"]) for row in csv.DictReader(f)}
-    except (KeyError, ValueError, TypeError, UnicodeDecodeError, csv.Error) as err:
-        raise BadFileError(
-            f"{path}: not a timing file (columns case,time with seconds; {type(err).__name__}: {err}); "
-            "move it away or choose another folder"
-        ) from err
 
 
 def score_case(seg_path: Path, gt_path: Path) -> dict[str, Any]:

@@ -16,8 +16,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from kdsam.errors import KdsamError
 
 # Failures of a write that the user fixes (space, permissions, the path), not bugs.
@@ -106,6 +104,8 @@ def write_text(path: str | Path, text: str) -> None:
 def save_torch(path: str | Path, obj: Any) -> None:
     """torch.save through a Python file, so a failed write keeps its OSError (a full disk): torch
     writing to a path says only "file write failed"."""
+    import torch  # here, not at the top: every command writes files, few write tensors
+
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         try:
             torch.save(obj, fh)
