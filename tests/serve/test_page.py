@@ -105,7 +105,7 @@ def page(tiny_model: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 
     model = os.environ.get("KDSAM_PAGE_MODEL")  # the docs' screenshots: teacher:litemedsam
     predictor = load_predictor(model) if model else KDSamPredictor(tiny_model)
-    engine = Engine(predictor, max_sessions=4, prompts=trained_prompts(model, predictor) if model else None)
+    engine = Engine(predictor, max_sessions=4, prompts=trained_prompts(model) if model else None)
     files = tmp_path_factory.mktemp("page")
     artifacts = os.environ.get("KDSAM_PAGE_ARTIFACTS")
     with serving(create_app(engine)) as url:
@@ -183,8 +183,9 @@ def photo_scenario(page: Page, image: np.ndarray, box: list[float]) -> dict[str,
 
 def nifti_scenario(page: Page) -> None:
     """A NIfTI volume: slices by wheel, slider and arrows; a box over a z range gives a mask on every
-    slice of it; a click on another slice refines that slice; undo; window by right drag keeps the
-    prompts; the label map comes back as NIfTI on the input's grid, named after it."""
+    slice of it; a click on another slice refines the volume from there (its neighbours too); undo;
+    window by right drag keeps the prompts; the label map comes back as NIfTI on the input's grid,
+    named after it."""
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.keys import Keys
 
@@ -215,10 +216,12 @@ def nifti_scenario(page: Page) -> None:
     b.scroll(page.driver, -2)
     b.wait_for(page.driver, f"kdsam.state.z === {z - 2}")
     b.key(page.driver, "g")
-    b.click(page.driver, 50, 50)
+    b.click(page.driver, 50, 40)
     b.idle(page.driver)
     refined = page.check_object(0)
     assert page.js("kdsam.objects.list[0].clicks[0].z") == z - 2
+    changed = [k for k in refined if k not in masks or (refined[k] != masks[k]).any()]
+    assert z - 2 in changed and len(changed) > 1, f"the click changed slices {changed} only"
     page.shot("5-nifti-click-on-another-slice")
     b.key(page.driver, Keys.CONTROL, "z")
     b.idle(page.driver)

@@ -1,6 +1,6 @@
 """Volume sessions over HTTP: NIfTI, DICOM series and 3D npz open as volumes; a 3D box answers as
-`kdsam.infer.volume.segment_stack`, a slice's clicks as the 2D click path; the label map comes back as
-NIfTI on the input's grid."""
+`kdsam.infer.volume.segment_stack`, clicks as `kdsam.infer.interactive3d.ClassVolume` on the same
+slices; the label map comes back as NIfTI on the input's grid."""
 
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from kdsam.infer.volume import segment_stack
-from kdsam.predictor import KDSamPredictor
+from kdsam.infer.cvpr25 import Box3D, ClassPrompts
+from kdsam.infer.interactive3d import ClassVolume
+from kdsam.infer.volume import SliceEmbeddings, segment_box3d, segment_stack, slice_model
 from kdsam.serve.app import create_app
 from kdsam.serve.engine import Engine
 from tests.serve.conftest import decode_png
@@ -64,22 +65,38 @@ def test_nifti_box3d_is_the_3d_protocol_and_downloads_on_the_input_grid(client, 
     assert np.argwhere(np.asarray(img.dataobj)).tolist() == [[70, 40, 5]]  # i, j, k = x, y, z
 
 
-def test_clicks_refine_their_slice_by_the_2d_click_path(client, tiny_model, tmp_path) -> None:
+def test_a_click_refines_the_volume_as_classvolume_does(client, tiny_model, tmp_path) -> None:
     info = open_files(client, write_dicom_phantom(tmp_path / "series", phantom_hu()), name="CT series")
     assert info["depth"] == 12 and info["name"] == "CT_series" and info["window"]["method"] == "window"
     stack = stack_of(client, info)
-    body = {"z": 7, "points": [[60, 45], [20, 48]], "point_labels": [1, 0], "box": [40, 30, 80, 60]}
-    answer = client.post(f"/v1/volumes/{info['volume_id']}/segment", json=body).json()
-    predictor = KDSamPredictor(tiny_model)
-    predictor.set_image(np.repeat(stack[7][..., None], 3, axis=2))
-    masks, _, _ = predictor.predict(
-        np.array(body["points"], np.float32),
-        np.array([1, 0]),
-        np.array(body["box"], np.float32),
-        multimask_output=False,
-    )
-    assert [s["z"] for s in answer["slices"]] == [7]
-    np.testing.assert_array_equal(decode_png(answer["slices"][0]["png"]), masks[0])
+    url = f"/v1/volumes/{info['volume_id']}/segment"
+    box3d = [40, 30, 3, 80, 60, 9]
+    boxed = {s["z"]: decode_png(s["png"]) for s in client.post(url, json={"box3d": box3d}).json()["slices"]}
+    body = {"box3d": box3d, "points": [[50, 40, 4]], "point_labels": [0]}  # a background click on slice 4
+    answer = client.post(url, json=body).json()
+    got = {s["z"]: decode_png(s["png"]) for s in answer["slices"]}
+    # the same rule called directly on the same slices: the box from its middle slice, then slice 4 corrected
+    embeddings = SliceEmbeddings(slice_model(tiny_model), stack)
+    prompts = ClassPrompts(Box3D(3, 9, 6, (40, 30, 80, 60)), [((4, 40, 50), False)], 1)
+    volume = ClassVolume(embeddings, prompts, 1, segment_box3d(embeddings.model, embeddings, box3d))
+    volume.correct(4)
+    volume.clear_outside()
+    assert sorted(got) == list(range(3, 10))
+    for z in range(12):
+        np.testing.assert_array_equal(got.get(z, np.zeros_like(volume.mask[z])), volume.mask[z], err_msg=f"slice {z}")
+    changed = [z for z in got if (got[z] != boxed[z]).any()]
+    assert 4 in changed and len(changed) > 1, f"the click changed slices {changed} only"
+    assert not got[4][40, 50], "the background click is inside the corrected slice's mask"
+
+
+def test_clicks_alone_and_the_prompt_limit(engine: Engine, tmp_path: Path) -> None:
+    client = TestClient(create_app(engine, max_prompts=2))
+    info = open_files(client, [write_npz_phantom(tmp_path / "case.npz", phantom_hu(64, 6))])
+    url = f"/v1/volumes/{info['volume_id']}/segment"
+    answer = client.post(url, json={"points": [[40, 28, 2]]}).json()  # an object click, no box
+    assert answer["slices"] and all(decode_png(s["png"]).any() for s in answer["slices"]), answer
+    response = client.post(url, json={"points": [[40, 28, 2], [30, 30, 2], [20, 20, 3]]})
+    assert response.status_code == 400 and "over the limit of 2 per request (--max-prompts)" in response.text
 
 
 def test_npz_opens_and_slices_are_embedded_in_the_background(client, tmp_path) -> None:
@@ -96,7 +113,9 @@ def test_npz_opens_and_slices_are_embedded_in_the_background(client, tmp_path) -
     [
         ("mixed", 400, "one NIfTI"),
         ("outside", 400, "z range 3..40 is not inside 0..11"),
-        ("clicks without z", 400, "z: clicks need the slice"),
+        ("clicks without z", 400, "points: each entry must be 3 finite numbers"),
+        ("click off the slices", 400, "a click's z is not a slice index 0..11"),
+        ("nothing", 400, "give box3d, or points"),
         ("not gzip", 400, "labels: not gzip"),
         ("short labels", 400, "a 96x96x12 label map is 110592"),
         ("unknown", 404, "unknown volume"),
@@ -114,6 +133,8 @@ def test_bad_volume_requests_are_one_line(client, tmp_path, request_: str, statu
         response = {
             "outside": lambda: client.post(f"{url}/segment", json={"box3d": [1, 1, 3, 20, 20, 40]}),
             "clicks without z": lambda: client.post(f"{url}/segment", json={"points": [[3, 3]]}),
+            "click off the slices": lambda: client.post(f"{url}/segment", json={"points": [[3, 3, 12]]}),
+            "nothing": lambda: client.post(f"{url}/segment", json={}),
             "not gzip": lambda: client.post(f"{url}/nifti", content=b"plain"),
             "short labels": lambda: client.post(f"{url}/nifti", content=gzip.compress(b"\0" * 10)),
             "unknown": lambda: client.get(url),
@@ -129,6 +150,15 @@ def test_a_series_over_the_apps_upload_limit_is_refused_in_one_line(engine: Engi
     assert response.status_code == 413 and "the files together are over" in response.json()["error"]
     roomy = TestClient(create_app(engine, max_upload_bytes=size))
     assert open_files(roomy, paths)["depth"] == 6
+
+
+def test_slices_over_max_pixels_are_refused_in_one_line(engine: Engine, tmp_path: Path) -> None:
+    nifti = write_nifti_phantom(tmp_path / "ct.nii.gz", phantom_hu(64, 6))
+    files = [("files", (nifti.name, nifti.read_bytes()))]
+    response = TestClient(create_app(engine, max_pixels=64 * 64 - 1)).post("/v1/volumes", files=files)
+    assert response.status_code == 413, response.text
+    assert response.json()["error"] == "ct: slices of 64x64 pixels are over the 4095 pixel limit (--max-pixels)"
+    assert TestClient(create_app(engine, max_pixels=64 * 64)).post("/v1/volumes", files=files).status_code == 200
 
 
 def test_an_unreadable_nifti_is_named_as_uploaded(client: TestClient) -> None:

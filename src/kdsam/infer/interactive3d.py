@@ -279,20 +279,31 @@ def _from_box(embeddings: SliceEmbeddings, prompts: ClassPrompts, label: int) ->
         return segment_box3d(sm, embeddings, (x0, y0, box.z_min, x1, y1, box.z_max), label, pool, middle=box.z_mid)
 
 
+def segment_class(
+    embeddings: SliceEmbeddings, prompts: ClassPrompts, label: int, previous: np.ndarray | None = None
+) -> np.ndarray:
+    """One class's (D, H, W) bool mask by the rule: from `previous` (the last answer's mask of the
+    class) corrected at the slices of its newest clicks, or, without one, from its box corrected at
+    the slices of all its clicks in the order they came. The one path for `kdsam predict` and the
+    page's volume clicks."""
+    if previous is not None:
+        start, new = previous, prompts.clicks[len(prompts.clicks) - prompts.newest :]
+    else:
+        start, new = _from_box(embeddings, prompts, label), prompts.clicks
+    volume = ClassVolume(embeddings, prompts, label, start)
+    for z in dict.fromkeys(z for (z, _, _), _ in new):
+        volume.correct(z)
+    if prompts.box is not None:
+        volume.clear_outside()
+    return volume.mask
+
+
 def segment_case25(embeddings: SliceEmbeddings, case: Case25) -> np.ndarray:
     """The case's `segs` (DxHxW uint8, class i -> label i + 1, later classes over earlier ones)."""
     labels = np.zeros(case.imgs.shape, np.uint8)
     for label, prompts in enumerate(case.classes, start=1):
-        if case.prev_pred is not None:
-            start, new = case.prev_pred == label, prompts.clicks[len(prompts.clicks) - prompts.newest :]
-        else:
-            start, new = _from_box(embeddings, prompts, label), prompts.clicks
-        volume = ClassVolume(embeddings, prompts, label, start)
-        for z in dict.fromkeys(z for (z, _, _), _ in new):
-            volume.correct(z)
-        if prompts.box is not None:
-            volume.clear_outside()
-        labels[volume.mask] = label
+        previous = None if case.prev_pred is None else case.prev_pred == label
+        labels[segment_class(embeddings, prompts, label, previous)] = label
     return labels
 
 

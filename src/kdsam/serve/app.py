@@ -244,7 +244,8 @@ def create_app(
     from kdsam.serve.volume_routes import volume_router, volume_store  # imports this module's helpers
 
     volumes = volume_store(ttl_s=engine.session_ttl_s)
-    app.include_router(volume_router(engine, store=volumes, max_upload_bytes=max_upload_bytes))
+    limits = {"max_upload_bytes": max_upload_bytes, "max_pixels": max_pixels, "max_prompts": max_prompts}
+    app.include_router(volume_router(engine, store=volumes, **limits))
     if dicomweb is not None:
         from kdsam.serve.pacs_routes import pacs_router
 

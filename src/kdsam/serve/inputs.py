@@ -163,15 +163,18 @@ def parse_boxes(value: Any, shape: tuple[int, int], field: str = "boxes", limit:
 
 
 def parse_points(
-    points: Any, labels: Any, shape: tuple[int, int], limit: int = MAX_PROMPTS
+    points: Any, labels: Any, shape: tuple[int, ...], limit: int = MAX_PROMPTS
 ) -> tuple[np.ndarray, np.ndarray]:
-    """At most `limit` [[x, y], ...] clicks inside the image and their labels (1 object, 0
-    background; default 1)."""
-    items = _listed(points, "points", "[x, y] clicks", limit)
-    h, w = shape
-    coords = np.asarray([_numbers(p, 2, "points") for p in items], np.float32).reshape(-1, 2)
-    if len(coords) and ((coords < 0).any() or (coords[:, 0] > w).any() or (coords[:, 1] > h).any()):
+    """At most `limit` clicks and their labels (1 object, 0 background; default 1): [[x, y], ...]
+    inside an (H, W) image -> Nx2, or [[x, y, z], ...] inside a (D, H, W) volume, z a slice index -> Nx3."""
+    n = len(shape)
+    items = _listed(points, "points", "[x, y] clicks" if n == 2 else "[x, y, z] clicks", limit)
+    h, w = shape[-2:]
+    coords = np.asarray([_numbers(p, n, "points") for p in items], np.float32).reshape(-1, n)
+    if len(coords) and ((coords[:, :2] < 0).any() or (coords[:, 0] > w).any() or (coords[:, 1] > h).any()):
         raise BadRequest(400, f"points: a click lies outside the {w}x{h} image")
+    if n == 3 and len(coords) and not np.isin(coords[:, 2], np.arange(shape[0])).all():
+        raise BadRequest(400, f"points: a click's z is not a slice index 0..{shape[0] - 1} (clicks are [x, y, z])")
     marks = _load(labels, "point_labels") if labels is not None else [1] * len(coords)
     if not isinstance(marks, list) or len(marks) != len(coords) or any(m not in (0, 1) for m in marks):
         raise BadRequest(400, "point_labels: one label per point, 1 (object) or 0 (background)")

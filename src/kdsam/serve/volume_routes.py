@@ -16,9 +16,9 @@ from starlette.concurrency import run_in_threadpool
 
 from kdsam.serve.app import mask_png
 from kdsam.serve.engine import Engine
-from kdsam.serve.inputs import MAX_UPLOAD_BYTES, BadRequest, parse_boxes, parse_points
+from kdsam.serve.inputs import MAX_PIXELS, MAX_PROMPTS, MAX_UPLOAD_BYTES, BadRequest, parse_points
 from kdsam.serve.store import DEFAULT_TTL_S, ExpiringStore
-from kdsam.serve.volumes import VolumeSession, nifti_bytes, open_volume, refine_with_clicks, segment_box
+from kdsam.serve.volumes import VolumeSession, nifti_bytes, open_volume, segment_object
 
 
 class VolumeOut(BaseModel):
@@ -45,12 +45,10 @@ class VolumeSegmentOut(BaseModel):
 
 
 class VolumePrompt(BaseModel):
-    """A 3D box alone (the 3D protocol over its z range), or clicks on slice z with an optional 2D box."""
+    """One object's prompts: its 3D box, its clicks on any slices in the order they came, or both."""
 
     box3d: list[float] | None = Field(default=None, description="[x0, y0, z0, x1, y1, z1], inclusive voxel indices")
-    z: int | None = Field(default=None, description="the slice the clicks are on")
-    box: list[float] | None = Field(default=None, description="[x0, y0, x1, y1] in slice pixels, with clicks")
-    points: list[list[float]] = Field(default=[], description="[[x, y], ...] clicks on slice z")
+    points: list[list[float]] = Field(default=[], description="[[x, y, z], ...] clicks, z the slice, oldest first")
     point_labels: list[int] | None = Field(default=None, description="1 object, 0 background; default all 1")
 
 
@@ -65,9 +63,12 @@ def volume_router(
     ttl_s: float = DEFAULT_TTL_S,
     store: ExpiringStore[VolumeSession] | None = None,
     max_upload_bytes: int = MAX_UPLOAD_BYTES,
+    max_pixels: int = MAX_PIXELS,
+    max_prompts: int = MAX_PROMPTS,
 ) -> APIRouter:
     """The routes, over `store` (default: a volume_store(max_volumes, ttl_s)), which other routers that
-    open volumes (a PACS's series) may share."""
+    open volumes (a PACS's series) may share; `max_pixels` bounds each slice, `max_prompts` the clicks
+    of a request."""
     router = APIRouter(prefix="/v1/volumes", tags=["volumes"])
     store = volume_store(max_volumes, ttl_s) if store is None else store
 
@@ -98,7 +99,7 @@ def volume_router(
             if budget < 0:
                 raise BadRequest(413, f"the files together are over the {max_upload_bytes} byte upload limit")
             uploads.append((upload.filename or "upload", data))
-        session = open_volume(engine, uploads, window or "auto", name)
+        session = open_volume(engine, uploads, window or "auto", name, max_pixels)
         return describe(store.add(session), session)
 
     @router.get("/{volume_id}", response_model=VolumeOut)
@@ -118,20 +119,13 @@ def volume_router(
 
     @router.post("/{volume_id}/segment", response_model=VolumeSegmentOut)
     def segment(volume_id: str, prompt: VolumePrompt) -> dict[str, Any]:
-        """A 3D box -> masks of the slices in its z range; clicks on slice z -> that slice's mask."""
+        """One object's 3D box and clicks -> its masks: the box's slices and every slice with a mask
+        (the interactive 3D rule of `kdsam predict`, kdsam.infer.interactive3d)."""
         session = get(volume_id)
         depth, h, w = session.stack.shape[:3]
+        points, labels = parse_points(prompt.points, prompt.point_labels, (depth, h, w), limit=max_prompts)
         start = time.perf_counter()
-        if prompt.points:
-            if prompt.z is None:
-                raise BadRequest(400, "z: clicks need the slice they are on")
-            points, labels = parse_points(prompt.points, prompt.point_labels, (h, w))
-            box = parse_boxes([prompt.box] if prompt.box else [], (h, w), "box")
-            masks = refine_with_clicks(engine, session, prompt.z, points, labels, box[0] if len(box) else None)
-        elif prompt.box3d is not None:
-            masks = segment_box(session, prompt.box3d)
-        else:
-            raise BadRequest(400, "give box3d, or points on slice z")
+        masks = segment_object(session, prompt.box3d, points, labels)
         ms = (time.perf_counter() - start) * 1000
         slices = [{"z": z, "png": mask_png(np.asarray(m))} for z, m in sorted(masks.items())]
         return {"width": w, "height": h, "depth": depth, "slices": slices, "decode_ms": round(ms, 1)}

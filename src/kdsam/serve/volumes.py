@@ -24,11 +24,14 @@ import numpy as np
 from kdsam.data import intensity, medical
 from kdsam.data.imageio import BadFileError
 from kdsam.errors import KdsamError
-from kdsam.infer.volume import SliceEmbeddings, SliceModel, check_box3d, segment_box3d, slice_model
-from kdsam.serve.engine import Embedding, Engine
-from kdsam.serve.inputs import BadRequest
+from kdsam.infer.cvpr25 import Box3D, ClassPrompts
+from kdsam.infer.interactive3d import segment_class
+from kdsam.infer.volume import Decoded, FramePrompt, SliceEmbeddings, SliceModel, check_box3d, slice_model
+from kdsam.serve.engine import Engine
+from kdsam.serve.inputs import MAX_PIXELS, BadRequest
 
 MAX_VOXELS = 1 << 28  # 256 M: a 512x512x1000 CT; the uint8 stack and the float volume both stay in memory
+# (each slice is bounded by the server's --max-pixels, as a photo is)
 _EMBEDDING: weakref.WeakSet[Any] = weakref.WeakSet()  # sessions whose slices are being embedded
 
 
@@ -47,6 +50,10 @@ class LockedSlices:
     def decode_box(self, embedding: Any, frame_box: np.ndarray, input_size: Any, original_size: Any) -> np.ndarray:
         with self.lock:
             return self.inner.decode_box(embedding, frame_box, input_size, original_size)
+
+    def decode_prompts(self, embedding: Any, prompt: FramePrompt, input_size: Any, original_size: Any) -> Decoded:
+        with self.lock:
+            return self.inner.decode_prompts(embedding, prompt, input_size, original_size)
 
 
 @dataclass(eq=False)  # identity: kept in a weak set
@@ -117,7 +124,19 @@ def _npz_volume(path: Path) -> tuple[medical.Volume, np.ndarray]:
     return medical.Volume(path, np.ascontiguousarray(stack.transpose(2, 1, 0)), affine), stack
 
 
-def read_upload(folder: Path, paths: Sequence[Path], window: str) -> tuple[medical.Volume, np.ndarray, dict[str, Any]]:
+def check_size(name: str, shape: tuple[int, ...], max_pixels: int) -> None:
+    """A (D, H, W) volume's slices within `max_pixels` each (the bound a photo has) and the whole
+    within MAX_VOXELS, else a one-line 413."""
+    depth, h, w = shape[:3]
+    if h * w > max_pixels:
+        raise BadRequest(413, f"{name}: slices of {w}x{h} pixels are over the {max_pixels} pixel limit (--max-pixels)")
+    if depth * h * w > MAX_VOXELS:
+        raise BadRequest(413, f"{name}: a volume of {w}x{h}x{depth} voxels is over the {MAX_VOXELS} voxel limit")
+
+
+def read_upload(
+    folder: Path, paths: Sequence[Path], window: str, max_pixels: int = MAX_PIXELS
+) -> tuple[medical.Volume, np.ndarray, dict[str, Any]]:
     """Saved uploads -> (volume, (D, H, W) uint8 slices, intensity record): one NIfTI, one 3D npz,
     or the DICOM files of one series."""
     try:
@@ -126,6 +145,7 @@ def read_upload(folder: Path, paths: Sequence[Path], window: str) -> tuple[medic
         raise BadRequest(400, str(err).splitlines()[0]) from err
     if len(paths) == 1 and paths[0].name.lower().endswith(".npz"):
         volume, stack = _npz_volume(paths[0])
+        check_size(folder.name, stack.shape, max_pixels)
         return volume, stack, {"method": "none", "source": "npz slices are 0..255 already"}
     if len(paths) == 1 and medical.is_nifti(paths[0]):
         volume = medical.read_nifti(paths[0])
@@ -134,8 +154,8 @@ def read_upload(folder: Path, paths: Sequence[Path], window: str) -> tuple[medic
     else:
         odd = next(p.name for p in paths if not medical.is_dicom(p))
         raise BadRequest(400, f"{odd}: open one NIfTI (.nii, .nii.gz), one 3D npz, or the DICOM files of one series")
-    if volume.array.size > MAX_VOXELS:
-        raise BadRequest(413, f"a volume of {volume.array.shape} voxels is over the {MAX_VOXELS} voxel limit")
+    width, height, depth = volume.array.shape[:3]  # (x, y, z): the slices come out as (D, H, W)
+    check_size(folder.name, (depth, height, width), max_pixels)
     bad = ~np.isfinite(volume.array)
     if bad.any():  # NaN voxels take the lowest value (air, background): one NaN must not blank a window
         volume.array = np.where(bad, np.min(volume.array[~bad], initial=0.0), volume.array)
@@ -143,8 +163,11 @@ def read_upload(folder: Path, paths: Sequence[Path], window: str) -> tuple[medic
     return volume, stack, record
 
 
-def open_volume(engine: Engine, files: Sequence[tuple[str, bytes]], window: str, name: str | None) -> VolumeSession:
-    """Uploaded (filename, bytes) pairs -> a session, its slices being embedded in the background."""
+def open_volume(
+    engine: Engine, files: Sequence[tuple[str, bytes]], window: str, name: str | None, max_pixels: int = MAX_PIXELS
+) -> VolumeSession:
+    """Uploaded (filename, bytes) pairs -> a session, its slices being embedded in the background;
+    slices over `max_pixels` are refused (413)."""
     if not files:
         raise BadRequest(400, "no files: send the volume as multipart field 'files' (several for a DICOM series)")
     with tempfile.TemporaryDirectory(prefix="kdsam-volume-") as tmp:
@@ -161,7 +184,7 @@ def open_volume(engine: Engine, files: Sequence[tuple[str, bytes]], window: str,
             path.write_bytes(data)
             paths.append(path)
         try:
-            volume, stack, record = read_upload(folder, paths, window)
+            volume, stack, record = read_upload(folder, paths, window, max_pixels)
         except KdsamError as err:  # the reader's one line, naming our temporary file after the upload
             raise BadRequest(400, str(err).replace(str(folder.parent) + "/", "").splitlines()[0]) from err
     session = VolumeSession(
@@ -188,33 +211,32 @@ def _stop_embedding() -> None:
             session.worker.join(timeout=10)
 
 
-def segment_box(session: VolumeSession, box3d: Sequence[float]) -> dict[int, np.ndarray]:
-    """(x0, y0, z0, x1, y1, z1), inclusive voxel indices -> {z: HxW bool} for z0..z1, the 3D protocol."""
-    try:
-        box = check_box3d(box3d, session.stack.shape[:3], "box3d")
-    except ValueError as err:
-        raise BadRequest(400, str(err)) from err
-    masks = segment_box3d(session.embeddings.model, session.embeddings, box)
-    return {z: masks[z] for z in range(box[2], box[5] + 1)}
-
-
-def refine_with_clicks(
-    engine: Engine,
-    session: VolumeSession,
-    z: int,
-    points: np.ndarray,
-    labels: np.ndarray,
-    box: np.ndarray | None,
+def segment_object(
+    session: VolumeSession, box3d: Sequence[float] | None, points: np.ndarray, labels: np.ndarray
 ) -> dict[int, np.ndarray]:
-    """Clicks on slice z (with the object's box, if it has one) -> {z: mask}. The seam for the
-    volume click refinement of the CVPR 2025 protocol: today the clicked slice alone is decoded, by
-    the same 2D click path as an image session; that code will return more slices from here."""
+    """One object's prompts -> {z: HxW bool}: its 3D box (x0, y0, z0, x1, y1, z1, inclusive voxel
+    indices) by the 3D protocol from its middle slice, then its clicks (Nx3 [x, y, z] in the order
+    they came; labels 1 object, 0 background) correcting their slices and spreading outwards while
+    the neighbours change: `interactive3d.segment_class`, as `kdsam predict` answers a CVPR25 case
+    without a previous answer. Answered: the box's slices and every slice with a mask."""
     depth, h, w = session.stack.shape[:3]
-    if not 0 <= z < depth:
-        raise BadRequest(400, f"z: slice {z} is not inside 0..{depth - 1}")
-    embedding = Embedding(session.embeddings.get(z), (h, w), session.embeddings.input_size)
-    prediction = engine.predict_points(embedding, points, labels, box, None)
-    return {z: prediction.masks[0]}
+    box = None
+    if box3d is not None:
+        try:
+            x0, y0, z0, x1, y1, z1 = check_box3d(box3d, (depth, h, w), "box3d")
+        except ValueError as err:
+            raise BadRequest(400, str(err)) from err
+        box = Box3D(z0, z1, int((z1 - z0) / 2 + z0), (x0, y0, x1, y1))
+    elif not len(points):
+        raise BadRequest(400, "give box3d, or points [[x, y, z], ...], or both")
+    clicks = [
+        ((int(z), min(round(float(y)), h - 1), min(round(float(x)), w - 1)), bool(label))
+        for (x, y, z), label in zip(points, labels, strict=True)
+    ]
+    mask = segment_class(session.embeddings, ClassPrompts(box, clicks, len(clicks)), 1)
+    shown = set(range(box.z_min, box.z_max + 1)) if box else set()
+    shown.update(int(z) for z in np.nonzero(mask.reshape(depth, -1).any(axis=1))[0])
+    return {z: mask[z] for z in sorted(shown)}
 
 
 def nifti_bytes(session: VolumeSession, gzipped_labels: bytes) -> bytes:

@@ -211,30 +211,30 @@ function describeCanvas() {
 
 // ---- prompts -> masks ---------------------------------------------------------------------------
 
-// The requests that make one object's masks: [{key, path, body}], applied in order (later slices win).
+// The requests that make one object's masks: [{path, body}], applied in order (later slices win).
 function requestsFor(object) {
   const doc = state.doc;
   const clicks = object.clicks;
+  if (!object.box && !clicks.length) return [];
   if (doc.kind === "image") {
-    if (!object.box && !clicks.length) return [];
     const body = clicks.length
       ? { boxes: object.box ? [object.box] : [], points: clicks.map((c) => [c.x, c.y]), point_labels: clicks.map((c) => c.label) }
       : { boxes: [object.box] };
     return [{ path: `/v1/sessions/${doc.id}/segment`, body }];
   }
-  const out = [];
+  // a volume: one request with the box and every click, oldest first; the server reruns the
+  // interactive 3D rule and answers every slice the object covers (clicks change their neighbours too)
+  const body = {};
   if (object.box) {
     const [x0, y0, x1, y1] = object.box;
-    const box3d = [Math.round(x0), Math.round(y0), object.zRange[0],
+    body.box3d = [Math.round(x0), Math.round(y0), object.zRange[0],
       Math.min(doc.width - 1, Math.round(x1)), Math.min(doc.height - 1, Math.round(y1)), object.zRange[1]];
-    out.push({ path: `/v1/volumes/${doc.id}/segment`, body: { box3d } });
   }
-  const zs = [...new Set(clicks.map((c) => c.z))].sort((a, b) => a - b);
-  for (const z of zs) {
-    const here = clicks.filter((c) => c.z === z);
-    out.push({ path: `/v1/volumes/${doc.id}/segment`, body: { z, box: object.box, points: here.map((c) => [c.x, c.y]), point_labels: here.map((c) => c.label) } });
+  if (clicks.length) {
+    body.points = clicks.map((c) => [c.x, c.y, c.z]);
+    body.point_labels = clicks.map((c) => c.label);
   }
-  return out;
+  return [{ path: `/v1/volumes/${doc.id}/segment`, body }];
 }
 
 function answer(request) {
