@@ -113,7 +113,7 @@ def test_sessions_are_a_bounded_lru(client, image_png) -> None:
         ("image", "[[1, 1, 5]]", 400, "4 finite numbers"),
         ("image", "[[1, 1, 5, 5", 400, "not JSON"),
         ("image", '{"x": 1}', 400, "JSON list"),
-        ("image", "[[50, 50, 10, 10]]", 400, "x0 < x1"),
+        ("image", "[[50, 50, 10, 10]]", 400, "X0 must be less than X1"),
         ("image", "[[0, 0, 5000, 50]]", 400, "outside"),
         ("image", "[]", 400, "at least one"),
         ("image", None, 400, "at least one"),
@@ -134,6 +134,7 @@ def test_session_prompt_errors(client, image_png) -> None:
         ({}, "give boxes, points"),
         ({"points": [[5, 5]], "boxes": BOXES}, "at most one box"),
         ({"points": [[5000, 5]]}, "outside"),
+        ({"points": [[308, 5]]}, "outside the 308x304 image"),  # x == W: past the last pixel, as in kdsam predict
         ({"points": [[5, 5]], "point_labels": [1, 1]}, "one label per point"),
         ({"points": "nope"}, "points"),
     ]:

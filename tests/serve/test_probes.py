@@ -174,7 +174,7 @@ HTTP_PROBES = [
     Probe("NIfTI header 100x100x1x1000: the 4th counts", nifti_header((100, 100, 1, 1000)), 413, "pixel limit"),
     Probe("DICOM claiming 1000 frames", upload("/v1/sessions", "ct.dcm", dicom_frames(1000)), 413, "pixel limit"),
     # keep: 4xx on every prompt error
-    Probe("inverted box", upload(boxes="[[50, 50, 10, 10]]"), 400, "x0 < x1"),
+    Probe("inverted box", upload(boxes="[[50, 50, 10, 10]]"), 400, "X0 must be less than X1"),
     Probe("box outside the image", upload(boxes="[[0, 0, 5000, 50]]"), 400, "outside"),
     Probe("NaN box (JSON NaN)", upload(boxes="[[NaN, 1, 5, 5]]"), 400, "finite"),
     Probe("box of strings", upload(boxes='[["1", "1", "5", "5"]]'), 400, "finite"),

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from kdsam.errors import KdsamError
+from kdsam.predictor import Predictor
 
 
 class PromptError(KdsamError):
@@ -55,22 +56,29 @@ def check_boxes(boxes: Any, shape: tuple[int, int], names: Sequence[str] | None 
     return boxes
 
 
-def check_points(
-    points: Any, labels: Any, shape: tuple[int, int], names: Sequence[str] | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """(Nx2 float32 clicks, N int64 labels), each click on a pixel of the HxW image and each label 1
-    or 0, else one line naming the click."""
+def points_inside(points: Any, shape: tuple[int, int], names: Sequence[str] | None = None) -> np.ndarray:
+    """Nx2 float32 clicks, each on a pixel of the HxW image (NaN is not), else one line naming the click."""
     points = np.asarray(points, np.float32).reshape(-1, 2)
-    labels = np.asarray(labels).reshape(-1)
-    if len(labels) != len(points):
-        raise PromptError(f"{len(points)} clicks and {len(labels)} labels: give one label per click")
     h, w = shape
     for i, (x, y) in enumerate(points):
         if not (0 <= x < w and 0 <= y < h):
             raise PromptError(
                 f"{_named(names, i, 'click', points[i])} lies outside the {w}x{h} image (0 <= X < {w}, 0 <= Y < {h})"
             )
-        if labels[i] not in (0, 1):
+    return points
+
+
+def check_points(
+    points: Any, labels: Any, shape: tuple[int, int], names: Sequence[str] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(Nx2 float32 clicks, N int64 labels), each click on a pixel of the HxW image (`points_inside`)
+    and each label 1 or 0, else one line naming the click."""
+    points = points_inside(points, shape, names)
+    labels = np.asarray(labels).reshape(-1)
+    if len(labels) != len(points):
+        raise PromptError(f"{len(points)} clicks and {len(labels)} labels: give one label per click")
+    for i, label in enumerate(labels):
+        if label not in (0, 1):
             raise PromptError(f"{_named(names, i, 'click', points[i])}: its label is 1 (object) or 0 (background)")
     return points, labels.astype(np.int64)
 
@@ -88,13 +96,13 @@ def is_ambiguous(n_points: int, has_box: bool, has_mask: bool) -> bool:
 
 
 def decode_object(
-    predictor: Any,
+    predictor: Predictor,
     points: np.ndarray,
     labels: np.ndarray,
     box: np.ndarray | None = None,
     mask_input: np.ndarray | None = None,
 ) -> tuple[np.ndarray, float, np.ndarray]:
-    """One object on the image set in a `SamPredictor`-like `predictor` -> (HxW bool mask, the
+    """One object on the image set in `predictor` -> (HxW bool mask, the
     decoder's IoU estimate, its 256x256 low-res logits, the mask prompt of a next step). Prompts
     are checked already (`check_boxes`, `check_points`)."""
     clicks = len(points) > 0

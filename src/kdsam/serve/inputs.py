@@ -7,6 +7,8 @@ import json
 import math
 import re
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,7 @@ from PIL import Image
 
 from kdsam.data.imageio import read_image
 from kdsam.errors import KdsamError
+from kdsam.infer.prompts import PromptError, check_boxes, points_inside
 
 MAX_UPLOAD_BYTES = 64 * 2**20
 MAX_PIXELS = 50_000_000  # ISIC's largest images are ~30 MP; more is a mistake or an attack
@@ -146,20 +149,21 @@ def _numbers(item: Any, n: int, field: str) -> list[float]:
     return [float(v) for v in item]
 
 
+@contextmanager
+def _prompt_rule(field: str) -> Iterator[None]:
+    """The bounds every entry point checks prompts by (kdsam.infer.prompts), refused as this field's 400."""
+    try:
+        yield
+    except PromptError as err:
+        raise BadRequest(400, f"{field}: {err}") from err
+
+
 def parse_boxes(value: Any, shape: tuple[int, int], field: str = "boxes", limit: int = MAX_PROMPTS) -> np.ndarray:
     """A JSON list of at most `limit` [x0, y0, x1, y1] in image pixels -> Nx4 float32, each inside
     the WxH image."""
     items = _listed(value, field, "[x0, y0, x1, y1] boxes", limit)
-    h, w = shape
-    boxes = []
-    for item in items:
-        x0, y0, x1, y1 = _numbers(item, 4, field)
-        if not (x0 < x1 and y0 < y1):
-            raise BadRequest(400, f"{field}: box {item} needs x0 < x1 and y0 < y1")
-        if x0 < 0 or y0 < 0 or x1 > w or y1 > h:
-            raise BadRequest(400, f"{field}: box {item} reaches outside the {w}x{h} image (x in 0..{w}, y in 0..{h})")
-        boxes.append([x0, y0, x1, y1])
-    return np.asarray(boxes, np.float32).reshape(-1, 4)
+    with _prompt_rule(field):
+        return check_boxes([_numbers(item, 4, field) for item in items], shape)
 
 
 def parse_points(
@@ -171,8 +175,8 @@ def parse_points(
     items = _listed(points, "points", "[x, y] clicks" if n == 2 else "[x, y, z] clicks", limit)
     h, w = shape[-2:]
     coords = np.asarray([_numbers(p, n, "points") for p in items], np.float32).reshape(-1, n)
-    if len(coords) and ((coords[:, :2] < 0).any() or (coords[:, 0] > w).any() or (coords[:, 1] > h).any()):
-        raise BadRequest(400, f"points: a click lies outside the {w}x{h} image")
+    with _prompt_rule("points"):
+        points_inside(coords[:, :2], (h, w))
     if n == 3 and len(coords) and not np.isin(coords[:, 2], np.arange(shape[0])).all():
         raise BadRequest(400, f"points: a click's z is not a slice index 0..{shape[0] - 1} (clicks are [x, y, z])")
     marks = _load(labels, "point_labels") if labels is not None else [1] * len(coords)
