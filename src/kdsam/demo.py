@@ -22,9 +22,9 @@ from kdsam.data.synthetic import write_synthetic
 from kdsam.distill.prompting import DEFAULT_MIX, parse_mix
 from kdsam.distill.run import RunDir
 from kdsam.distill.runtime import Runtime
+from kdsam.distill.stage import default_fit
 from kdsam.distill.stage1 import distill
 from kdsam.distill.stage2 import finetune
-from kdsam.distill.trainer import FitConfig
 from kdsam.errors import KdsamError
 from kdsam.eval.evaluate import evaluate, run_evaluation
 from kdsam.models.loading import load_saved_student
@@ -179,12 +179,12 @@ def run_demo(out: str | Path, cfg: DemoConfig | None = None) -> dict[str, Any]:
         resume = run_dir.checkpoint("distill").is_file()
         distill(
             teacher, train, val, run, backbone=cfg.backbone, input_size=cfg.input_size, cache_dir=out / "cache",
-            cfg=FitConfig(epochs=cfg.distill_epochs, lr=1e-3, **common), resume=resume, splits=splits,
+            cfg=default_fit("distill", epochs=cfg.distill_epochs, **common), resume=resume, splits=splits,
             runtime=runtime,
         )  # fmt: skip
     if not run_dir.is_done("finetune"):
         resume = run_dir.checkpoint("finetune").is_file()
-        ft_cfg = FitConfig(epochs=cfg.finetune_epochs, lr=1e-4, **common)
+        ft_cfg = default_fit("finetune", epochs=cfg.finetune_epochs, **common)
         mix = parse_mix(cfg.prompt_mix)
         finetune(run, train, val, cfg=ft_cfg, resume=resume, splits=splits, cache_dir=out / "cache", prompt_mix=mix,
                  runtime=runtime)  # fmt: skip

@@ -24,9 +24,9 @@ from kdsam.demo import machine
 from kdsam.distill.prompting import DEFAULT_MIX, parse_mix
 from kdsam.distill.run import RunDir
 from kdsam.distill.runtime import Runtime
+from kdsam.distill.stage import default_fit
 from kdsam.distill.stage1 import BACKGROUND_SLICES, distill
 from kdsam.distill.stage2 import finetune
-from kdsam.distill.trainer import FitConfig
 from kdsam.errors import KdsamError
 from kdsam.eval.volume_sets import evaluate_volume_set, label_box3d, side_by_side, table_rows, write_result
 from kdsam.infer.volume import segment_stack
@@ -90,12 +90,12 @@ def run_volume_demo(out: str | Path, cfg: VolumeDemoConfig | None = None) -> dic
     if not run_dir.is_done("distill"):
         distill(
             teacher, train, val, run, backbone=cfg.backbone, input_size=cfg.input_size, cache_dir=out / "cache",
-            cfg=FitConfig(epochs=cfg.distill_epochs, lr=1e-3, **common), resume=run_dir.checkpoint("distill").is_file(),
-            splits=splits, runtime=runtime, background=cfg.background,
+            cfg=default_fit("distill", epochs=cfg.distill_epochs, **common),
+            resume=run_dir.checkpoint("distill").is_file(), splits=splits, runtime=runtime, background=cfg.background,
         )  # fmt: skip
     if not run_dir.is_done("finetune"):
         finetune(
-            run, train, val, cfg=FitConfig(epochs=cfg.finetune_epochs, lr=1e-4, **common), splits=splits,
+            run, train, val, cfg=default_fit("finetune", epochs=cfg.finetune_epochs, **common), splits=splits,
             resume=run_dir.checkpoint("finetune").is_file(), cache_dir=out / "cache", runtime=runtime,
             prompt_mix=parse_mix(cfg.prompt_mix),
         )  # fmt: skip

@@ -16,8 +16,8 @@ from kdsam.commands.train_options import (
     train_val,
 )
 from kdsam.data.registry import is_volume_spec, volume_set
+from kdsam.distill.stage import default_fit
 from kdsam.distill.stage1 import PERCEPTUAL, distill
-from kdsam.distill.trainer import FitConfig
 from kdsam.models.loading import load_model
 
 
@@ -37,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache-dir", help="teacher embedding cache (default $KDSAM_CACHE or ~/.cache/kdsam)")
     parser.add_argument("--cache-batch-size", type=int, default=8, help="images per teacher forward when filling it")
     add_background_argument(parser)
-    add_fit_arguments(parser, FitConfig())
+    add_fit_arguments(parser, default_fit("distill"))
     parser.add_argument(
         "--sync-bn",
         action="store_true",

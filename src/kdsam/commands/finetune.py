@@ -16,8 +16,8 @@ from kdsam.commands.train_options import (
 from kdsam.data.registry import require_labelled
 from kdsam.distill.items import AUGMENTATIONS
 from kdsam.distill.prompting import DEFAULT_MIX, parse_mix
+from kdsam.distill.stage import default_fit
 from kdsam.distill.stage2 import finetune
-from kdsam.distill.trainer import FitConfig
 
 
 class RenamedOption(argparse.Action):
@@ -60,7 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-clicks", type=int, default=2, help="simulated corrective clicks after the first prompt: 0..N (default 2)"
     )
     parser.add_argument("--cache-dir", help="frozen-encoder embedding cache (default $KDSAM_CACHE or ~/.cache/kdsam)")
-    add_fit_arguments(parser, FitConfig(epochs=10, lr=1e-4))
+    add_fit_arguments(parser, default_fit("finetune"))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -3,21 +3,20 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
 from kdsam.data.dataset import Dataset
 from kdsam.distill.cache import EmbeddingCache, open_cache
-from kdsam.distill.items import Index, TrainingSet, index_dataset
+from kdsam.distill.items import Index, TrainingSet
 from kdsam.distill.losses import DecoderPerceptualLoss, embedding_mse
 from kdsam.distill.run import RunDir
 from kdsam.distill.runtime import Runtime
-from kdsam.distill.trainer import Batch, FitConfig, fit, loader, seed_everything, to_device
+from kdsam.distill.stage import Stage, default_fit
+from kdsam.distill.trainer import Batch, FitConfig, loader, to_device
 from kdsam.distill.vgg import VGGPerceptualLoss
 from kdsam.errors import KdsamError
-from kdsam.models.loading import save_model
 from kdsam.models.sam import KDSam
 from kdsam.models.student import build_student
 
@@ -64,25 +63,6 @@ def embedding_distance(student: KDSam, data: TrainingSet, batch: int = 8) -> flo
     return total / max(len(data), 1)
 
 
-def report_skipped(stage: str, split: str, index: Index) -> None:
-    """Unreadable images and empty masks are skipped by name, never silently."""
-    if index.skipped:
-        names = "; ".join(f"{s['name']} ({s['reason']})" for s in index.skipped[:20])
-        more = f"; and {len(index.skipped) - 20} more (see config.json)" if len(index.skipped) > 20 else ""
-        log.warning("%s: skipped %d %s image(s): %s%s", stage, len(index.skipped), split, names, more)
-
-
-def runtime_config(rt: Runtime, cfg: FitConfig) -> dict:
-    return {
-        "device": str(rt.device),
-        "precision": str(rt.amp_dtype or torch.float32).replace("torch.", ""),
-        "world_size": rt.world_size,
-        "batch_size_per_rank": cfg.batch_size,
-        "accumulate": cfg.accumulate,
-        "global_batch_size": cfg.global_batch(rt.world_size),
-    }
-
-
 def distill(
     teacher: KDSam,
     train: Dataset,
@@ -106,23 +86,49 @@ def distill(
     background: float = BACKGROUND_SLICES,
     intensity: dict | None = None,
 ) -> KDSam:
-    """Distil `teacher`'s image encoder into a new student; writes RUN/model.pt and returns the student.
+    """Distil `teacher`'s image encoder into a new student (stage 1); writes RUN/model.pt.
 
     Teacher embeddings (and, for the decoder perceptual loss, the teacher's mask logits per box)
     missing from the cache are computed first, each rank taking its share; training then streams
     images and cached targets from disk.
 
-    perceptual_items: how many images of each batch also get the perceptual term. SAM's mask decoder
-    costs about as much as the student's encoder on a CPU, so a subsample keeps its signal at a
-    fraction of the price (None: every image).
+    Arguments:
+      teacher (KDSam): the SAM-family model whose Bx256x64x64 embeddings the student learns.
+      train, val (Dataset): training and validation samples (HxWx3 images, HxW masks); model
+        selection is on `val`, which must hold a usable image.
+      run_dir (str or Path): the run folder (config.json, checkpoints, log.txt, model.pt).
+      backbone (str): the student's CNN (`kdsam.models.student`); input_size (int): its square
+        input side S, so its encoder maps Bx3xSxS to Bx256x64x64.
+      backbone_weights (str or None): a local file of ImageNet weights for the backbone.
+      perceptual (str): the second loss term, "decoder" (the teacher's mask decoder on both
+        embeddings), "vgg16" or "none"; perceptual_weight (float): its weight.
+      perceptual_items (int or None): how many images of each batch also get the perceptual term.
+        SAM's mask decoder costs about as much as the student's encoder on a CPU, so a subsample
+        keeps its signal at a fraction of the price (None: every image).
+      vgg_weights (str or None): a local VGG16 file for perceptual="vgg16".
+      cache_dir (str, Path or None): the embedding cache (None: $KDSAM_CACHE or ~/.cache/kdsam).
+      cfg (FitConfig or None): epochs, lr, batch size, seed... (None: `default_fit("distill")`).
+      resume (bool): continue the run's interrupted stage from its checkpoint.
+      splits (dict or None): the seeded split to record in RUN/split.json.
+      extra_config (dict or None): more entries for config.json.
+      runtime (Runtime or None): device, precision and process group (None: one CPU process).
+      cache_batch_size (int): images per teacher forward while filling the cache.
+      background (float): of a volume dataset's slices without foreground, the seeded fraction also
+        trained on (embedding term only: no object to prompt the decoder term with).
+      intensity (dict or None): how a volume dataset's voxels became the training slices (window,
+        channel, modality); kept in the student's spec, so `kdsam predict --window auto` maps a
+        volume the same way.
 
-    background: of a volume dataset's slices without foreground, the seeded fraction also trained on
-    (embedding term only: no object to prompt the decoder term with).
+    Returns:
+      (KDSam): the student with the best validation weights, also saved to RUN/model.pt and
+        RUN/model-distill.pt.
 
-    intensity: how a volume dataset's voxels became the training slices (window, channel, modality);
-    kept in the student's spec, so `kdsam predict --window auto` maps a volume the same way.
+    Raises:
+      KdsamError: an unknown perceptual loss, a finished or locked run folder, a resume whose
+        options differ from the run's, a validation split with no usable image, or a non-finite
+        loss (each one line).
     """
-    cfg = cfg or FitConfig()
+    cfg = cfg or default_fit("distill")
     rt = runtime or Runtime(torch.device("cpu"))
     if perceptual not in PERCEPTUAL:
         raise KdsamError(f"unknown perceptual loss {perceptual!r}; choose one of {', '.join(PERCEPTUAL)}")
@@ -135,15 +141,8 @@ def distill(
         "perceptual_weight": perceptual_weight,
         "perceptual_items": perceptual_items,
         "background_slices": background,
-        "data": train.spec,  # a resumed run trains on the data, and the seeded split, it started with
-        "seed": cfg.seed,
     }
-    if resume:
-        run.check_resume("distill", options)
-    run.start("distill", resume, writer=rt.is_main)
-    if splits is not None and rt.is_main:
-        run.write_split("distill", train.spec, splits)
-    seed_everything(cfg.seed)
+    stage = Stage.begin("distill", run, train, val, options, cfg=cfg, rt=rt, resume=resume, splits=splits)
     student = build_student(teacher, backbone, input_size, backbone_weights, teacher_name=teacher.name)
     if intensity is not None:
         student.spec["intensity"] = intensity
@@ -152,38 +151,23 @@ def distill(
     teacher.to(rt.device)
     cache = open_cache(teacher, cache_dir, rt)
     logits = perceptual == "decoder"
-    drawn = {"background": background, "seed": cfg.seed}
-    train_index = index_dataset(train, rt, cache, logits=logits, batch_size=cache_batch_size, **drawn)
-    val_index = index_dataset(val, rt, cache, batch_size=cache_batch_size, **drawn)
-    if not val_index.entries:
-        raise KdsamError(
-            f"{val.spec}: the validation split has no usable image; model selection needs one (see --split-file)"
-        )
-    report_skipped("distill", "training", train_index)
-    report_skipped("distill", "validation", val_index)
+    train_index, val_index = stage.index(
+        cache, cache, logits=logits, batch_size=cache_batch_size, background=background, seed=cfg.seed
+    )
     loss_p = make_perceptual(perceptual, teacher, cache, train_index, vgg_weights)
     student.to(rt.device)
-    if rt.device.type == "cuda":
-        student.image_encoder.to(memory_format=torch.channels_last)
     common = {"seed": cfg.seed, "teacher": teacher, "teacher_cache": cache.dir}
     train_set = TrainingSet(train, train_index, student, logits=logits, **common)
     val_set = TrainingSet(val, val_index, student, **common)
-    config = {
+    head = {
         "teacher": teacher.spec,
         "student": student.spec,
-        "options": options,
+        "options": stage.options,
         "perceptual": perceptual,
         "perceptual_weight": perceptual_weight,
         "perceptual_items_per_batch": perceptual_items,
-        "train": {"spec": train.spec, "split": train.split, **train_index.summary()},
-        "val": {"spec": val.spec, "split": val.split, **val_index.summary()},
-        "fit": asdict(cfg),
-        **runtime_config(rt, cfg),
-        "cache": str(cache.dir),
-        **(extra_config or {}),
     }
-    if rt.is_main:
-        run.write_config("distill", config)
+    stage.write_config(head, cache.dir, extra_config)
     n_cached = len(train_index.entries) + len(val_index.entries)
     log.info(
         "distill: teacher %s -> %s; perceptual loss: %s (weight %g); backbone init: %s; %d process(es) on %s; "
@@ -209,10 +193,6 @@ def distill(
         total = float(per_item_mse(student, batch).sum())
         return {"val_mse": total, "val_loss": total}
 
-    fit(run, "distill", student, student.image_encoder, train_set, val_set, step, val_step, cfg, rt, resume)
-    if rt.is_main:
-        save_model(student, run.path / "model-distill.pt")
-        save_model(student, run.model)
-        run.finish("distill")
-    rt.barrier()
+    stage.fit_and_save(student, student.image_encoder, train_set, val_set, step, val_step,
+                       keep=(run.path / "model-distill.pt",))  # fmt: skip
     return student

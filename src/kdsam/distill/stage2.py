@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -12,15 +11,15 @@ import torch.nn.functional as F
 
 from kdsam.data.dataset import Dataset
 from kdsam.distill.cache import open_cache
-from kdsam.distill.items import AUGMENTATIONS, TrainingSet, index_dataset
+from kdsam.distill.items import AUGMENTATIONS, TrainingSet
 from kdsam.distill.losses import dice_loss_per_item
 from kdsam.distill.prompting import DEFAULT_MIX, PromptMix, PromptPlan, parse_mix, prompted_logits
 from kdsam.distill.run import RunDir
 from kdsam.distill.runtime import Runtime
-from kdsam.distill.stage1 import report_skipped, runtime_config
-from kdsam.distill.trainer import Batch, FitConfig, fit, seed_everything
+from kdsam.distill.stage import Stage, default_fit
+from kdsam.distill.trainer import Batch, FitConfig
 from kdsam.errors import KdsamError
-from kdsam.models.loading import load_saved_student, save_model
+from kdsam.models.loading import load_saved_student
 from kdsam.models.sam import KDSam
 
 log = logging.getLogger("kdsam")
@@ -48,7 +47,7 @@ def finetune(
 
     `prompt_mix` (default: `kdsam.distill.prompting.DEFAULT_MIX`) trains on boxes, points, box plus
     points and simulated corrective clicks; validation, and so model selection, stays on boxes."""
-    cfg = cfg or FitConfig(epochs=10, lr=1e-4)
+    cfg = cfg or default_fit("finetune")
     rt = runtime or Runtime(torch.device("cpu"))
     unknown = set(augmentations) - set(AUGMENTATIONS)
     if unknown:
@@ -63,55 +62,31 @@ def finetune(
         "train_encoder": train_encoder,
         "augment": sorted(augmentations),
         "prompts": mix.describe(),
-        "data": train.spec,  # a resumed run trains on the data, and the seeded split, it started with
-        "seed": cfg.seed,
     }
-    if resume:
-        run.check_resume("finetune", options)
-    run.start("finetune", resume, writer=rt.is_main)
-    if splits is not None and rt.is_main:
-        run.write_split("finetune", train.spec, splits)
-    seed_everything(cfg.seed)
+    stage = Stage.begin("finetune", run, train, val, options, cfg=cfg, rt=rt, resume=resume, splits=splits)
     student.to(rt.device)
     student.requires_grad_(False)
     student.image_encoder.eval()
     frozen = None if train_encoder else open_cache(student, cache_dir, rt)
-    train_index = index_dataset(train, rt, None if augmentations else frozen)
-    val_index = index_dataset(val, rt, frozen)
-    if not val_index.entries:
-        raise KdsamError(
-            f"{val.spec}: the validation split has no usable image; model selection needs one (see --split-file)"
-        )
-    report_skipped("finetune", "training", train_index)
-    report_skipped("finetune", "validation", val_index)
+    train_index, val_index = stage.index(None if augmentations else frozen, frozen)
     trainable = (
         student.mask_decoder
         if not train_encoder
         else torch.nn.ModuleList([student.mask_decoder, student.image_encoder])
     )
     trainable.requires_grad_(True)
-    if rt.device.type == "cuda":
-        student.image_encoder.to(memory_format=torch.channels_last)
     frozen_dir = frozen.dir if frozen is not None else None
     train_set = TrainingSet(train, train_index, student, seed=cfg.seed, frozen_cache=frozen_dir, jitter=True,
                             augmentations=augmentations, prompt_mix=None if mix.boxes_only else mix)  # fmt: skip
     val_set = TrainingSet(val, val_index, student, seed=cfg.seed, frozen_cache=frozen_dir)
-    if rt.is_main:
-        run.write_config(
-            "finetune",
-            {
-                "loss": "dice" + (f" + {bce_weight} x bce" if bce_weight else ""),
-                "options": options,
-                "train_encoder": train_encoder,
-                "augment": sorted(augmentations),
-                "prompts": {**mix.describe(), "validation": "boxes (model selection on box Dice)"},
-                "train": {"spec": train.spec, "split": train.split, **train_index.summary()},
-                "val": {"spec": val.spec, "split": val.split, **val_index.summary()},
-                "fit": asdict(cfg),
-                **runtime_config(rt, cfg),
-                "cache": str(frozen_dir) if frozen_dir else None,
-            },
-        )
+    head = {
+        "loss": "dice" + (f" + {bce_weight} x bce" if bce_weight else ""),
+        "options": stage.options,
+        "train_encoder": train_encoder,
+        "augment": sorted(augmentations),
+        "prompts": {**mix.describe(), "validation": "boxes (model selection on box Dice)"},
+    }
+    stage.write_config(head, frozen_dir)
 
     def embeddings(batch: Batch) -> torch.Tensor:
         if "emb" in batch:
@@ -149,9 +124,5 @@ def finetune(
         dice = losses(batch)[0]
         return {"val_dice": float((1 - dice).sum()), "val_loss": float(dice.sum())}
 
-    fit(run, "finetune", student, trainable, train_set, val_set, step, val_step, cfg, rt, resume)
-    if rt.is_main:
-        save_model(student, run.model)
-        run.finish("finetune")
-    rt.barrier()
+    stage.fit_and_save(student, trainable, train_set, val_set, step, val_step)
     return student
