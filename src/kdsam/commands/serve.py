@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     pacs = _pacs(args.dicomweb)
     with bind(args.host, args.port) as sock:  # a bad or busy port: one line, before the model loads
         predictor = load_predictor(args.model, args.device, args.runtime)
-        prompts = trained_prompts(args.model, predictor)
+        prompts = trained_prompts(args.model)
         engine = Engine(predictor, args.max_sessions, args.session_minutes * 60, prompts)
         limits = {"max_upload_bytes": int(args.max_upload_mb * 2**20), "max_pixels": args.max_pixels}
         app = create_app(engine, max_prompts=args.max_prompts, dicomweb=pacs, **limits)

@@ -41,11 +41,11 @@ def _run_prompts(run: Path) -> tuple[str, ...] | None:
     return _teacher_prompts(teacher.get("name") if isinstance(teacher, dict) else None)
 
 
-def trained_prompts(model: str, predictor: Any) -> tuple[str, ...] | None:
+def trained_prompts(model: str) -> tuple[str, ...] | None:
     """("box",), ("box", "point"), or None when nothing says (a random-weight student)."""
-    if not hasattr(predictor, "predict"):
-        return BOXES  # an ONNX export: its decoder graph has no point input
     spec = as_spec(model)
+    if spec.kind == "onnx":
+        return BOXES  # an export keeps no record of the prompts its run fine-tuned on
     if spec.kind == "teacher":
         return _teacher_prompts(spec.name)
     if spec.kind == "saved" and spec.path is not None:
