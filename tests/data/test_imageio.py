@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from kdsam.data.imageio import BadFileError, read_image, read_labels, read_mask
+from kdsam.data.imageio import read_image, read_labels, read_mask
+from kdsam.errors import BadFileError
 
 from .conftest import grey, pair, save, truncate
 

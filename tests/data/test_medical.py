@@ -17,8 +17,9 @@ from PIL import Image
 from pydicom.data import get_testdata_file
 
 from kdsam.data.dataset import Dataset, Record
-from kdsam.data.imageio import BadFileError, image_size, read_image, read_image_with_intensity
+from kdsam.data.imageio import image_size, read_image, read_image_with_intensity
 from kdsam.data.medical import read_volume, write_nifti
+from kdsam.errors import BadFileError
 from tests import hostile
 
 CT = Path(get_testdata_file("CT_small.dcm"))

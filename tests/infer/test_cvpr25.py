@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from kdsam.cli import main
-from kdsam.data.imageio import BadFileError
+from kdsam.errors import BadFileError
 from kdsam.infer.cvpr25 import is_cvpr25_file, read_case25
 from kdsam.infer.interactive3d import answer_case25
 from kdsam.models.loading import save_model

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kdsam.data.imageio import BadFileError
+from kdsam.errors import BadFileError
 from kdsam.infer.safe_npz import load_npz
 
 

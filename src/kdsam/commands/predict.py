@@ -21,8 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from kdsam.commands.options import add_device_argument, set_threads
-from kdsam.data.medical import one_line
-from kdsam.errors import KdsamError
+from kdsam.errors import KdsamError, one_line
 
 if TYPE_CHECKING:
     from kdsam.export.onnx_predictor import OnnxPredictor

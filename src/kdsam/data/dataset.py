@@ -9,9 +9,9 @@ from typing import Any
 
 import numpy as np
 
-from kdsam.data.imageio import BadFileError, image_size, read_image, read_labels, read_mask
+from kdsam.data.imageio import image_size, read_image, read_labels, read_mask
 from kdsam.data.sample import Sample
-from kdsam.errors import KdsamError
+from kdsam.errors import BadFileError, KdsamError
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,8 @@ from skimage.measure import EllipseModel
 
 from kdsam.data.dataset import Record, union_of_masks
 from kdsam.data.folder import image_files
-from kdsam.data.imageio import BadFileError
 from kdsam.data.layout import existing, layout_error, require_records
-from kdsam.errors import KdsamError
+from kdsam.errors import BadFileError, KdsamError
 
 TRAINING = "training_set"
 CSV_NAME = "training_set_pixel_size_and_HC.csv"

@@ -7,38 +7,18 @@ brought to 8 bits by kdsam.data.intensity.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from kdsam.errors import KdsamError
+from kdsam.data import intensity, medical
+from kdsam.errors import BadFileError
+from kdsam.utils.atomic import atomic_path
 
 IMAGE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 Image.MAX_IMAGE_PIXELS = 200_000_000  # ISIC images reach ~30 MP; refuse only absurd files
-
-
-class BadFileError(KdsamError):
-    """An unreadable or inconsistent file: reported with its name and skipped, never fatal to a run."""
-
-
-@contextmanager
-def reading(path: Path, what: str) -> Iterator[None]:
-    """A reader's failure on a damaged file, whatever its exception type (numpy, zipfile, zlib,
-    nibabel, pydicom and Pillow raise many), becomes a BadFileError naming the file: one line, and
-    a folder run or a dataset skips it."""
-    try:
-        yield
-    except KdsamError:
-        raise
-    except MemoryError as err:
-        raise BadFileError(f"{path}: too large to read into memory") from err
-    except Exception as err:  # a damaged file, of any kind
-        message = " ".join(str(err).split())
-        raise BadFileError(f"{path}: unreadable or malformed {what} ({type(err).__name__}: {message})") from err
 
 
 def _open(path: Path, max_side: int | None = None) -> Image.Image:
@@ -70,18 +50,6 @@ def _is_wide(img: Image.Image) -> bool:
     return img.mode in ("I", "F") or img.mode.startswith("I;16")
 
 
-def to_uint8(arr: np.ndarray) -> np.ndarray:
-    """16-bit and float data -> uint8 by min-max over the image (scanner ranges vary, so absolute
-    scaling by 65535 would leave most ultrasound/X-ray exports nearly black)."""
-    if arr.dtype == np.uint8:
-        return arr
-    arr = arr.astype(np.float64)
-    lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
-    if hi <= lo:
-        return np.zeros(arr.shape, np.uint8)
-    return np.clip((arr - lo) / (hi - lo) * 255.0 + 0.5, 0, 255).astype(np.uint8)
-
-
 def read_image(path: str | Path, max_side: int | None = None, window: str | tuple[float, float] = "auto") -> np.ndarray:
     """Any greyscale, RGB, RGBA (alpha dropped), palette or 16-bit image, or a DICOM slice -> HxWx3
     uint8 RGB. See `read_image_with_intensity` for `window`.
@@ -97,8 +65,6 @@ def read_image_with_intensity(
 ) -> tuple[np.ndarray, dict[str, object]]:
     """(HxWx3 uint8 RGB, how its intensities were brought to 8 bits). window: see
     kdsam.data.intensity; under "auto" a 16-bit image is min-max scaled and an 8-bit one is kept."""
-    from kdsam.data import intensity, medical
-
     path = Path(path)
     if medical.is_dicom(path) or medical.is_nifti(path):
         volume = medical.read_volume(path)
@@ -127,8 +93,6 @@ def image_size(path: str | Path) -> tuple[int, int]:
     """(height, width) from the header alone; a file Pillow cannot open, or one claiming absurd
     dimensions (a decompression bomb), is a BadFileError naming it."""
     path = Path(path)
-    from kdsam.data import medical
-
     if medical.is_dicom(path) or medical.is_nifti(path):
         shape = medical.read_volume(path).array.shape
         return shape[1], shape[0]
@@ -184,8 +148,6 @@ def read_mask(path: str | Path, threshold: int = 128) -> np.ndarray:
 
 def write_png(path: str | Path, array: np.ndarray) -> None:
     """Atomic PNG write: a crash never leaves a half-written file under the final name."""
-    from kdsam.utils.atomic import atomic_path
-
     arr = array.astype(np.uint8) * 255 if array.dtype == bool else array
     with atomic_path(path) as tmp:
         Image.fromarray(arr).save(tmp, format="PNG")

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from kdsam.data.imageio import BadFileError, reading
+from kdsam.errors import BadFileError, one_line, reading
 
 if TYPE_CHECKING:
     from pydicom import Dataset
@@ -56,11 +56,6 @@ class Volume:
     def slices(self, array: np.ndarray | None = None) -> np.ndarray:
         """(K, J, I): one HxW image per slice, rows along j, columns along i."""
         return np.ascontiguousarray((self.array if array is None else array).transpose(2, 1, 0))
-
-
-def one_line(err: Exception) -> str:
-    """Library messages can span lines; the CLI promises one."""
-    return " ".join(str(err).split())
 
 
 def is_nifti(path: Path) -> bool:

@@ -22,11 +22,11 @@ from segment_anything.modeling import Sam
 from tqdm import tqdm
 
 from kdsam.data.dataset import Dataset, resize_nearest
-from kdsam.data.imageio import BadFileError
 from kdsam.data.prompts import box_around, jitter_boxes, objects, random_boxes
 from kdsam.distill.cache import LOW_RES, EmbeddingCache, _load_checked, boxes_key, image_key
 from kdsam.distill.prompting import PromptMix
 from kdsam.distill.runtime import Runtime
+from kdsam.errors import BadFileError
 from kdsam.models.sam import KDSam
 
 log = logging.getLogger("kdsam")

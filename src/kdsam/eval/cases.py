@@ -16,9 +16,8 @@ from typing import Any
 
 from tqdm import tqdm
 
-from kdsam.data.imageio import BadFileError
 from kdsam.data.medical import is_nifti
-from kdsam.errors import KdsamError
+from kdsam.errors import BadFileError, KdsamError
 from kdsam.eval import challenge, metrics, volumes
 from kdsam.eval.evaluate import METRICS_FILE, check_writable
 from kdsam.infer.efficiency import read_times

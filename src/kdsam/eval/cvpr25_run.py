@@ -17,8 +17,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from kdsam.data.imageio import BadFileError
-from kdsam.errors import KdsamError
+from kdsam.errors import BadFileError, KdsamError
 from kdsam.eval.cvpr25 import CLICKS, VolumeCase, run_case
 from kdsam.eval.evaluate import METRICS_FILE, check_writable
 from kdsam.utils.atomic import write_json, write_text

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from kdsam.data.imageio import BadFileError
 from kdsam.data.medical import is_nifti, read_volume
+from kdsam.errors import BadFileError
 from kdsam.eval import metrics
 
 NSD_TOLERANCE_MM = 2.0

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from kdsam.data.imageio import BadFileError
+from kdsam.errors import BadFileError
 from kdsam.infer.volume import segment_stack
 from kdsam.utils.atomic import atomic_path
 

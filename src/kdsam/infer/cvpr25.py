@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from kdsam.data.imageio import BadFileError
+from kdsam.errors import BadFileError
 from kdsam.infer.safe_npz import load_npz, member_dtypes
 
 BOX_KEYS = ("z_min", "z_max", "z_mid", "z_mid_x_min", "z_mid_y_min", "z_mid_x_max", "z_mid_y_max")

@@ -12,8 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from kdsam.data.medical import one_line
-from kdsam.errors import KdsamError
+from kdsam.errors import KdsamError, one_line
 
 if TYPE_CHECKING:
     from highdicom.seg import Segmentation

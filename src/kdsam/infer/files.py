@@ -16,8 +16,8 @@ import numpy as np
 
 from kdsam.data import medical
 from kdsam.data.folder import IMAGE_SUFFIXES
-from kdsam.data.imageio import BadFileError, read_image_with_intensity, reading, write_png
-from kdsam.errors import KdsamError
+from kdsam.data.imageio import read_image_with_intensity, write_png
+from kdsam.errors import BadFileError, KdsamError, reading
 from kdsam.infer import challenge, dicomseg
 from kdsam.infer.cvpr25 import is_cvpr25_file
 from kdsam.infer.prompts import about, check_boxes, check_points, decode_object, one_box

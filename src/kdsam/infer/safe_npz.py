@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from kdsam.data.imageio import BadFileError
+from kdsam.errors import BadFileError
 
 # numpy's array, dtype and scalar reconstructors (numpy 1.x names, then numpy 2's)
 ALLOWED_GLOBALS = frozenset(

@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 
 from kdsam.data import intensity
-from kdsam.data.imageio import BadFileError, read_image_with_intensity
-from kdsam.data.medical import Volume, is_nifti, one_line, read_volume
-from kdsam.errors import KdsamError
+from kdsam.data.imageio import read_image_with_intensity
+from kdsam.data.medical import Volume, is_nifti, read_volume
+from kdsam.errors import BadFileError, KdsamError, one_line
 
 AFFINE_TOLERANCE_MM = 1e-3  # label and image grids must agree to this (as `evaluate --gts` requires)
 

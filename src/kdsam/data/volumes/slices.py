@@ -16,11 +16,11 @@ import numpy as np
 from tqdm import tqdm
 
 from kdsam.data.dataset import Record, resize_nearest
-from kdsam.data.imageio import BadFileError
 from kdsam.data.sample import Sample
 from kdsam.data.volumes.cases import Case, CaseArrays, read_image_case, read_npz_case, read_volume_case
 from kdsam.data.volumes.layouts import IMAGE_SUFFIXES, CaseList, check_labels
 from kdsam.data.volumes.store import SliceStore, StoredCase
+from kdsam.errors import BadFileError
 from kdsam.utils.cache_dir import default_cache_dir
 
 log = logging.getLogger("kdsam")
