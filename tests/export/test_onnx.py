@@ -13,14 +13,8 @@ import torch
 from kdsam.cli import main
 from kdsam.data.synthetic import synthesize
 from kdsam.errors import KdsamError
-from kdsam.export.onnx import (
-    CONFIG_FILE,
-    DECODER_FILE,
-    ENCODER_FILE,
-    PROMPT_DECODER_FILE,
-    export_onnx,
-    preprocessing_config,
-)
+from kdsam.export.layout import CONFIG_FILE, DECODER_FILE, ENCODER_FILE, INT8_ENCODER_FILE, PROMPT_DECODER_FILE
+from kdsam.export.onnx import export_onnx, preprocessing_config
 from kdsam.export.onnx_predictor import (
     OnnxPredictor,
     is_export,
@@ -28,12 +22,12 @@ from kdsam.export.onnx_predictor import (
     postprocess_masks,
     prepare_image,
 )
-from kdsam.export.quantize import INT8_ENCODER_FILE, calibration_from, synthetic_calibration
+from kdsam.export.quantize import calibration_from, synthetic_calibration
 from kdsam.models.loading import save_model
 from kdsam.models.sam import KDSam
 from kdsam.models.student import build_student
 from kdsam.models.transforms import resize_transform
-from kdsam.predictor import KDSamPredictor
+from kdsam.predictor import KDSamPredictor, Predictor
 
 SIZE = 128
 BOXES = np.array([[90.0, 60.0, 260.0, 230.0], [0.0, 0.0, 120.0, 100.0], [200.0, 150.0, 340.0, 280.0]])
@@ -121,6 +115,34 @@ def test_prompt_decoder_matches_sam_prompt_encoder(predictors, points, labels, b
     theirs = TorchSlices(torch_predictor.model).decode_prompts(torch.from_numpy(embedding), prompt, *sizes)
     np.testing.assert_allclose(ours.logits, theirs.logits, atol=2e-4)
     assert abs(ours.score - theirs.score) < 1e-4 and (ours.mask != theirs.mask).mean() < 1e-3
+
+
+@pytest.mark.parametrize(
+    "points, labels, box, multimask",
+    [
+        ([[40.0, 50.0]], [1], None, True),  # a lone click: SAM's three masks
+        ([[40.0, 50.0], [70.0, 20.0]], [1, 0], [10.0, 12.0, 90.0, 100.0], False),
+        (None, None, [10.0, 12.0, 90.0, 100.0], False),  # a box alone
+    ],
+)
+def test_onnx_predict_is_sam_predict(predictors, points, labels, box, multimask) -> None:
+    """`predict` (SAM's API, in original pixels) answers on an export as on the torch model, so
+    callers hold a `Predictor` and never ask which."""
+    torch_predictor, onnx_predictor = predictors
+    assert isinstance(torch_predictor, Predictor) and isinstance(onnx_predictor, Predictor)
+    prompts = {
+        "point_coords": None if points is None else np.array(points),
+        "point_labels": None if labels is None else np.array(labels),
+        "box": None if box is None else np.array(box),
+        "multimask_output": multimask,
+    }
+    want = torch_predictor.predict(**prompts, return_logits=True)
+    got = onnx_predictor.predict(**prompts, return_logits=True)
+    assert [a.shape for a in got] == [a.shape for a in want]
+    for ours, theirs in zip(got, want, strict=True):
+        np.testing.assert_allclose(ours, theirs, atol=2e-4)
+    again = onnx_predictor.predict(**prompts, mask_input=got[2][:1])  # a next step's mask prompt
+    assert again[0].dtype == bool and again[0].shape == want[0].shape
 
 
 @pytest.mark.parametrize(

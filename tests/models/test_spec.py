@@ -12,7 +12,7 @@ from PIL import Image
 from kdsam.cli import main
 from kdsam.data.synthetic import write_synthetic
 from kdsam.errors import KdsamError
-from kdsam.export.onnx import CONFIG_FILE
+from kdsam.export.layout import CONFIG_FILE
 from kdsam.models.loading import load_model, save_model
 from kdsam.models.sam import KDSam
 from kdsam.models.spec import ONNX_CONFIG_FILE, label_of, parse_model, parse_models

@@ -9,27 +9,21 @@ being baked into them; `OnnxPredictor` reads it and prepares images exactly as `
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import onnx
 import torch
 from torch import nn
 
 from kdsam.errors import KdsamError
+from kdsam.export.layout import CONFIG_FILE, DECODER_FILE, ENCODER_FILE, PROMPT_DECODER_FILE, place_graph
+from kdsam.export.quantize import Calibration, quantize_encoder
 from kdsam.models.sam import KDSam
-from kdsam.utils.atomic import atomic_path, make_folder, write_json
+from kdsam.utils.atomic import make_folder, write_json
 
-if TYPE_CHECKING:
-    from kdsam.export.quantize import Calibration
-
-ENCODER_FILE = "image_encoder.onnx"
-DECODER_FILE = "box_decoder.onnx"
-PROMPT_DECODER_FILE = "prompt_decoder.onnx"
-CONFIG_FILE = "kdsam_onnx.json"
 DEFAULT_OPSET = 17
 # Protobuf caps one file at 2 GiB: larger graphs (SAM ViT-H's encoder) keep their weights in one
 # FILE.data beside FILE. A margin below the cap leaves room for the graph itself.
@@ -121,11 +115,6 @@ def needs_external_data(module: nn.Module) -> bool:
     return sum(p.numel() * p.element_size() for p in module.parameters()) > EXTERNAL_DATA_BYTES
 
 
-def data_file(path: Path) -> Path:
-    """Where a graph's external weights live: FILE.data beside FILE."""
-    return path.with_name(path.name + ".data")
-
-
 def _export_graph(
     module: nn.Module,
     inputs: tuple[torch.Tensor, ...],
@@ -171,25 +160,6 @@ def _export_graph(
     onnx.checker.check_model(str(path), full_check=True)
 
 
-def place_graph(written: Path, path: Path, external_data: bool) -> None:
-    """Move a graph written in a private folder to `path`: one rename, or with external_data a
-    re-save as `path` + `data_file(path)` (however the writer had spread its tensors)."""
-    data_file(path).unlink(missing_ok=True)  # a stale FILE.data from an earlier export must not linger
-    if not external_data:
-        os.replace(written, path)
-        return
-    with atomic_path(path) as final:
-        onnx.save_model(
-            onnx.load(str(written)),
-            str(final),
-            save_as_external_data=True,
-            all_tensors_to_one_file=True,
-            location=data_file(path).name,
-            size_threshold=1024,
-        )
-    shutil.copymode(path, data_file(path))  # onnx writes it private (0600); as readable as the graph
-
-
 def export_onnx(
     model: KDSam,
     out_dir: str | Path,
@@ -205,8 +175,6 @@ def export_onnx(
     external_data: keep the encoder's weights in ENCODER_FILE.data (None: when over 2 GB).
     calibration: also write the INT8 encoder, calibrated on these images (see `quantize_encoder`).
     """
-    from kdsam.export.quantize import quantize_encoder
-
     out = Path(out_dir)
     make_folder(out)
     (out / CONFIG_FILE).unlink(missing_ok=True)  # an interrupted re-export must not look complete

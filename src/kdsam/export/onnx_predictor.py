@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from kdsam.errors import KdsamError
-from kdsam.export.onnx import CONFIG_FILE, DECODER_FILE, ENCODER_FILE
+from kdsam.export.layout import CONFIG_FILE, DECODER_FILE, ENCODER_FILE
 from kdsam.infer.volume import Decoded, FramePrompt, pick_mask
 from kdsam.models.sam import grey_to_rgb
 from kdsam.models.transforms import medsam_upsample, resize_transform
@@ -112,7 +112,9 @@ def postprocess_masks(
 
 
 class OnnxPredictor:
-    """Box-prompt predictor over a `kdsam export` folder; see `KDSamPredictor` for the conventions."""
+    """`KDSamPredictor`'s API (the `kdsam.predictor.Predictor` protocol) over a `kdsam export`
+    folder: boxes through the box decoder graph, clicks, a box and a mask prompt through the
+    prompt decoder graph; see `KDSamPredictor` for the conventions."""
 
     def __init__(
         self,
@@ -193,6 +195,53 @@ class OnnxPredictor:
         masks, scores, low_res = self.decode(self.features, box_t, self.input_size, self.original_size)
         return (masks if return_logits else masks > self.mask_threshold), scores, low_res
 
+    def predict(
+        self,
+        point_coords: np.ndarray | None = None,
+        point_labels: np.ndarray | None = None,
+        box: np.ndarray | None = None,
+        mask_input: np.ndarray | None = None,
+        multimask_output: bool = True,
+        return_logits: bool = False,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """`SamPredictor.predict` through the export's prompt decoder: Nx2 clicks in original pixels
+        with N labels (1 object, 0 background), an optional 4 XYXY box and an optional 1x256x256
+        mask prompt -> masks CxHxW, scores C, low-res logits Cx256x256 (C = 3 with
+        multimask_output else 1)."""
+        if not self.is_image_set:
+            raise RuntimeError("An image must be set with .set_image(...) before mask prediction.")
+        if point_coords is not None and point_labels is None:
+            raise ValueError("point_labels must be supplied if point_coords is supplied.")
+        points = np.zeros((0, 2)) if point_coords is None else np.asarray(point_coords, np.float64).reshape(-1, 2)
+        prompt = FramePrompt(
+            self.transform.apply_coords(points, self.original_size),
+            np.zeros(0) if point_labels is None else np.asarray(point_labels).reshape(-1),
+            None if box is None else self.transform.apply_boxes(np.asarray(box).reshape(1, 4), self.original_size)[0],
+            None if mask_input is None else np.asarray(mask_input, np.float32).reshape(256, 256),
+        )
+        low_res, iou = self.decode_prompt(self.features, prompt)
+        keep = slice(1, 4) if multimask_output else slice(0, 1)
+        img_size, recipe = int(self.config["img_size"]), self.config.get("recipe", "sam")
+        masks = postprocess_masks(low_res[:, keep], img_size, self.input_size, self.original_size, recipe)[0]
+        return (masks if return_logits else masks > self.mask_threshold), iou[0, keep], low_res[0, keep]
+
+    def decode_prompt(self, features: np.ndarray, prompt: FramePrompt) -> tuple[np.ndarray, np.ndarray]:
+        """One object's prompts in the encoder frame -> all four of SAM's low-res masks 1x4x256x256
+        (0: single-mask, 1-3: multimask) and their IoU estimates 1x4, for any embedding."""
+        coords, labels = prompt.sam_points()
+        mask = np.zeros((256, 256), np.float32) if prompt.mask is None else prompt.mask
+        low_res, iou = self.prompt_decoder().run(
+            None,
+            {
+                "image_embeddings": features,
+                "point_coords": coords,
+                "point_labels": labels,
+                "mask_input": np.asarray(mask, np.float32)[None, None],
+                "has_mask_input": np.array([0.0 if prompt.mask is None else 1.0], np.float32),
+            },
+        )
+        return low_res, iou
+
     def decode(
         self, features: np.ndarray, frame_boxes: np.ndarray, input_size: tuple[int, int], original_size: tuple[int, int]
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -253,19 +302,7 @@ class OnnxSlices:
     def decode_prompts(
         self, embedding: np.ndarray, prompt: FramePrompt, input_size: tuple[int, int], original_size: tuple[int, int]
     ) -> Decoded:
-        session = self.predictor.prompt_decoder()
-        coords, labels = prompt.sam_points()
-        mask = np.zeros((1, 1, 256, 256), np.float32) if prompt.mask is None else prompt.mask[None, None]
-        low_res, iou = session.run(
-            None,
-            {
-                "image_embeddings": embedding,
-                "point_coords": coords,
-                "point_labels": labels,
-                "mask_input": np.asarray(mask, np.float32),
-                "has_mask_input": np.array([0.0 if prompt.mask is None else 1.0], np.float32),
-            },
-        )
+        low_res, iou = self.predictor.decode_prompt(embedding, prompt)
         k = pick_mask(iou[0], prompt.ambiguous)
         config = self.predictor.config
         full = postprocess_masks(

@@ -24,12 +24,11 @@ from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, Q
 from onnxruntime.quantization.shape_inference import quant_pre_process
 from tqdm import tqdm
 
-from kdsam.data.imageio import BadFileError, read_image
-from kdsam.errors import KdsamError
-from kdsam.export.onnx import ENCODER_FILE, place_graph
+from kdsam.data.imageio import read_image
+from kdsam.errors import BadFileError, KdsamError
+from kdsam.export.layout import ENCODER_FILE, INT8_ENCODER_FILE, place_graph
 from kdsam.export.onnx_predictor import prepare_image
 
-INT8_ENCODER_FILE = "image_encoder.int8.onnx"
 DEFAULT_CALIBRATION_IMAGES = 8
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 

@@ -24,7 +24,7 @@ from kdsam.errors import KdsamError
 Kind = Literal["teacher", "student", "saved", "onnx"]
 KINDS: tuple[Kind, ...] = ("teacher", "student", "saved", "onnx")
 MODEL_FILE = "model.pt"
-ONNX_CONFIG_FILE = "kdsam_onnx.json"  # kdsam.export.onnx.CONFIG_FILE, without importing onnx to parse
+ONNX_CONFIG_FILE = "kdsam_onnx.json"  # kdsam.export.layout.CONFIG_FILE, without importing onnx to parse
 DEFAULT_STUDENT_SIZE = 512
 DESCRIPTIONS: dict[Kind, str] = {
     "teacher": "NAME[=CHECKPOINT] or teacher:NAME[=CHECKPOINT] (a registered teacher)",
