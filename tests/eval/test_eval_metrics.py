@@ -91,6 +91,15 @@ def test_empty_mask_conventions():
         assert math.isnan(s["hd95"])
 
 
+def test_both_empty_is_one_switch_for_dice_and_nsd():
+    """The CVPR24 protocol's NaN for two empty masks is the same functions with one argument."""
+    empty, m = np.zeros((20, 20), bool), square((20, 20), 5, 5, 6)
+    assert math.isnan(metrics.dice(empty, empty, both_empty=math.nan))
+    assert math.isnan(metrics.nsd(empty, empty, both_empty=math.nan))
+    assert metrics.dice(m, empty, both_empty=math.nan) == 0.0 and metrics.nsd(empty, m, both_empty=math.nan) == 0.0
+    assert metrics.dice(m, m, both_empty=math.nan) == 1.0
+
+
 def test_nanmean_skips_and_counts_undefined():
     assert metrics.nanmean([1.0, math.nan, 3.0, None]) == (2.0, 2)
     assert metrics.nanmean([math.nan]) == (None, 1)

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from kdsam.data.imageio import BadFileError
+from kdsam.errors import BadFileError
 from kdsam.eval import metrics
 from kdsam.infer.challenge import is_3d_name
 
@@ -28,15 +28,13 @@ NSD_MIN_DSC = 0.2
 
 def class_dsc(pred: np.ndarray, truth: np.ndarray) -> float:
     """One label's DSC; NaN when both are empty (the official compute_dice_coefficient)."""
-    total = int(pred.sum()) + int(truth.sum())
-    return math.nan if total == 0 else 2.0 * int((pred & truth).sum()) / total
+    return metrics.dice(pred, truth, both_empty=math.nan)
 
 
 def class_nsd(pred: np.ndarray, truth: np.ndarray, spacing: list[float]) -> float:
-    """One label's NSD at TOLERANCE with `spacing` along the array axes."""
-    if not pred.any() and not truth.any():
-        return math.nan  # 0/0 in the official code
-    return metrics.nsd(pred, truth, TOLERANCE, spacing=spacing, surfels=True)
+    """One label's NSD at TOLERANCE with `spacing` along the array axes; NaN when both are empty
+    (0/0 in the official code)."""
+    return metrics.nsd(pred, truth, TOLERANCE, spacing=spacing, surfels=True, both_empty=math.nan)
 
 
 def case_scores(segs: np.ndarray, gts: np.ndarray, spacing: list[float] | None, three_d: bool) -> dict[str, float]:

@@ -7,7 +7,9 @@ Conventions (the same for every function, so a mean over a test set never depend
 | both masks empty     | 1    | 1   | 0    | 1   |
 | exactly one is empty | 0    | 0   | NaN  | 0   |
 
-HD95 is undefined (not infinite) when one mask is empty: it is NaN, and `nanmean` leaves it out of
+One switch changes the both-empty row: `both_empty=math.nan` on `dice` and `nsd` (the CVPR24
+challenge's convention: such a label then makes a case's mean NaN). HD95 is undefined (not
+infinite) when one mask is empty: it is NaN, and `nanmean` leaves it out of
 means, counting how many it left out, so a report can say so. Distances are in pixels, or in mm
 when a pixel spacing is given. Surface distances come from MONAI, not from code of our own.
 """
@@ -49,11 +51,11 @@ def _check(pred: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return pred, truth
 
 
-def dice(pred: np.ndarray, truth: np.ndarray) -> float:
-    """2|P∩T| / (|P|+|T|); 1 when both are empty."""
+def dice(pred: np.ndarray, truth: np.ndarray, both_empty: float = 1.0) -> float:
+    """2|P∩T| / (|P|+|T|); `both_empty` (1 unless a protocol says otherwise) when both are empty."""
     pred, truth = _check(pred, truth)
     total = int(pred.sum()) + int(truth.sum())
-    return 1.0 if total == 0 else 2.0 * int((pred & truth).sum()) / total
+    return both_empty if total == 0 else 2.0 * int((pred & truth).sum()) / total
 
 
 def iou(pred: np.ndarray, truth: np.ndarray) -> float:
@@ -109,13 +111,15 @@ def nsd(
     tolerance: float = NSD_TOLERANCE_PX,
     spacing: Spacing = None,
     surfels: bool = False,
+    both_empty: float = 1.0,
 ) -> float:
     """Normalised surface Dice (MONAI): the share of both boundaries lying within `tolerance` of the
-    other (pixels, or mm with `spacing`). 1 when both are empty, 0 when exactly one is.
+    other (pixels, or mm with `spacing`). `both_empty` (1 unless a protocol says otherwise) when both
+    are empty, 0 when exactly one is.
     surfels: weigh boundary elements by their area (MONAI's use_subvoxels), as DeepMind's
     surface-distance code does, which the CVPR24 challenge and MedSAM score with."""
     pred, truth = _check(pred, truth)
-    special = _empty_case(pred, truth, both=1.0, one=0.0)
+    special = _empty_case(pred, truth, both=both_empty, one=0.0)
     if special is not None:
         return special
     with _quiet_monai():
