@@ -18,27 +18,24 @@ import math
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from tqdm import tqdm
 
 from kdsam.data.dataset import Dataset
-from kdsam.data.imageio import BadFileError, read_labels, write_png
+from kdsam.data.imageio import read_labels, write_png
 from kdsam.data.prompts import MIN_AREA, boxes_from_mask, jitter_boxes
 from kdsam.data.sample import Sample
-from kdsam.errors import KdsamError
+from kdsam.errors import BadFileError, KdsamError
 from kdsam.eval import metrics
 from kdsam.eval.interactive import PromptProtocol, interactive_scores, parse_prompt
 from kdsam.models.loading import load_predictor
 from kdsam.models.sam import KDSam
 from kdsam.models.spec import is_model_folder
-from kdsam.predictor import KDSamPredictor
+from kdsam.predictor import KDSamPredictor, Predictor
 from kdsam.report.overlays import PRED_COLOR, TRUTH_COLOR, draw_boxes, grid, overlay
 from kdsam.utils.atomic import write_json, write_text
-
-if TYPE_CHECKING:
-    from kdsam.export.onnx_predictor import OnnxPredictor
 
 METRICS_FILE = "metrics.json"
 PER_IMAGE_FILE = "per_image.csv"
@@ -102,7 +99,7 @@ class ModelSegmenter:
 
     def __init__(
         self,
-        predictor: KDSamPredictor | OnnxPredictor,
+        predictor: Predictor,
         label: str,
         protocol: PromptProtocol | None = None,
         min_area: int = MIN_AREA,
@@ -153,7 +150,7 @@ class PredictionFolder:
         return labels == sample.meta["label"] if "label" in sample.meta else labels > 0
 
 
-Source = KDSam | KDSamPredictor | Segmenter | str | Path
+Source = KDSam | Predictor | Segmenter | str | Path
 
 
 def as_segmenter(source: Source, label: str | None = None) -> Segmenter:
@@ -163,7 +160,7 @@ def as_segmenter(source: Source, label: str | None = None) -> Segmenter:
         return source
     if isinstance(source, KDSam):
         return ModelSegmenter(KDSamPredictor(source), label or source.name)
-    if hasattr(source, "predict_boxes"):  # KDSamPredictor or OnnxPredictor
+    if isinstance(source, Predictor):  # KDSamPredictor or OnnxPredictor
         return ModelSegmenter(source, label or getattr(getattr(source, "model", None), "name", "model"))
     path = Path(str(source)).expanduser()
     if path.is_dir() and not is_model_folder(path):
@@ -301,12 +298,36 @@ def evaluate(
     progress: bool = True,
     prompt: str = "box",
 ) -> dict[str, Any]:
-    """Score every readable sample; return the metrics.json dict (see the module docstring).
+    """Score a model, or a folder of saved predictions, on every readable sample of `dataset`.
 
     Models get box prompts from the ground truth (`Prompting`), or with `prompt` points and
     simulated clicks (`kdsam.eval.interactive`), and predict at the original image size. Samples
     with an empty ground truth, unreadable files and missing predictions are listed in "skipped"
-    with the reason. `save_predictions`: also write each predicted mask as NAME.png.
+    with the reason, never silently dropped.
+
+    Arguments:
+      model_or_predictions (KDSam, KDSamPredictor, OnnxPredictor, Segmenter, str or Path): what to
+        score; a string is a MODEL (`kdsam.models.spec`) or else a folder of NAME.png predictions.
+      dataset (Dataset): the samples, each an HxWx3 uint8 image and an HxW ground-truth mask.
+      box_mode (str): how boxes come from a mask (`kdsam.data.prompts.boxes_from_mask`): one box
+        per connected component ("components") or one around every object ("all").
+      min_area (int): components smaller than this many pixels get no box (the largest always does).
+      jitter_seed (int or None): jitter the boxes, seeded per sample name (None: exact boxes).
+      tolerance_px, tolerance_mm (float): the NSD tolerance in pixels, or in mm for samples with
+        a pixel spacing.
+      label (str or None): the model's name in the result (None: from the model or folder).
+      save_predictions (str, Path or None): also write each predicted mask as NAME.png there.
+      settings (dict or None): recorded as the result's "settings".
+      progress (bool): show a progress bar.
+      prompt (str): "box", "point", "clicks:N" or "box+clicks:N" (`kdsam.eval.interactive`).
+
+    Returns:
+      (dict): the metrics.json dict (schema in the module docstring): per-image dice, iou, hd95
+        and nsd, their means, the undefined counts and the skipped samples.
+
+    Raises:
+      KdsamError: a MODEL or predictions folder that cannot be loaded, or a `prompt` that cannot
+        be parsed or needs a model where saved predictions were given.
     """
     segmenter = with_protocol(as_segmenter(model_or_predictions, label), prompt, min_area)
     protocol = parse_prompt(prompt)

@@ -49,9 +49,23 @@ def load_saved_student(path: str | Path) -> KDSam:
 def load_model(
     model: str | ModelSpec, kinds: tuple[Kind, ...] = KINDS, purpose: str = "a MODEL"
 ) -> KDSam | OnnxPredictor:
-    """Any MODEL string (see kdsam.models.spec): a `KDSam` in eval mode, or for an ONNX export
-    folder its `OnnxPredictor` (an export has no torch modules). `kinds` narrows what a caller
-    accepts, e.g. `load_model(arg, ("teacher",), "--teacher")`."""
+    """Build any model a MODEL string names, as segment_anything's `sam_model_registry` does for SAM.
+
+    Arguments:
+      model (str or ModelSpec): a MODEL string (grammar: `kdsam.models.spec`): a teacher
+        (`sam_vit_b=CKPT`, `medsam=CKPT`, ...), a random-weight student (`resnet50@512`), a run
+        folder or model.pt, or an ONNX export folder.
+      kinds (tuple of str): the kinds the caller accepts, from ("teacher", "student", "saved", "onnx").
+      purpose (str): how the caller names the argument in errors, e.g. "--teacher".
+
+    Returns:
+      (KDSam): the model in eval mode; its `image_encoder` maps Bx3xSxS to Bx256x64x64 (S: `img_size`).
+      (OnnxPredictor): for an ONNX export folder, which has no torch modules.
+
+    Raises:
+      KdsamError: the string names no model, a kind outside `kinds`, or a missing or unreadable
+        checkpoint (one line naming the file).
+    """
     spec = require_kind(as_spec(model), kinds, purpose)
     if spec.kind == "teacher":
         return load_teacher(spec.name, spec.checkpoint)
@@ -69,9 +83,23 @@ def load_model(
 def load_predictor(
     model: str | ModelSpec, device: str | None = None, runtime: str | None = None, threads: int | None = None
 ) -> KDSamPredictor | OnnxPredictor:
-    """The predictor of any MODEL: torch models on their fast inference path on `device` (auto, cpu,
-    cuda, cuda:N; auto is CUDA when present); an ONNX export folder under `runtime` onnxruntime (the
-    default) or onnxruntime-int8, with `threads` onnxruntime threads per session (None: its choice)."""
+    """The `SamPredictor`-style predictor of any MODEL, ready for `set_image` and `predict_boxes`.
+
+    Arguments:
+      model (str or ModelSpec): a MODEL string, as for `load_model`.
+      device (str or None): auto (None: the same), cpu, cuda or cuda:N for torch models; auto is
+        CUDA when present. Torch models run on their fast inference path (`kdsam.models.fast`).
+      runtime (str or None): for an ONNX export folder, "onnxruntime" (fp32, the default) or
+        "onnxruntime-int8"; for torch models None or "torch".
+      threads (int or None): onnxruntime threads per session (None: onnxruntime's choice).
+
+    Returns:
+      (KDSamPredictor or OnnxPredictor): both take an HxWx3 uint8 image (greyscale, RGBA and
+        16-bit arrays are converted) and Nx4 XYXY boxes in its pixels.
+
+    Raises:
+      KdsamError: as `load_model`; or a `runtime` the model cannot run under.
+    """
     spec = as_spec(model)
     if spec.kind == "onnx":
         from kdsam.export.onnx_predictor import load_export

@@ -150,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     from kdsam.bench.latency import device_name
     from kdsam.data.synthetic import synthesize
     from kdsam.models.loading import load_predictor
+    from kdsam.models.spec import as_spec
     from kdsam.serve.app import create_app
     from kdsam.serve.engine import Engine
     from kdsam.utils.atomic import write_json
@@ -173,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         result = run_load_test(url, buffer.getvalue(), boxes, args.clients, args.requests, args.deadline_s)
     report = {
         "model": engine.name,
-        "runtime": args.runtime or ("torch" if hasattr(engine.predictor, "predict") else "onnxruntime"),
+        "runtime": args.runtime or ("onnxruntime" if as_spec(args.model).kind == "onnx" else "torch"),
         "cpu": device_name(torch.device("cpu")),
         "cpu_count": os.cpu_count(),
         "load_average_before": [round(v, 2) for v in load_before],
