@@ -426,7 +426,7 @@ def benchmark(
 ) -> dict[str, Any]:
     """Run the benchmark and return its JSON-ready report (see `kdsam bench --help`).
 
-    variants: fast-path recipes from kdsam.models.fast.VARIANTS to time for each student, besides
+    variants: fast-path variants from kdsam.models.fast.VARIANTS to time for each student, besides
     the default path, so what each optimisation buys is measured in the same interleaved run.
     runtimes: RUNTIMES to time every model under (default torch only); ONNX Runtime threads are
     set to torch's, so the runtimes compete on equal terms.

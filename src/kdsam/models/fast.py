@@ -2,7 +2,7 @@
 
 `optimize_for_inference(model, device)` is the one function the predictor, evaluation and the
 benchmark share, so the latency the benchmark reports is the latency users get. Each step is a
-named recipe so `kdsam bench --variants` can measure what it buys on its own.
+named `FastPath` variant so `kdsam bench --variants` can measure what it buys on its own.
 
 The steps are applied in place through the module's own `forward` and hooks, never by wrapping it,
 so `state_dict` keys, `model.img_size` and `SamPredictor` keep working unchanged.
@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class Recipe:
+class FastPath:
     """Which inference optimisations to apply; `half=None` means "fp16 on CUDA, fp32 elsewhere"."""
 
     inference_mode: bool = True
@@ -36,14 +36,14 @@ class Recipe:
 
 
 # Cumulative variants, each adding one step to the previous: what `kdsam bench --variants` measures.
-VARIANTS: dict[str, Recipe] = {
-    "baseline": Recipe(inference_mode=False, channels_last=False, half=False),
-    "inference_mode": Recipe(channels_last=False, half=False),
-    "channels_last": Recipe(half=False),
-    "half": Recipe(half=True),
-    "compile": Recipe(compile=True),
+VARIANTS: dict[str, FastPath] = {
+    "baseline": FastPath(inference_mode=False, channels_last=False, half=False),
+    "inference_mode": FastPath(channels_last=False, half=False),
+    "channels_last": FastPath(half=False),
+    "half": FastPath(half=True),
+    "compile": FastPath(compile=True),
 }
-DEFAULT = Recipe()
+DEFAULT = FastPath()
 HOOKS_ATTR = "_kdsam_fast_hooks"  # the hook handles of the last optimize_for_inference, on the encoder
 
 
@@ -74,30 +74,30 @@ def _undo(encoder: nn.Module) -> None:
     encoder.__dict__.pop("forward", None)  # the inference_mode wrapper; the class's forward shows again
 
 
-def optimize_for_inference(model: nn.Module, device: str | torch.device, recipe: Recipe = DEFAULT) -> nn.Module:
+def optimize_for_inference(model: nn.Module, device: str | torch.device, fast_path: FastPath = DEFAULT) -> nn.Module:
     """Put a KDSam-like model (with `.image_encoder`) in its fastest inference form, in place.
 
-    eval mode and no gradients always; then per recipe: the encoder runs under `torch.inference_mode`
+    eval mode and no gradients always; then per `fast_path`: the encoder runs under `torch.inference_mode`
     (no autograd bookkeeping at all), in channels_last memory format (what oneDNN and cuDNN
     convolutions prefer), in fp16 on CUDA (tensor cores), and optionally `torch.compile`d.
     The encoder accepts and returns fp32 NCHW tensors as before. Returns the model. Calling it
-    again (another device or recipe) replaces the earlier setup instead of adding to it.
+    again (another device or fast path) replaces the earlier setup instead of adding to it.
     """
     device = torch.device(device)
-    dtype = recipe.dtype(device)
+    dtype = fast_path.dtype(device)
     model.eval().requires_grad_(False).to(device)
     encoder = model.image_encoder
     _undo(encoder)
     encoder.to(dtype=dtype)
-    encoder.to(memory_format=torch.channels_last if recipe.channels_last else torch.contiguous_format)
+    encoder.to(memory_format=torch.channels_last if fast_path.channels_last else torch.contiguous_format)
     hooks = (
-        encoder.register_forward_pre_hook(_convert_input(dtype, recipe.channels_last)),
+        encoder.register_forward_pre_hook(_convert_input(dtype, fast_path.channels_last)),
         encoder.register_forward_hook(_float_output),
     )
     setattr(encoder, HOOKS_ATTR, hooks)
-    if recipe.inference_mode:
+    if fast_path.inference_mode:
         encoder.forward = torch.inference_mode()(encoder.forward)
-    if recipe.compile:
+    if fast_path.compile:
         encoder.compile()
-    log.info("inference path for %s on %s: %s, %s", getattr(model, "name", "model"), device, recipe, dtype)
+    log.info("inference path for %s on %s: %s, %s", getattr(model, "name", "model"), device, fast_path, dtype)
     return model
