@@ -70,6 +70,14 @@ def test_list_open_and_store_a_seg(engine, pacs: Orthanc, tmp_path: Path) -> Non
     assert client.get("/v1/pacs/studies/not-a-uid/series").status_code == 400
 
 
+def test_a_series_over_max_pixels_is_a_413(engine, pacs: Orthanc, tmp_path: Path) -> None:
+    sources = ct_series(tmp_path / "ct")
+    pacs.upload(sorted((tmp_path / "ct").iterdir()))
+    client = TestClient(create_app(engine, dicomweb=Target(pacs.dicomweb), max_pixels=ROWS * COLUMNS - 1))
+    answer = client.post(f"/v1/pacs/studies/{sources[0].StudyInstanceUID}/series/{sources[0].SeriesInstanceUID}/open")
+    assert answer.status_code == 413 and "pixel limit (--max-pixels)" in answer.json()["error"], answer.text
+
+
 def test_a_pacs_that_is_down_is_a_502_with_one_line(engine) -> None:
     client = TestClient(create_app(engine, dicomweb=Target(f"http://{HOST}:{free_port()}/dicom-web")))
     answer = client.get("/v1/pacs/studies")

@@ -150,7 +150,13 @@ def create_app(
 
     @app.get("/healthz")
     def healthz() -> dict[str, Any]:
-        return {"status": "ok", "model": engine.name, "sessions": engine.n_sessions, "prompts": list(engine.prompts)}
+        return {
+            "status": "ok",
+            "model": engine.name,
+            "sessions": engine.n_sessions,
+            "prompts": list(engine.prompts),
+            "pacs": dicomweb is not None,  # the page shows its PACS panel (/v1/pacs) only then
+        }
 
     @app.post("/v1/segment", response_model=SegmentOut)
     def segment(
@@ -249,6 +255,6 @@ def create_app(
     if dicomweb is not None:
         from kdsam.serve.pacs_routes import pacs_router
 
-        app.include_router(pacs_router(engine, dicomweb, volumes))
+        app.include_router(pacs_router(engine, dicomweb, volumes, max_pixels))
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
     return app

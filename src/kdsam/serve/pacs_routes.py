@@ -22,7 +22,7 @@ from kdsam.errors import KdsamError
 from kdsam.infer import dicomseg, dicomweb
 from kdsam.infer.dicomweb import PacsError, Target
 from kdsam.serve.engine import Engine
-from kdsam.serve.inputs import BadRequest, decode_image
+from kdsam.serve.inputs import MAX_PIXELS, BadRequest, decode_image
 from kdsam.serve.store import ExpiringStore
 from kdsam.serve.volumes import VolumeSession, open_volume, page_labels
 
@@ -61,9 +61,11 @@ def _value(item: dict, keyword: str) -> str | None:
     return dicomweb.json_value(item, f"{tag_for_keyword(keyword):08X}")
 
 
-def pacs_router(engine: Engine, root: Target, volumes: ExpiringStore[VolumeSession]) -> APIRouter:
+def pacs_router(
+    engine: Engine, root: Target, volumes: ExpiringStore[VolumeSession], max_pixels: int = MAX_PIXELS
+) -> APIRouter:
     """The routes over the DICOMweb service `root`; opened volumes go into `volumes` (shared with
-    /v1/volumes, which shows and prompts them)."""
+    /v1/volumes, which shows and prompts them), held to `max_pixels` as uploads are."""
     router = APIRouter(prefix="/v1/pacs", tags=["pacs"])
 
     def client() -> Any:
@@ -120,11 +122,11 @@ def pacs_router(engine: Engine, root: Target, volumes: ExpiringStore[VolumeSessi
             except KdsamError as err:  # a series with no images: the client chose it
                 raise BadRequest(400, str(err)) from err
             if path.is_file():
-                pixels = decode_image(path.read_bytes(), path.name, window=window)
+                pixels = decode_image(path.read_bytes(), path.name, max_pixels=max_pixels, window=window)
                 h, w = pixels.shape[:2]
                 return {"kind": "image", "session_id": engine.open_session(pixels), "width": w, "height": h}
             files = [(p.name, p.read_bytes()) for p in sorted(path.iterdir())]
-            session = open_volume(engine, files, window, series_uid)
+            session = open_volume(engine, files, window, series_uid, max_pixels)
         depth, h, w = session.stack.shape[:3]
         return {"kind": "volume", "volume_id": volumes.add(session), "width": w, "height": h, "depth": depth}
 

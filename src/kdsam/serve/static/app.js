@@ -4,12 +4,13 @@
 "use strict";
 
 import { Objects, labelSlice, overlayCanvas } from "./objects.js";
+import { setupPacs } from "./pacs.js";
 import { Viewport, displayCopy } from "./view.js";
 
 const $ = (id) => document.getElementById(id);
 const VOLUME_SUFFIXES = [".nii", ".nii.gz", ".npz", ".dcm", ".dicom", ".ima"];
 const state = {
-  doc: null, // {kind: "image"|"volume", id, name, width, height, depth, files, folder, window}
+  doc: null, // {kind: "image"|"volume", id, name, width, height, depth, label, load(window), window}
   z: 0,
   slices: new Map(), // z -> display copy of the slice
   masks: new Map(), // object id -> Map(z -> Uint8Array of width*height, 1 = object)
@@ -81,24 +82,18 @@ function showWindow(record) {
   for (const id of ["window", "level", "width"]) $(id).disabled = fixed;
 }
 
-// Open files as a new document; on failure the open document and its objects stay as they were.
-// keep: a window change of the same files, which keeps the objects and reruns their prompts.
-async function openFiles(files, folder = null, keep = false) {
-  files = Array.from(files);
-  if (!files.length) return;
-  const label = folder || (files.length > 1 ? `${files.length} files` : files[0].name);
+// Open a document: `load(window)` asks the server for it (a volume's or an image session's
+// description, with its `name`). On failure the open document and its objects stay as they were.
+// keep: a window change of the same document, which keeps the objects and reruns their prompts.
+async function openDoc(label, load, keep = false) {
   status(`Opening ${label}…`);
-  const form = new FormData();
-  const volume = isVolume(files);
-  for (const f of files) form.append(volume ? "files" : "image", f, f.name);
-  form.append("window", windowValue());
-  if (folder) form.append("name", folder);
   try {
-    const info = await working(api(volume ? "/v1/volumes" : "/v1/sessions", { method: "POST", body: form }));
+    const info = await working(load(windowValue()));
+    const volume = info.volume_id !== undefined;
     const doc = volume
       ? { kind: "volume", id: info.volume_id, name: info.name, width: info.width, height: info.height, depth: info.depth }
-      : { kind: "image", id: info.session_id, name: baseName(files[0].name), width: info.width, height: info.height, depth: 1 };
-    Object.assign(doc, { files, folder, window: info.window });
+      : { kind: "image", id: info.session_id, name: info.name, width: info.width, height: info.height, depth: 1 };
+    Object.assign(doc, { label, load, window: info.window });
     const first = volume ? Math.floor(doc.depth / 2) : 0;
     const picture = await working(fetchSlice(doc, first));
     closeDoc();
@@ -114,7 +109,8 @@ async function openFiles(files, folder = null, keep = false) {
     setupSlices();
     $("hint").hidden = true;
     $("new-object").disabled = false;
-    const how = volume ? `${doc.width}x${doc.height}x${doc.depth} volume` : `${doc.width}x${doc.height}, embedded in ${info.encode_ms} ms`;
+    const embedded = info.encode_ms === undefined ? "" : `, embedded in ${info.encode_ms} ms`;
+    const how = volume ? `${doc.width}x${doc.height}x${doc.depth} volume` : `${doc.width}x${doc.height}${embedded}`;
     status(`${label}: ${how}. Draw a box.`);
     if (keep) changed();
     else refreshControls();
@@ -123,6 +119,22 @@ async function openFiles(files, folder = null, keep = false) {
     status(`Could not open ${label}: ${err.message}`, true);
     if (keep) showSlice(state.z); // undo a window preview: the open document stays as it was
   }
+}
+
+// Upload files as a new document (a photo's session, or a volume).
+function openFiles(files, folder = null) {
+  files = Array.from(files);
+  if (!files.length) return;
+  const label = folder || (files.length > 1 ? `${files.length} files` : files[0].name);
+  const volume = isVolume(files);
+  return openDoc(label, async (window) => {
+    const form = new FormData();
+    for (const f of files) form.append(volume ? "files" : "image", f, f.name);
+    form.append("window", window);
+    if (folder) form.append("name", folder);
+    const info = await api(volume ? "/v1/volumes" : "/v1/sessions", { method: "POST", body: form });
+    return volume ? info : { ...info, name: baseName(files[0].name) };
+  });
 }
 
 function baseName(name) {
@@ -460,7 +472,8 @@ function click(point, label, start) {
   expectMask("click", start);
   objects.act((o) => {
     const target = o.current || o.add(); // clicks refine the selected object, never another's box
-    target.clicks.push({ x: Math.round(point[0]), y: Math.round(point[1]), label, z: state.z });
+    const [x, y] = [Math.min(Math.round(point[0]), state.doc.width - 1), Math.min(Math.round(point[1]), state.doc.height - 1)];
+    target.clicks.push({ x, y, label, z: state.z }); // on a pixel: x == width is past the last one
   });
 }
 
@@ -499,7 +512,7 @@ function previewWindow() {
 function applyWindow(preset) {
   $("window").value = preset;
   const doc = state.doc;
-  if (doc) openFiles(doc.files, doc.folder, true); // new pixels, new embedding; the prompts are kept and rerun
+  if (doc) openDoc(doc.label, doc.load, true); // new pixels, new embedding; the prompts are kept and rerun
 }
 
 $("window").addEventListener("change", () => applyWindow($("window").value));
@@ -511,6 +524,7 @@ function refreshControls() {
   $("undo").disabled = !objects.past.length;
   $("redo").disabled = !objects.future.length;
   $("download").disabled = !state.doc || !hasMask();
+  $("save-pacs").disabled = state.doc?.kind !== "volume" || !hasMask();
   const list = $("objects");
   list.replaceChildren(...objects.list.map((o) => {
     const item = document.createElement("li");
@@ -612,10 +626,7 @@ async function download() {
     blob = await canvas.convertToBlob({ type: "image/png" });
     name = `${doc.name}_labels.png`;
   } else {
-    const volume = new Uint8Array(size * doc.depth);
-    for (let z = 0; z < doc.depth; z++) volume.set(labelSlice(objects.list, masksOf, z, size), z * size);
-    const gzipped = new Blob([volume]).stream().pipeThrough(new CompressionStream("gzip"));
-    const response = await working(fetch(`/v1/volumes/${doc.id}/nifti`, { method: "POST", body: await new Response(gzipped).blob() }));
+    const response = await working(fetch(`/v1/volumes/${doc.id}/nifti`, { method: "POST", body: (await volumeLabels()).body }));
     if (!response.ok) {
       status(`Download failed: ${(await response.json()).error}`, true);
       return;
@@ -631,6 +642,20 @@ async function download() {
   link.remove();
   setTimeout(() => URL.revokeObjectURL(link.href), 10000);
   status(`Downloaded ${name}.`);
+}
+
+// The open volume's label map as the server takes it (gzip of D*H*W uint8, C order), with the names
+// of its labels 1..N (N: the last object with a mask, which later objects never cover).
+async function volumeLabels() {
+  const doc = state.doc;
+  const size = doc.width * doc.height;
+  const masksOf = (id) => state.masks.get(id);
+  const volume = new Uint8Array(size * doc.depth);
+  for (let z = 0; z < doc.depth; z++) volume.set(labelSlice(objects.list, masksOf, z, size), z * size);
+  const gzipped = new Blob([volume]).stream().pipeThrough(new CompressionStream("gzip"));
+  const filled = objects.list.map((o) => [...(masksOf(o.id)?.values() || [])].some((m) => m.some((v) => v)));
+  const names = objects.list.slice(0, filled.lastIndexOf(true) + 1).map((o) => o.name);
+  return { volume: doc.id, body: await new Response(gzipped).blob(), names };
 }
 
 // ---- keyboard, files, theme, help -----------------------------------------------------------------
@@ -703,6 +728,13 @@ api("/healthz").then((h) => {
   if (state.boxOnly) {
     $("model-note").hidden = false;
     $("model-note").textContent = "trained on boxes only: clicks need a box";
+  }
+  if (h.pacs) {
+    setupPacs({
+      api, working,
+      open: (label, load) => openDoc(label, load),
+      labels: () => (state.doc?.kind === "volume" && hasMask() ? volumeLabels() : null),
+    });
   }
 }).catch(() => status("The kdsam server does not answer.", true));
 
