@@ -35,8 +35,6 @@ class Predictor(Protocol):
     Coordinates are in the original image's pixels; H x W is the size of the image set.
     """
 
-    original_size: tuple[int, int] | None
-
     def set_image(self, image: np.ndarray, image_format: str = "RGB") -> None:
         """Embed an HxWx3 uint8 image (grey, RGBA and 16-bit arrays are converted first)."""
         ...

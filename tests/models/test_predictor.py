@@ -14,7 +14,7 @@ from segment_anything.modeling import Sam
 from kdsam.models.sam import KDSam
 from kdsam.models.teachers import build_architecture
 from kdsam.models.transforms import SquashResize
-from kdsam.predictor import KDSamPredictor
+from kdsam.predictor import KDSamPredictor, Predictor
 
 from .conftest import recording_sam
 
@@ -89,6 +89,12 @@ def recorded_input(predictor: KDSamPredictor, image: np.ndarray) -> torch.Tensor
 @pytest.fixture
 def recording_predictor() -> KDSamPredictor:
     return KDSamPredictor(KDSam(recording_sam(), name="recording"))
+
+
+def test_a_predictor_is_a_predictor_before_its_first_image(recording_predictor) -> None:
+    """Callers (evaluate, the server) tell a predictor from a model by the Protocol, image set or not."""
+    assert isinstance(recording_predictor, Predictor) and not recording_predictor.is_image_set
+    assert not isinstance(recording_predictor.model, Predictor)
 
 
 def test_greyscale_rgba_and_16bit_images_are_converted(recording_predictor, polyp) -> None:
