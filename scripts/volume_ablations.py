@@ -48,7 +48,7 @@ WINDOW = "soft-tissue"  # the labelled set's `auto` for CT; the archive names no
 @dataclass
 class Sizes:
     labelled_cases: int = 8  # 3 train, 1 val, the rest test
-    archive_cases: int = 10
+    archive_cases: int = 8
     shape: tuple[int, int, int] = (96, 96, 16)
     backbone: str = "resnet18"
     input_size: int = 256
@@ -175,7 +175,6 @@ def main() -> None:
         "labelled, background 0.1": (data["labelled"], split_l, sizes.stage1_epochs_labelled, 0.1),
         "archive (unlabelled)": (data["archive"], split_u, u_epochs, 0.1),
         "labelled, background 0": (data["labelled"], split_l, sizes.stage1_epochs_labelled, 0.0),
-        "labelled, background 0.5": (data["labelled"], split_l, sizes.stage1_epochs_labelled, 0.5),
     }
     for name, (spec, split_file, epochs, background) in stage1.items():
         slug = "-".join(name.replace(",", "").replace("(", "").replace(")", "").split())
