@@ -5,7 +5,6 @@ slices one record, so training, the embedding cache and `data inspect` use the s
 from __future__ import annotations
 
 import logging
-import os
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ from kdsam.data.volumes.layouts import IMAGE_SUFFIXES, CaseList, check_labels
 from kdsam.data.volumes.store import SliceStore, StoredCase
 from kdsam.errors import BadFileError
 from kdsam.utils.cache_dir import default_cache_dir
+from kdsam.utils.ranks import torchrun_place
 
 log = logging.getLogger("kdsam")
 
@@ -111,8 +111,8 @@ def _rank_order(todo: list[Case]) -> list[Case]:
     """The cases to convert, each rank of a torchrun starting at its own share: ranks then convert
     different cases at once (the store's lock makes a rank that reaches a case being converted wait
     for it, not redo it)."""
-    rank, world = int(os.environ.get("RANK", 0)), max(1, int(os.environ.get("WORLD_SIZE", 1)))
-    start = len(todo) * rank // world
+    place = torchrun_place()
+    start = len(todo) * place.rank // place.world_size
     return todo[start:] + todo[:start]
 
 
