@@ -9,7 +9,6 @@ queues the model calls.
 
 from __future__ import annotations
 
-import base64
 import io
 import time
 from collections.abc import Iterable
@@ -40,6 +39,8 @@ from kdsam.serve.inputs import (
     parse_boxes,
     parse_points,
 )
+from kdsam.serve.masks import mask_png
+from kdsam.serve.volume_routes import volume_router, volume_store
 
 STATIC = resources.files("kdsam.serve") / "static"
 FORM_OVERHEAD = 2**20  # multipart boundaries and the boxes field, on top of the file itself
@@ -79,13 +80,6 @@ class Prompt(BaseModel):
     points: list[list[float]] = Field(default=[], description="[[x, y], ...] clicks in image pixels")
     point_labels: list[int] | None = Field(default=None, description="1 object, 0 background; default all 1")
     use_previous_mask: bool = Field(default=False, description="refine the session's last single mask")
-
-
-def mask_png(mask: np.ndarray) -> str:
-    """HxW bool -> base64 PNG, 0/255 greyscale."""
-    buffer = io.BytesIO()
-    Image.fromarray(mask.astype(np.uint8) * 255).save(buffer, format="PNG")
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def _masks(predictions: Iterable[Prediction], boxes: list[list[float]] | None) -> list[dict[str, Any]]:
@@ -246,8 +240,6 @@ def create_app(
     @app.get("/favicon.ico", include_in_schema=False)
     def favicon() -> FileResponse:
         return FileResponse(str(STATIC / "favicon.svg"), media_type="image/svg+xml")
-
-    from kdsam.serve.volume_routes import volume_router, volume_store  # imports this module's helpers
 
     volumes = volume_store(ttl_s=engine.session_ttl_s)
     limits = {"max_upload_bytes": max_upload_bytes, "max_pixels": max_pixels, "max_prompts": max_prompts}

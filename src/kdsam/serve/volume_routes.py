@@ -14,9 +14,9 @@ from PIL import Image
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from kdsam.serve.app import mask_png
 from kdsam.serve.engine import Engine
 from kdsam.serve.inputs import MAX_PIXELS, MAX_PROMPTS, MAX_UPLOAD_BYTES, BadRequest, parse_points
+from kdsam.serve.masks import mask_png
 from kdsam.serve.store import DEFAULT_TTL_S, ExpiringStore
 from kdsam.serve.volumes import VolumeSession, nifti_bytes, open_volume, segment_object
 
