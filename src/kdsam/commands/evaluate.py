@@ -229,6 +229,7 @@ def _run_volumes(args: argparse.Namespace, out: Path) -> int:
     """Volume datasets: every --model on the split's cases, in 3D, side by side."""
     from kdsam.eval.volume_sets import evaluate_volume_set, number, side_by_side, write_result
     from kdsam.models.loading import load_model
+    from kdsam.models.sam import KDSam
     from kdsam.utils.atomic import write_text
     from kdsam.utils.device import resolve_device
 
@@ -248,7 +249,7 @@ def _run_volumes(args: argparse.Namespace, out: Path) -> int:
     results = {}
     for text, folder in folders.items():
         model = load_model(text)
-        if hasattr(model, "to"):
+        if isinstance(model, KDSam):  # an ONNX export's predictor runs where onnxruntime does
             model = model.to(resolve_device(args.device))
         result = evaluate_volume_set(model, volume_set(spec, opts), cases, args.nsd_tolerance_mm)
         result.update(model=text, data=spec, split=split, split_seed=args.seed, split_file=args.split_file)
