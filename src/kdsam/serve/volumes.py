@@ -1,6 +1,7 @@
 """Volume sessions: a NIfTI, a DICOM series or a 3D npz opened once, its slices embedded on demand
-and ahead in the background, prompted with 3D boxes (the LiteMedSAM protocol) and slice clicks, and
-its label map written back as NIfTI on the input's grid.
+and ahead in the background, prompted with 3D boxes (the LiteMedSAM protocol) refined by clicks on
+any slice (the interactive 3D rule of kdsam.infer.interactive3d), and its label map written back as
+NIfTI on the input's grid.
 
 Every model call goes through the engine's lock, so the background embedding of one volume and the
 prompts of every session interleave slice by slice and never see each other's tensors.
