@@ -42,7 +42,7 @@ def test_eval_does_not_import_distill() -> None:
 def test_inference_commands_do_not_import_training(command: str) -> None:
     """Each command's module as `kdsam COMMAND --help` imports it, and as it runs (its library)."""
     library = {
-        "predict": ["kdsam.infer.files", "kdsam.infer.box_file", "kdsam.infer.efficiency", "kdsam.utils.ranks"],
+        "predict": ["kdsam.infer.folder", "kdsam.infer.box_file", "kdsam.infer.efficiency", "kdsam.utils.ranks"],
         "predict_pacs": ["kdsam.infer.dicomweb"],
         "evaluate": ["kdsam.eval.evaluate", "kdsam.eval.cases"],
         "serve": ["kdsam.serve.app", "kdsam.serve.server"],

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from kdsam.commands.options import add_device_argument, set_threads
-from kdsam.errors import KdsamError, one_line
+from kdsam.errors import KdsamError
 
 if TYPE_CHECKING:
     from kdsam.export.onnx_predictor import OnnxPredictor
@@ -331,14 +331,9 @@ def label_names(args: argparse.Namespace, count: int | None = None) -> list[str]
 
 
 def run_folder(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from kdsam.data.intensity import parse_window
     from kdsam.infer.box_file import prompts_for, read_box_file
-    from kdsam.infer.cvpr25 import is_cvpr25_file
-    from kdsam.infer.efficiency import efficiency_path, read_efficiency, write_efficiency
-    from kdsam.infer.files import kind_of, output_name, run_file
-    from kdsam.utils.ranks import torchrun_place
+    from kdsam.infer.folder import segment_share, share_of
 
     if not args.input.is_dir():
         raise KdsamError(f"--input {args.input}: not a folder")
@@ -351,47 +346,22 @@ def run_folder(args: argparse.Namespace) -> int:
     window = parse_window(args.window)
     table = read_box_file(args.boxes) if args.boxes else None
     default = _prompts(args)
-    inputs = [(p, kind) for p in sorted(args.input.iterdir()) if (kind := kind_of(p)) is not None]
-    if not inputs:
-        raise KdsamError(f"{args.input}: no images, volumes or npz cases found")
-    place = torchrun_place()
-    rank, world = place.rank, place.world_size
-    mine = place.shard(inputs)
-    efficiency = efficiency_path(args.out, rank, world)
-    times = read_efficiency(efficiency)
-    # a CVPR25 case is answered afresh at every call: its evaluator leaves the previous step's segs there
-    todo = [
-        (p, k)
-        for p, k in mine
-        if args.overwrite or not (args.out / output_name(p, k)).exists() or (k == "npz" and is_cvpr25_file(p))
-    ]
-    done_before, failed = len(mine) - len(todo), []
-    model = _load(args, _slice_by_slice(todo)) if todo else None
-    for path, kind in tqdm(todo, desc=f"predict (rank {rank}/{world})" if world > 1 else "predict", unit="case"):
-        try:
-            record = run_file(
-                model,
-                path,
-                args.out / output_name(path, kind),
-                prompts_for(path, table, default),
-                window,
-                args.batch_size,
-            )
-        except KdsamError as err:
-            print(f"kdsam predict: skipped {err}", file=sys.stderr)
-            failed.append(path.name)
-            continue
-        except Exception as err:  # one bad file never stops the folder: any failure is named and skipped
-            print(f"kdsam predict: skipped {path}: {type(err).__name__}: {one_line(err)}", file=sys.stderr)
-            failed.append(path.name)
-            continue
-        times[path.name] = record["seconds"]
-        write_efficiency(efficiency, times)
-    timed = [times[p.name] for p, _ in todo if p.name in times]
+    share = share_of(args.input, args.out, args.overwrite)
+    model = _load(args, _slice_by_slice(share.todo)) if share.todo else None
+    failed, times = segment_share(
+        model,
+        share,
+        args.out,
+        lambda path: prompts_for(path, table, default),
+        window,
+        args.batch_size,
+        lambda line: print(f"kdsam predict: skipped {line}", file=sys.stderr),
+    )
+    timed = [times[p.name] for p, _ in share.todo if p.name in times]
     mean = f"; {np.mean(timed):.2f} s per case" if timed else ""
     print(
-        f"{args.out}: {len(todo) - len(failed)} segmented, {done_before} already done, {len(failed)} skipped"
-        f"{mean} (seconds per case: {efficiency})"
+        f"{args.out}: {len(share.todo) - len(failed)} segmented, {share.done_before} already done, "
+        f"{len(failed)} skipped{mean} (seconds per case: {share.efficiency})"
     )
     return 1 if failed else 0
 
