@@ -4,7 +4,8 @@ teacher, scored in 3D (box protocol) and in the CVPR 2025 protocol (box, then 5 
 - stage 1 on an unlabelled archive (`images:`, random-box decoder term) vs on the few labelled
   cases only, with the same stage 2 on the labelled cases and the same number of stage-1 steps;
 - the share of slices without foreground that stage 1 draws (`--background-slices`);
-- stage 2 on the prompt mix vs on boxes only.
+- stage 2 on the prompt mix vs on boxes only (on the labelled baseline; the stage-1 variants are
+  compared after the cheaper boxes-only stage 2).
 
     python scripts/volume_ablations.py OUT            # about an hour on 2 idle cores; resumable
     python scripts/volume_ablations.py OUT --quick    # a minute: tiny sizes, to check the script
@@ -155,9 +156,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out", type=Path)
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the script, numbers mean nothing")
+    parser.add_argument(
+        "--arms",
+        help="run only these, comma-separated (labelled-background-0.1, archive-unlabelled, labelled-background-0, "
+        "teacher): two processes can then share the work; a last run without --arms collects every arm",
+    )
     args = parser.parse_args()
     sizes = QUICK if args.quick else Sizes()
     out = args.out
+    wanted = set(args.arms.split(",")) if args.arms else set()
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     data = _data(out, sizes)
@@ -178,10 +185,14 @@ def main() -> None:
     }
     for name, (spec, split_file, epochs, background) in stage1.items():
         slug = "-".join(name.replace(",", "").replace("(", "").replace(")", "").split())
+        if wanted and slug not in wanted:
+            continue
         s1 = _stage1(out, f"s1-{slug}", spec, split_file, data["options"], teacher, sizes, epochs, background)
         n_by_kind = json.loads((s1 / "config.json").read_text()).get("n_by_kind")
-        mixes = {"mix": DEFAULT_MIX, "boxes-only": "box"} if background == 0.1 and spec == data["labelled"] else {}
-        for mix_name, mix in (mixes or {"mix": DEFAULT_MIX}).items():
+        # the prompt mix is asked once; stage-1 variants are compared after the cheaper boxes-only stage 2
+        baseline = background == 0.1 and spec == data["labelled"]
+        mixes = {"mix": DEFAULT_MIX, "boxes-only": "box"} if baseline else {"boxes-only": "box"}
+        for mix_name, mix in mixes.items():
             model = load_saved_student(_stage2(out, s1, f"s2-{slug}-{mix_name}", data, sizes, mix))
             arms[f"{name}; stage 2 {mix_name}"] = {
                 "stage1": {
@@ -191,9 +202,10 @@ def main() -> None:
                     "n_by_kind": n_by_kind,
                 },
                 "stage2": {"prompt_mix": mix, "epochs": sizes.stage2_epochs},
-                **_scores(out, f"{slug}-{mix_name}", model, data, test, clicks=bool(mixes)),
+                **_scores(out, f"{slug}-{mix_name}", model, data, test, clicks=baseline),
             }
-    arms["teacher:litemedsam"] = _scores(out, "teacher", teacher, data, test, clicks=True)
+    if not wanted or "teacher" in wanted:
+        arms["teacher:litemedsam"] = _scores(out, "teacher", teacher, data, test, clicks=True)
     report = {
         "sizes": asdict(sizes),
         "test_cases": test,
