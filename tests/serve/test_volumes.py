@@ -17,7 +17,7 @@ from PIL import Image
 
 from kdsam.infer.cvpr25 import Box3D, ClassPrompts
 from kdsam.infer.interactive3d import ClassVolume
-from kdsam.infer.volume import SliceEmbeddings, segment_box3d, segment_stack, slice_model
+from kdsam.infer.volume import SliceEmbeddings, TorchSlices, segment_box3d, segment_stack, slice_model
 from kdsam.serve.app import create_app
 from kdsam.serve.engine import Engine
 from tests.serve.conftest import decode_png
@@ -87,6 +87,30 @@ def test_a_click_refines_the_volume_as_classvolume_does(client, tiny_model, tmp_
     changed = [z for z in got if (got[z] != boxed[z]).any()]
     assert 4 in changed and len(changed) > 1, f"the click changed slices {changed} only"
     assert not got[4][40, 50], "the background click is inside the corrected slice's mask"
+
+
+def test_a_new_click_decodes_only_what_it_changed(client, tmp_path, monkeypatch) -> None:
+    info = open_files(client, [write_npz_phantom(tmp_path / "case.npz", phantom_hu(64, 8))])
+    deadline = time.monotonic() + 60
+    while client.get(f"/v1/volumes/{info['volume_id']}").json()["embedded"] < 8:  # each slice's embedding final
+        assert time.monotonic() < deadline, "the background embedding did not finish"
+        time.sleep(0.05)
+    calls: list[str] = []
+    for name in ("decode_box", "decode_prompts"):
+        real = getattr(TorchSlices, name)
+        monkeypatch.setattr(
+            TorchSlices, name, lambda self, *a, real=real, name=name: calls.append(name) or real(self, *a)
+        )
+    url = f"/v1/volumes/{info['volume_id']}/segment"
+    one = {"box3d": [20, 14, 1, 56, 44, 6], "points": [[40, 28, 2]], "point_labels": [1]}
+    two = {**one, "points": [[40, 28, 2], [30, 30, 5]], "point_labels": [1, 0]}
+    first = client.post(url, json=one).json()
+    assert "decode_box" in calls and "decode_prompts" in calls
+    calls.clear()
+    assert client.post(url, json=one).json()["slices"] == first["slices"] and calls == []  # nothing decoded again
+    second = client.post(url, json=two).json()
+    assert "decode_box" not in calls and "decode_prompts" in calls, calls  # the box's slices are remembered
+    assert second["slices"] != first["slices"]
 
 
 def test_clicks_alone_and_the_prompt_limit(engine: Engine, tmp_path: Path) -> None:

@@ -10,12 +10,14 @@ prompts of every session interleave slice by slice and never see each other's te
 from __future__ import annotations
 
 import atexit
+import hashlib
 import re
 import tempfile
 import threading
 import weakref
 import zlib
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,28 +35,68 @@ from kdsam.serve.inputs import MAX_PIXELS, BadRequest
 
 MAX_VOXELS = 1 << 28  # 256 M: a 512x512x1000 CT; the uint8 stack and the float volume both stay in memory
 # (each slice is bounded by the server's --max-pixels, as a photo is)
+DECODE_CACHE_BYTES = 64 * 2**20  # a volume's remembered decodes: 256 masks of 512x512 (a click's replay)
 _EMBEDDING: weakref.WeakSet[Any] = weakref.WeakSet()  # sessions whose slices are being embedded
 
 
 class LockedSlices:
-    """A `SliceModel` whose every call holds the engine's model lock (the predictor is shared)."""
+    """A `SliceModel` whose every model call holds the engine's model lock (the predictor is shared),
+    and which remembers its latest decodes, up to `cache_bytes`: the page sends an object's box and
+    all its clicks with each click, so replaying them decodes only what changed. The same inputs give
+    the same answer, shared read-only (the 3D code copies masks into its volume, never writes into one)."""
 
-    def __init__(self, inner: SliceModel, lock: threading.Lock) -> None:
+    def __init__(self, inner: SliceModel, lock: threading.Lock, cache_bytes: int = DECODE_CACHE_BYTES) -> None:
         self.inner, self.lock = inner, lock
         self.img_size, self.transform = inner.img_size, inner.transform
         self.batch_size, self.workers = inner.batch_size, 1
+        self.cache_bytes, self.held_bytes = cache_bytes, 0
+        # key -> (the embedding, kept so that its id stays its own; the answer; its bytes), oldest first
+        self.decoded: OrderedDict[tuple, tuple[Any, Any, int]] = OrderedDict()
+        self.cache_lock = threading.Lock()  # not the model lock: a replay is not queued behind the encoder
 
     def embed(self, images: Sequence[np.ndarray]) -> list[Any]:
         with self.lock:
             return self.inner.embed(images)
 
     def decode_box(self, embedding: Any, frame_box: np.ndarray, input_size: Any, original_size: Any) -> np.ndarray:
-        with self.lock:
-            return self.inner.decode_box(embedding, frame_box, input_size, original_size)
+        key = ("box", id(embedding), np.asarray(frame_box, np.float32).tobytes(), *input_size, *original_size)
+        return self._remembered(
+            key, embedding, lambda: self.inner.decode_box(embedding, frame_box, input_size, original_size)
+        )
 
     def decode_prompts(self, embedding: Any, prompt: FramePrompt, input_size: Any, original_size: Any) -> Decoded:
+        key = (
+            "prompts",
+            id(embedding),
+            np.asarray(prompt.points, np.float32).tobytes(),
+            np.asarray(prompt.labels, np.int64).tobytes(),
+            None if prompt.box is None else np.asarray(prompt.box, np.float32).tobytes(),
+            None if prompt.mask is None else hashlib.sha256(np.ascontiguousarray(prompt.mask, np.float32)).digest(),
+            *input_size,
+            *original_size,
+        )
+        return self._remembered(
+            key, embedding, lambda: self.inner.decode_prompts(embedding, prompt, input_size, original_size)
+        )
+
+    def _remembered(self, key: tuple, embedding: Any, decode: Callable[[], Any]) -> Any:
+        with self.cache_lock:
+            if key in self.decoded:
+                self.decoded.move_to_end(key)
+                return self.decoded[key][1]
         with self.lock:
-            return self.inner.decode_prompts(embedding, prompt, input_size, original_size)
+            answer = decode()
+        arrays = [answer] if isinstance(answer, np.ndarray) else [answer.mask, answer.logits]
+        for array in arrays:
+            array.flags.writeable = False
+        size = sum(a.nbytes for a in arrays)
+        with self.cache_lock:
+            if key not in self.decoded:
+                self.decoded[key] = (embedding, answer, size)
+                self.held_bytes += size
+            while self.held_bytes > self.cache_bytes:
+                self.held_bytes -= self.decoded.popitem(last=False)[1][2]
+        return answer
 
 
 @dataclass(eq=False)  # identity: kept in a weak set
