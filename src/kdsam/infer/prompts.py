@@ -15,12 +15,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from kdsam.errors import KdsamError
-from kdsam.predictor import Predictor
+
+if TYPE_CHECKING:  # the checks serve the server's request parsing, which must not load torch
+    from kdsam.predictor import Predictor
 
 
 class PromptError(KdsamError):
