@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
 import torch
+from PIL import Image
 
 from kdsam.cli import main
 from kdsam.data.synthetic import synthesize
@@ -187,6 +190,29 @@ def test_onnx_predictor_errors(predictors, exported: Path, tmp_path: Path) -> No
     fresh = OnnxPredictor(exported)
     with pytest.raises(RuntimeError, match="set_image"):
         fresh.predict_boxes(BOXES)
+
+
+def test_an_export_without_a_prompt_decoder_answers_a_click_with_a_one_line_400(exported: Path, tmp_path: Path) -> None:
+    """Exports made before the prompt decoder still serve boxes; a click says how to get one."""
+    from fastapi.testclient import TestClient
+
+    from kdsam.serve.app import create_app
+    from kdsam.serve.engine import Engine
+
+    old = tmp_path / "old"
+    shutil.copytree(exported, old)
+    config = json.loads((old / CONFIG_FILE).read_text())
+    del config["prompt_decoder"]
+    (old / CONFIG_FILE).write_text(json.dumps(config))
+    (old / PROMPT_DECODER_FILE).unlink()
+    client = TestClient(create_app(Engine(OnnxPredictor(old))))
+    png = io.BytesIO()
+    Image.fromarray(synthesize("polyp", 0)[0]).save(png, format="PNG")
+    sid = client.post("/v1/sessions", files={"image": ("a.png", png.getvalue(), "image/png")}).json()["session_id"]
+    assert client.post(f"/v1/sessions/{sid}/segment", json={"boxes": BOXES[:1].tolist()}).status_code == 200
+    clicked = client.post(f"/v1/sessions/{sid}/segment", json={"points": [[40, 50]], "point_labels": [1]})
+    assert clicked.status_code == 400
+    assert clicked.json() == {"error": f"{old}: this export has no prompt decoder for clicks (rerun `kdsam export`)"}
 
 
 def test_export_refuses_to_overwrite(exported: Path, capsys) -> None:

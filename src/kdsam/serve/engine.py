@@ -3,8 +3,10 @@
 A predictor holds the embedding of the image last set, so two requests interleaving set_image and
 predict would mix images up. `Engine` serialises every model call behind one lock (requests queue;
 the encoder saturates the CPU anyway) and lends the predictor a stored `Embedding` for each
-decode, so a session's image is embedded once and prompted many times. Works with
-`KDSamPredictor` (boxes, points, previous mask) and `OnnxPredictor` (boxes).
+decode, so a session's image is embedded once and prompted many times. Works with any
+`kdsam.predictor.Predictor`: `KDSamPredictor` and an export's `OnnxPredictor` both take boxes, clicks
+and the previous mask (an export older than its prompt decoder answers a click with a one-line 400
+telling to rerun `kdsam export`).
 """
 
 from __future__ import annotations
@@ -13,13 +15,16 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from kdsam.errors import KdsamError
 from kdsam.infer.prompts import decode_object
 from kdsam.serve.store import DEFAULT_TTL_S, ExpiringStore
+
+if TYPE_CHECKING:  # kdsam.predictor loads torch; the server's request parsing and --help do not need it
+    from kdsam.predictor import Predictor
 
 DECODE_BYTES = 64 * 2**20  # a chunk's masks at full size in float32, before they become bool
 MAX_CHUNK = 16
@@ -59,7 +64,7 @@ class Engine:
 
     def __init__(
         self,
-        predictor: Any,
+        predictor: Predictor,
         max_sessions: int = 16,
         session_ttl_s: float = DEFAULT_TTL_S,
         prompts: tuple[str, ...] | None = None,
@@ -67,9 +72,8 @@ class Engine:
         if max_sessions < 1:
             raise KdsamError(f"--max-sessions {max_sessions}: keep at least one session")
         self.predictor = predictor
-        self.points = hasattr(predictor, "predict")  # SamPredictor's API; an ONNX export decodes boxes only
-        # what the model was trained on (kdsam.serve.model_info); unknown: what its API takes
-        self.prompts = prompts or (("box", "point") if self.points else ("box",))
+        # what the model was trained on (kdsam.serve.model_info); unknown: all a Predictor takes
+        self.prompts = prompts or ("box", "point")
         self.max_sessions, self.session_ttl_s = max_sessions, session_ttl_s
         self._model_lock = threading.Lock()
         self._sessions: ExpiringStore[Session] = ExpiringStore(max_sessions, session_ttl_s)
@@ -117,8 +121,6 @@ class Engine:
         """One mask from clicks (label 1 object, 0 background), optionally inside a box and refining
         the previous mask's logits, decoded as every entry point decodes one object
         (`kdsam.infer.prompts.decode_object`: a lone click takes SAM's best of three)."""
-        if not self.points:
-            raise KdsamError("this model (an ONNX export) takes box prompts only; serve a PyTorch model for clicks")
         with self._model_lock:
             self._use(embedding)
             mask, score, low_res = decode_object(self.predictor, points, labels, box, previous)

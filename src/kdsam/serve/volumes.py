@@ -30,6 +30,7 @@ from kdsam.errors import KdsamError
 from kdsam.infer.cvpr25 import Box3D, ClassPrompts
 from kdsam.infer.interactive3d import segment_class
 from kdsam.infer.volume import Decoded, FramePrompt, SliceEmbeddings, SliceModel, check_box3d, slice_model
+from kdsam.predictor import KDSamPredictor
 from kdsam.serve.engine import Engine
 from kdsam.serve.inputs import MAX_PIXELS, BadRequest
 
@@ -134,7 +135,7 @@ class VolumeSession:
 def predictor_slices(engine: Engine) -> SliceModel:
     """The engine's model seen slice by slice: a `KDSamPredictor`'s KDSam, or an ONNX export."""
     predictor = engine.predictor
-    inner = slice_model(getattr(predictor, "model", predictor) if engine.points else predictor)
+    inner = slice_model(predictor.model if isinstance(predictor, KDSamPredictor) else predictor)
     return LockedSlices(inner, engine.model_lock)
 
 
