@@ -149,8 +149,8 @@ def test_folder_of_volumes_and_images_takes_boxes_from_json_and_skips_bad_files(
 
 
 def test_exports_split_their_threads_only_where_two_slices_run_at_once():
-    from kdsam.commands.predict import _slice_by_slice
+    from kdsam.commands.predict_case import slice_by_slice
 
-    assert not _slice_by_slice([(Path("a.png"), "image"), (Path("2DCT_case.npz"), "npz"), (Path("b.dcm"), "image")])
-    assert _slice_by_slice([(Path("a.png"), "image"), (Path("3DCT_case.npz"), "npz")])
-    assert _slice_by_slice([(Path("ct"), "volume")])
+    assert not slice_by_slice([(Path("a.png"), "image"), (Path("2DCT_case.npz"), "npz"), (Path("b.dcm"), "image")])
+    assert slice_by_slice([(Path("a.png"), "image"), (Path("3DCT_case.npz"), "npz")])
+    assert slice_by_slice([(Path("ct"), "volume")])

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from kdsam.commands.predict import _load, _prompts, label_names, segment_one, summary
+from kdsam.commands.predict_case import label_names, model_for, prompts_from, segment_one, summary
 from kdsam.errors import KdsamError
 from kdsam.infer import dicomweb
 from kdsam.infer.dicomweb import PacsError, Target
@@ -106,12 +106,12 @@ def run_study(args: argparse.Namespace) -> int:
         raise KdsamError(f"--out {args.out}: with --input, --out is a folder or dicomweb:URL")
     window = parse_window(args.window)
     table = read_box_file(args.boxes) if args.boxes else None
-    default = _prompts(args)
+    default = prompts_from(args)
     client = dicomweb.connect(source)
     series = dicomweb.image_series(client, source)
     if not series:
         raise KdsamError(f"{source}: the study holds no image series (only SEG, SR and the like)")
-    model, failed = _load(args, True), []
+    model, failed = model_for(args, True), []
     for uid in series:
         target = Target(source.root, source.study, uid)
         try:
