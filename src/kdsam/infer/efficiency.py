@@ -8,7 +8,7 @@ import csv
 import io
 from pathlib import Path
 
-from kdsam.data.imageio import BadFileError
+from kdsam.errors import BadFileError
 from kdsam.utils.atomic import write_text
 
 EFFICIENCY_FILE = "efficiency.csv"  # the official script's name

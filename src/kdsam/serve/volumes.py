@@ -25,8 +25,7 @@ from typing import Any
 import numpy as np
 
 from kdsam.data import intensity, medical
-from kdsam.data.imageio import BadFileError
-from kdsam.errors import KdsamError
+from kdsam.errors import BadFileError, KdsamError, one_line
 from kdsam.infer.cvpr25 import Box3D, ClassPrompts
 from kdsam.infer.interactive3d import segment_class
 from kdsam.infer.volume import Decoded, FramePrompt, SliceEmbeddings, SliceModel, check_box3d, slice_model
@@ -159,7 +158,7 @@ def _npz_volume(path: Path) -> tuple[medical.Volume, np.ndarray]:
             imgs = np.asarray(npz["imgs"])
             spacing = np.asarray(npz["spacing"], np.float64).ravel() if "spacing" in npz.files else None
     except (OSError, ValueError, EOFError) as err:
-        raise BadFileError(f"{path.name}: unreadable npz ({medical.one_line(err)})") from err
+        raise BadFileError(f"{path.name}: unreadable npz ({one_line(err)})") from err
     if imgs.ndim != 3 or imgs.shape[-1] in (3, 4):
         raise BadFileError(f"{path.name}: 'imgs' of shape {imgs.shape}; a volume npz holds DxHxW slices")
     stack = np.clip(np.nan_to_num(imgs), 0, 255).astype(np.uint8)
