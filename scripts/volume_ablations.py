@@ -19,8 +19,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import platform
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +32,9 @@ from kdsam.data.registry import dataset_splits, volume_set
 from kdsam.data.splits import make_split
 from kdsam.data.volumes.slices import VolumeOptions
 from kdsam.data.volumes.synthetic import write_synthetic_ct
+from kdsam.distill.process import TrainingProcess
 from kdsam.distill.prompting import DEFAULT_MIX, parse_mix
 from kdsam.distill.run import RunDir
-from kdsam.distill.runtime import Runtime
 from kdsam.distill.stage1 import distill
 from kdsam.distill.stage2 import finetune
 from kdsam.distill.trainer import FitConfig
@@ -56,6 +57,7 @@ class Sizes:
     stage1_epochs_labelled: int = 12  # the archive arm gets the same number of steps
     stage2_epochs: int = 8
     batch_size: int = 8
+    seed: int = 0  # of training (init, order, prompts); the data and splits are the same for every seed
 
 
 QUICK = Sizes(labelled_cases=6, archive_cases=4, shape=(48, 48, 8), stage1_epochs_labelled=2, stage2_epochs=1)
@@ -92,14 +94,14 @@ def _stage1(out: Path, name: str, spec: str, split_file: Path, options: VolumeOp
         intensity = {"window": WINDOW, "channel": 0, "modality": "CT"}
         distill(
             teacher, train, val, run, backbone=sizes.backbone, input_size=sizes.input_size, cache_dir=out / "cache",
-            cfg=FitConfig(epochs=epochs, lr=1e-3, batch_size=sizes.batch_size, seed=0), splits=splits,
-            resume=RunDir(run).checkpoint("distill").is_file(), runtime=Runtime(torch.device("cpu")),
+            cfg=FitConfig(epochs=epochs, lr=1e-3, batch_size=sizes.batch_size, seed=sizes.seed), splits=splits,
+            resume=RunDir(run).checkpoint("distill").is_file(), process=TrainingProcess(torch.device("cpu")),
             background=background, intensity=intensity,
         )  # fmt: skip
     return run
 
 
-def _stage2(out: Path, stage1_run: Path, name: str, data: dict[str, Any], sizes: Sizes, mix: str) -> Path:
+def _stage2(out: Path, stage1_run: Path, name: str, data: dict[str, Any], sizes: Sizes, mix: str, epochs: int) -> Path:
     """A copy of the stage-1 run, fine-tuned on the labelled training cases."""
     run = out / "runs" / name
     if not RunDir(run).is_done("finetune"):
@@ -113,9 +115,9 @@ def _stage2(out: Path, stage1_run: Path, name: str, data: dict[str, Any], sizes:
         split_file = out / "split-labelled.json"
         train, val, splits = _sets(data["labelled"], split_file, data["options"])
         finetune(
-            run, train, val, cfg=FitConfig(epochs=sizes.stage2_epochs, lr=1e-4, batch_size=sizes.batch_size, seed=0),
+            run, train, val, cfg=FitConfig(epochs=epochs, lr=1e-4, batch_size=sizes.batch_size, seed=sizes.seed),
             splits=splits, resume=RunDir(run).checkpoint("finetune").is_file(), cache_dir=out / "cache",
-            runtime=Runtime(torch.device("cpu")), prompt_mix=parse_mix(mix),
+            process=TrainingProcess(torch.device("cpu")), prompt_mix=parse_mix(mix),
         )  # fmt: skip
     return run
 
@@ -161,12 +163,17 @@ def main() -> None:
         help="run only these, comma-separated (labelled-background-0.1, archive-unlabelled, labelled-background-0, "
         "teacher): two processes can then share the work; a last run without --arms collects every arm",
     )
+    parser.add_argument(
+        "--stage2", help="run only these stage-2 variants: boxes-only, mix, mix-2x-epochs, boxes-only-2x-epochs"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="training seed (use another OUT per seed)")
     args = parser.parse_args()
-    sizes = QUICK if args.quick else Sizes()
+    sizes = replace(QUICK if args.quick else Sizes(), seed=args.seed)
     out = args.out
     wanted = set(args.arms.split(",")) if args.arms else set()
+    stage2_wanted = set(args.stage2.split(",")) if args.stage2 else set()
     out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(0)
+    torch.manual_seed(sizes.seed)
     data = _data(out, sizes)
     teacher = load_teacher("litemedsam")
     split_l, split_u = out / "split-labelled.json", out / "split-archive.json"
@@ -188,20 +195,31 @@ def main() -> None:
         if wanted and slug not in wanted:
             continue
         s1 = _stage1(out, f"s1-{slug}", spec, split_file, data["options"], teacher, sizes, epochs, background)
-        n_by_kind = json.loads((s1 / "config.json").read_text()).get("n_by_kind")
+        trained = json.loads((s1 / "config.json").read_text())["distill"]["train"]
         # the prompt mix is asked once; stage-1 variants are compared after the cheaper boxes-only stage 2
         baseline = background == 0.1 and spec == data["labelled"]
-        mixes = {"mix": DEFAULT_MIX, "boxes-only": "box"} if baseline else {"boxes-only": "box"}
-        for mix_name, mix in mixes.items():
-            model = load_saved_student(_stage2(out, s1, f"s2-{slug}-{mix_name}", data, sizes, mix))
+        # the mix spreads stage 2 over four kinds of prompt: does it catch up given twice the epochs?
+        e2 = sizes.stage2_epochs
+        mixes = {"boxes-only": ("box", e2)}
+        if baseline:
+            mixes |= {
+                "mix": (DEFAULT_MIX, e2),
+                "mix-2x-epochs": (DEFAULT_MIX, 2 * e2),
+                "boxes-only-2x-epochs": ("box", 2 * e2),
+            }
+        for mix_name, (mix, e) in mixes.items():
+            if stage2_wanted and mix_name not in stage2_wanted:
+                continue
+            model = load_saved_student(_stage2(out, s1, f"s2-{slug}-{mix_name}", data, sizes, mix, e))
             arms[f"{name}; stage 2 {mix_name}"] = {
                 "stage1": {
                     "data": spec.split(":")[0],
                     "epochs": epochs,
                     "background": background,
-                    "n_by_kind": n_by_kind,
+                    "n_by_kind": trained["n_by_kind"],
+                    "background_slices_left_out": trained["background_slices_left_out"],
                 },
-                "stage2": {"prompt_mix": mix, "epochs": sizes.stage2_epochs},
+                "stage2": {"prompt_mix": mix, "epochs": e},
                 **_scores(out, f"{slug}-{mix_name}", model, data, test, clicks=baseline),
             }
     if not wanted or "teacher" in wanted:
@@ -211,7 +229,12 @@ def main() -> None:
         "test_cases": test,
         "stage1_items": items,
         "arms": arms,
-        "machine": {"cpus": torch.get_num_threads(), "platform": platform.platform(), "torch": torch.__version__},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "platform": platform.platform(),
+            "torch": torch.__version__,
+        },
     }
     write_json(out / "ablations.json", report)
     write_text(out / "ablations.md", _table(arms))

@@ -19,9 +19,9 @@ from kdsam.data import open_dataset
 from kdsam.data.prompts import boxes_from_mask
 from kdsam.data.splits import make_split, read_split_file
 from kdsam.data.synthetic import write_synthetic
+from kdsam.distill.process import TrainingProcess
 from kdsam.distill.prompting import DEFAULT_MIX, parse_mix
 from kdsam.distill.run import RunDir
-from kdsam.distill.runtime import Runtime
 from kdsam.distill.stage import default_fit
 from kdsam.distill.stage1 import distill
 from kdsam.distill.stage2 import finetune
@@ -160,7 +160,7 @@ def run_demo(out: str | Path, cfg: DemoConfig | None = None) -> dict[str, Any]:
     out = Path(out)
     if (out / "report.json").exists():
         raise KdsamError(f"{out}/report.json exists: the demo already finished there; choose another --out")
-    runtime = Runtime(torch.device("cpu"), precision=cfg.precision)  # refused before any work
+    process = TrainingProcess(torch.device("cpu"), precision=cfg.precision)  # refused before any work
     torch.manual_seed(cfg.seed)
     data_dir = out / "data"
     if not (data_dir / "synthetic.json").exists():
@@ -180,14 +180,14 @@ def run_demo(out: str | Path, cfg: DemoConfig | None = None) -> dict[str, Any]:
         distill(
             teacher, train, val, run, backbone=cfg.backbone, input_size=cfg.input_size, cache_dir=out / "cache",
             cfg=default_fit("distill", epochs=cfg.distill_epochs, **common), resume=resume, splits=splits,
-            runtime=runtime,
+            process=process,
         )  # fmt: skip
     if not run_dir.is_done("finetune"):
         resume = run_dir.checkpoint("finetune").is_file()
         ft_cfg = default_fit("finetune", epochs=cfg.finetune_epochs, **common)
         mix = parse_mix(cfg.prompt_mix)
         finetune(run, train, val, cfg=ft_cfg, resume=resume, splits=splits, cache_dir=out / "cache", prompt_mix=mix,
-                 runtime=runtime)  # fmt: skip
+                 process=process)  # fmt: skip
     student = load_saved_student(run)
     results = {
         who: run_evaluation(model, test, out / "eval" / who, overwrite=True, label=label)

@@ -21,9 +21,9 @@ from kdsam.data.splits import make_split
 from kdsam.data.volumes.slices import VolumeOptions
 from kdsam.data.volumes.synthetic import write_synthetic_ct
 from kdsam.demo import machine
+from kdsam.distill.process import TrainingProcess
 from kdsam.distill.prompting import DEFAULT_MIX, parse_mix
 from kdsam.distill.run import RunDir
-from kdsam.distill.runtime import Runtime
 from kdsam.distill.stage import default_fit
 from kdsam.distill.stage1 import BACKGROUND_SLICES, distill
 from kdsam.distill.stage2 import finetune
@@ -85,18 +85,18 @@ def run_volume_demo(out: str | Path, cfg: VolumeDemoConfig | None = None) -> dic
     splits = dataset_splits(spec, cfg.seed, split_file, options)
     train, val = (open_dataset(spec, s, split_file=split_file, volume=options) for s in ("train", "val"))
     teacher = load_teacher("litemedsam")
-    run, runtime = out / "run", Runtime(torch.device("cpu"))
+    run, process = out / "run", TrainingProcess(torch.device("cpu"))
     run_dir, common = RunDir(run), {"batch_size": cfg.batch_size, "seed": cfg.seed}
     if not run_dir.is_done("distill"):
         distill(
             teacher, train, val, run, backbone=cfg.backbone, input_size=cfg.input_size, cache_dir=out / "cache",
             cfg=default_fit("distill", epochs=cfg.distill_epochs, **common),
-            resume=run_dir.checkpoint("distill").is_file(), splits=splits, runtime=runtime, background=cfg.background,
+            resume=run_dir.checkpoint("distill").is_file(), splits=splits, process=process, background=cfg.background,
         )  # fmt: skip
     if not run_dir.is_done("finetune"):
         finetune(
             run, train, val, cfg=default_fit("finetune", epochs=cfg.finetune_epochs, **common), splits=splits,
-            resume=run_dir.checkpoint("finetune").is_file(), cache_dir=out / "cache", runtime=runtime,
+            resume=run_dir.checkpoint("finetune").is_file(), cache_dir=out / "cache", process=process,
             prompt_mix=parse_mix(cfg.prompt_mix),
         )  # fmt: skip
     student = load_saved_student(run)

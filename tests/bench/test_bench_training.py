@@ -7,12 +7,12 @@ import json
 
 import pytest
 
-import kdsam.distill.runtime as runtime
+import kdsam.distill.process as distill_process
 from kdsam.cli import main
 
 
 def test_precision_part_times_both_and_says_how_far_apart(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: True)  # emulated bf16 computes the same
+    monkeypatch.setattr(distill_process, "cpu_has_native_bf16", lambda: True)  # emulated bf16 computes the same
     out = tmp_path / "report.json"
     args = ["bench-training", "--parts", "precision", "--student", "resnet18", "--input-size", "64",
             "--batch-size", "2", "--json", str(out)]  # fmt: skip
@@ -28,7 +28,7 @@ def test_precision_part_times_both_and_says_how_far_apart(tmp_path, monkeypatch,
 
 
 def test_precision_part_on_a_cpu_without_bf16_says_why(monkeypatch, capsys):
-    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(distill_process, "cpu_has_native_bf16", lambda: False)
     assert main(["bench-training", "--parts", "precision", "--student", "resnet18", "--input-size", "64"]) == 0
     assert "no native bf16" in json.loads(capsys.readouterr().out.splitlines()[0])["skipped"]
 

@@ -57,7 +57,7 @@ def test_label_maps_train_each_label_as_its_objects(tmp_path):
     from kdsam.data import open_dataset
     from kdsam.data.imageio import write_png
     from kdsam.distill.items import TrainingSet, index_dataset
-    from kdsam.distill.runtime import Runtime
+    from kdsam.distill.process import TrainingProcess
     from tests.distill.tiny import make_tiny_teacher
 
     labels = np.zeros((60, 80), np.uint8)
@@ -66,7 +66,7 @@ def test_label_maps_train_each_label_as_its_objects(tmp_path):
     Image.fromarray(np.full((60, 80, 3), 90, np.uint8)).save(tmp_path / "d" / "images" / "case.png")
     write_png(tmp_path / "d" / "masks" / "case.png", labels)
     dataset = open_dataset(f"folder:{tmp_path / 'd'}")
-    index = index_dataset(dataset, Runtime(torch.device("cpu")))
+    index = index_dataset(dataset, TrainingProcess(torch.device("cpu")))
     np.testing.assert_array_equal(index.entries[0].boxes, [[10, 10, 40, 40], [40, 10, 70, 40]])
     student = make_tiny_teacher()
     for kinds in ((), ("scale",)):

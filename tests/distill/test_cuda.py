@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from kdsam.distill.cache import EmbeddingCache
-from kdsam.distill.runtime import Runtime
+from kdsam.distill.process import TrainingProcess
 from kdsam.distill.stage1 import distill
 from kdsam.distill.stage2 import finetune
 from tests.distill.tiny import FAST, STUDENT, cut_after_checkpoint, make_tiny_teacher
@@ -31,12 +31,12 @@ def test_teacher_on_cuda_matches_cpu_within_mixed_precision(tmp_path):
 
 
 def test_distill_and_finetune_on_cuda_with_amp(tmp_path, splits):
-    rt = Runtime(torch.device("cuda"))
+    process = TrainingProcess(torch.device("cuda"))
     run = tmp_path / "run"
     cfg = replace(FAST, workers=2)
-    distill(make_tiny_teacher(), splits["train"], splits["val"], run, cache_dir=tmp_path, cfg=cfg, runtime=rt,
+    distill(make_tiny_teacher(), splits["train"], splits["val"], run, cache_dir=tmp_path, cfg=cfg, process=process,
             **STUDENT)  # fmt: skip
-    student = finetune(run, splits["train"], splits["val"], cfg=cfg, runtime=rt, cache_dir=tmp_path,
+    student = finetune(run, splits["train"], splits["val"], cfg=cfg, process=process, cache_dir=tmp_path,
                        augmentations=["flip"])  # fmt: skip
     assert next(student.parameters()).device.type == "cuda"
     config = json.loads((run / "config.json").read_text())
@@ -50,9 +50,9 @@ def test_run_cut_mid_epoch_on_cuda_resumes_like_an_uninterrupted_one(tmp_path, s
     """fp16 also restores the grad scaler; accumulation makes the cut fall between forwards of a step."""
     monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)
     monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
-    rt = Runtime(torch.device("cuda"), precision=precision)
+    process = TrainingProcess(torch.device("cuda"), precision=precision)
     cfg = replace(FAST, batch_size=2, accumulate=2)  # 10 images: steps of 4, 4, 2
-    args = {"cache_dir": tmp_path, "perceptual": "none", "runtime": rt, **STUDENT}
+    args = {"cache_dir": tmp_path, "perceptual": "none", "process": process, **STUDENT}
 
     def run(name: str, **kw):
         torch.manual_seed(0)

@@ -19,7 +19,7 @@ import torch
 import torch.multiprocessing as mp
 
 from kdsam.data import open_dataset
-from kdsam.distill.runtime import Runtime, close_runtime, init_runtime
+from kdsam.distill.process import TrainingProcess, close_process, init_process
 from kdsam.distill.stage1 import distill
 from kdsam.distill.stage2 import finetune
 from kdsam.errors import KdsamError
@@ -64,21 +64,21 @@ def _rank(rank: int, world: int, port: int, root: Path, run: Path, cache: Path, 
     DDP.forward = forward
     out = run.parent / f"{run.name}-rank{rank}.pt"
     try:
-        rt = init_runtime("cpu", timeout_s=30)
+        process = init_process("cpu", timeout_s=30)
         if mode == "finetune":
-            student = finetune(run, *_splits(root), cfg=CFG, cache_dir=cache, runtime=rt)
+            student = finetune(run, *_splits(root), cfg=CFG, cache_dir=cache, process=process)
         else:  # the cut run checkpoints after every step, so it stops mid-epoch with a checkpoint
             cfg = {"interrupt": replace(CFG, checkpoint_minutes=1e-9),
                    "accumulate": replace(CFG, batch_size=3, accumulate=2)}.get(mode, CFG)  # fmt: skip
             student = distill(make_tiny_teacher(), *_splits(root), run, cache_dir=cache, cfg=cfg, resume=resume,
-                              runtime=rt, **STUDENT)  # fmt: skip
+                              process=process, **STUDENT)  # fmt: skip
         torch.save({"state": student.state_dict()}, out)
     except KeyboardInterrupt:
         torch.save({"error": "interrupted"}, out)
     except Exception as err:
         torch.save({"error": f"{type(err).__name__}: {err}", "trace": traceback.format_exc()}, out)
     finally:
-        close_runtime()
+        close_process()
 
 
 def _launch(world: int, root: Path, run: Path, cache: Path, mode: str = "", resume: bool = False) -> list[dict]:
@@ -102,7 +102,8 @@ def runs(tmp_path_factory, synthetic_root):
     cache = tmp / "cache"
     torch.manual_seed(0)
     single = distill(make_tiny_teacher(), *_splits(synthetic_root), tmp / "one", cache_dir=cache,
-                     cfg=replace(CFG, batch_size=4), runtime=Runtime(torch.device("cpu")), **STUDENT)  # fmt: skip
+                     cfg=replace(CFG, batch_size=4), process=TrainingProcess(torch.device("cpu")),
+                     **STUDENT)  # fmt: skip
     two = _launch(2, synthetic_root, tmp / "two", cache)
     return {"tmp": tmp, "cache": cache, "single": single.state_dict(), "two": two}
 
@@ -163,8 +164,8 @@ def test_sync_bn_swaps_every_batchnorm_and_keeps_parameters_and_keys():
 
     encoder = build_student(make_tiny_teacher(), "resnet18", 64).image_encoder
     params, keys = list(encoder.parameters()), list(encoder.state_dict())
-    assert Runtime(torch.device("cpu")).sync_batchnorm(encoder) is encoder  # one process: nothing to sync
-    synced = Runtime(torch.device("cuda", 0), rank=0, world_size=2).sync_batchnorm(encoder)
+    assert TrainingProcess(torch.device("cpu")).sync_batchnorm(encoder) is encoder  # one process: nothing to sync
+    synced = TrainingProcess(torch.device("cuda", 0), rank=0, world_size=2).sync_batchnorm(encoder)
     norms = [type(m) for m in synced.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     assert norms and set(norms) == {torch.nn.SyncBatchNorm}
     assert all(a is b for a, b in zip(synced.parameters(), params, strict=True))  # the optimizer's tensors
@@ -176,7 +177,7 @@ def test_sync_bn_on_cpu_ranks_is_refused_before_any_teacher_work(synthetic_root,
     teacher.image_encoder.forward = None  # the teacher must not run: its cache would be filled first
     with pytest.raises(KdsamError, match=r"--sync-bn: .*CUDA only"):
         distill(teacher, *_splits(synthetic_root), tmp_path / "run", cfg=replace(CFG, sync_bn=True),
-                runtime=Runtime(torch.device("cpu"), rank=0, world_size=2), **STUDENT)  # fmt: skip
+                process=TrainingProcess(torch.device("cpu"), rank=0, world_size=2), **STUDENT)  # fmt: skip
 
 
 def test_accumulated_forwards_take_the_steps_of_one_big_batch(runs, synthetic_root):

@@ -84,7 +84,7 @@ def test_a_batch_of_sequences_answers_as_each_object_alone(batched):
 
 def test_finetune_trains_on_the_mix_and_records_it(tmp_path, tiny_teacher, splits):
     from kdsam.distill.items import TrainingSet, index_dataset
-    from kdsam.distill.runtime import Runtime
+    from kdsam.distill.process import TrainingProcess
     from kdsam.distill.stage1 import distill
     from kdsam.distill.stage2 import finetune
     from kdsam.models.loading import load_saved_student
@@ -102,7 +102,7 @@ def test_finetune_trains_on_the_mix_and_records_it(tmp_path, tiny_teacher, split
     assert config["prompts"]["validation"].startswith("boxes")
     # every training item carries its drawn plan, the same on every load (seeded by epoch and item)
     student = load_saved_student(run)
-    index = index_dataset(splits["train"], Runtime(torch.device("cpu")))
+    index = index_dataset(splits["train"], TrainingProcess(torch.device("cpu")))
     items = TrainingSet(splits["train"], index, student, seed=0, prompt_mix=mix)
     first, again = items[0], items[0]
     assert KINDS[int(first["prompt_kind"])] == "point" and int(first["prompt_clicks"]) in (0, 1)

@@ -10,7 +10,7 @@ import torch
 
 from kdsam.distill.cache import EmbeddingCache
 from kdsam.distill.items import TrainingSet, index_dataset
-from kdsam.distill.runtime import Runtime
+from kdsam.distill.process import TrainingProcess
 from kdsam.distill.stage1 import distill, embedding_distance
 from kdsam.distill.stage2 import finetune
 from kdsam.errors import KdsamError
@@ -31,7 +31,7 @@ def test_stage1_lowers_embedding_distance_on_held_out_images(tmp_path, tiny_teac
     torch.manual_seed(0)
     untrained = build_student(tiny_teacher, **STUDENT)
     cache = EmbeddingCache(tiny_teacher, tmp_path)
-    index = index_dataset(splits["test"], Runtime(torch.device("cpu")), cache)
+    index = index_dataset(splits["test"], TrainingProcess(torch.device("cpu")), cache)
     test_items = TrainingSet(splits["test"], index, untrained, teacher=tiny_teacher, teacher_cache=cache.dir)
     before = embedding_distance(untrained.eval(), test_items)
     student = distill(

@@ -17,14 +17,14 @@ from kdsam.data.volumes.slices import VolumeOptions
 from kdsam.data.volumes.synthetic import write_synthetic_ct
 from kdsam.distill.cache import EmbeddingCache
 from kdsam.distill.items import TrainingSet, index_dataset
+from kdsam.distill.process import TrainingProcess
 from kdsam.distill.prompting import parse_mix
-from kdsam.distill.runtime import Runtime
 from kdsam.distill.stage1 import distill, perceptual_rows
 from kdsam.distill.stage2 import finetune
 from kdsam.models.student import build_student
 from tests.distill.tiny import FAST, STUDENT
 
-CPU = Runtime(torch.device("cpu"))
+CPU = TrainingProcess(torch.device("cpu"))
 
 
 @pytest.fixture(scope="module")

@@ -15,8 +15,8 @@ import torch
 
 from kdsam.data import open_dataset
 from kdsam.distill.items import TrainingSet, index_dataset
+from kdsam.distill.process import TrainingProcess
 from kdsam.distill.run import RunDir
-from kdsam.distill.runtime import Runtime
 from kdsam.distill.stage1 import distill
 from kdsam.distill.trainer import FitConfig, loader
 from kdsam.models.student import build_student
@@ -26,12 +26,12 @@ from kdsam.models.teachers import load_teacher
 def _fwd_bwd_seconds(spec: str, teacher, backbone: str, input_size: int, batch_size: int) -> float:
     """One pass over the training images: student forward + backward of an MSE, nothing else."""
     student = build_student(teacher, backbone, input_size)
-    rt = Runtime(torch.device("cpu"))
+    process = TrainingProcess(torch.device("cpu"))
     data = open_dataset(spec, "train", max_side=1024)
-    items = TrainingSet(data, index_dataset(data, rt), student)
+    items = TrainingSet(data, index_dataset(data, process), student)
     encoder = student.image_encoder.train()
     target = torch.zeros(1, 256, 64, 64)
-    inputs = [batch["x"] for batch in loader(items, FitConfig(batch_size=batch_size), rt)]  # decoded untimed
+    inputs = [batch["x"] for batch in loader(items, FitConfig(batch_size=batch_size), process)]  # decoded untimed
     start = time.perf_counter()
     for x in inputs:
         torch.nn.functional.mse_loss(encoder(x), target.expand(len(x), -1, -1, -1)).backward()

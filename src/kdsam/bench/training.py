@@ -30,8 +30,8 @@ import torch
 from kdsam.data import open_dataset
 from kdsam.data.synthetic import write_synthetic
 from kdsam.distill.fill import RANDOM_WEIGHTS, fill_teacher_cache
+from kdsam.distill.process import TrainingProcess, init_process
 from kdsam.distill.prompting import DEFAULT_MIX, parse_mix, prompted_logits
-from kdsam.distill.runtime import Runtime, init_runtime
 from kdsam.errors import KdsamError
 from kdsam.models.sam import KDSam
 from kdsam.models.student import build_student
@@ -189,18 +189,18 @@ def cache_speed(
     """Teacher embedding (+ mask logits) images/s per teacher into an empty cache; random weights
     only when asked, and then labelled so in every row."""
     spec = synthetic_data(root, n_images)
-    rt = init_runtime(device)
+    process = init_process(device)
     data = [open_dataset(spec, "train", max_side=1024)]
     rows = []
     for name in teachers:
         teacher = build_architecture(name).eval().requires_grad_(False) if random_weights else load_teacher(name)
         with tempfile.TemporaryDirectory(dir=root) as cache:
-            report = fill_teacher_cache(teacher, data, rt, cache, batch_size)
+            report = fill_teacher_cache(teacher, data, process, cache, batch_size)
         rows.append({k: report[k] for k in ("teacher", "weights", "images", "seconds", "computed_images_per_s")})
         del teacher
-        if rt.device.type == "cuda":
+        if process.device.type == "cuda":
             torch.cuda.empty_cache()
-    return {"what": "teacher cache fill, images/s (embedding + mask logits)", "device": str(rt.device),
+    return {"what": "teacher cache fill, images/s (embedding + mask logits)", "device": str(process.device),
             "batch_size": batch_size, "rows": rows}  # fmt: skip
 
 
@@ -257,21 +257,21 @@ def _objects(batch_size: int, device: torch.device) -> tuple[torch.Tensor, torch
 
 
 def _loop_vs_vmap(
-    decode: Callable[..., torch.Tensor], emb: torch.Tensor, rt: Runtime, rounds: int
+    decode: Callable[..., torch.Tensor], emb: torch.Tensor, process: TrainingProcess, rounds: int
 ) -> dict[str, float | list[float]]:
     """`decode(batched=...)` forward and backward (to `emb`) with each path, interleaved."""
 
     def step(batched: bool) -> Callable[[], tuple[torch.Tensor, ...]]:
         def forward_backward() -> tuple[torch.Tensor, ...]:
             emb.grad = None
-            with rt.autocast():
+            with process.autocast():
                 logits = decode(batched=batched)
             logits.float().square().mean().backward()
             return logits.detach(), emb.grad
 
         return forward_backward
 
-    median, outputs = _interleaved({"loop": step(False), "vmap": step(True)}, rt.device, rounds)
+    median, outputs = _interleaved({"loop": step(False), "vmap": step(True)}, process.device, rounds)
     distance = _rel_l2(outputs["loop"], outputs["vmap"])
     return {"loop_s": round(median["loop"], 4), "vmap_s": round(median["vmap"], 4),
             "vmap_speedup": round(median["loop"] / median["vmap"], 3),
@@ -289,22 +289,22 @@ def decode_speed(
     (stage 1's perceptual loss, stage 2's box recipe) and the default prompt mix with its simulated
     clicks (stage 2). Each with one decoder call per image against one `vmap` call per batch or
     group (`batched=`), in the precision training uses on the device."""
-    rt = init_runtime(device)
-    targets, boxes = _objects(batch_size, rt.device)
+    process = init_process(device)
+    targets, boxes = _objects(batch_size, process.device)
     rng = np.random.default_rng(0)
     plans = [parse_mix(DEFAULT_MIX).draw(t[0].cpu().numpy() > 0.5, rng) for t in targets]
     rows = []
     for name in teachers:
-        model = load_teacher(name).to(rt.device)
+        model = load_teacher(name).to(process.device)
         torch.manual_seed(0)
-        emb = torch.randn(batch_size, 256, 64, 64, device=rt.device, requires_grad=True)
+        emb = torch.randn(batch_size, 256, 64, 64, device=process.device, requires_grad=True)
         for prompts, decode in (("box", partial(_box_logits, model, emb, boxes)),
                                 ("mix", partial(prompted_logits, model, emb, targets, boxes, plans))):  # fmt: skip
-            rows.append({"teacher": name, "prompts": prompts, **_loop_vs_vmap(decode, emb, rt, rounds)})
+            rows.append({"teacher": name, "prompts": prompts, **_loop_vs_vmap(decode, emb, process, rounds)})
     return {"what": "mask decoder forward + backward over a batch: one call per image vs one vmap call",
-            "device": str(rt.device), "precision": str(rt.amp_dtype or torch.float32).replace("torch.", ""),
+            "device": str(process.device), "precision": str(process.amp_dtype or torch.float32).replace("torch.", ""),
             "batch_size": batch_size, "rounds": rounds, "prompt_mix": DEFAULT_MIX,
-            "default_path": "vmap" if rt.device.type == "cuda" else "loop", "rows": rows}  # fmt: skip
+            "default_path": "vmap" if process.device.type == "cuda" else "loop", "rows": rows}  # fmt: skip
 
 
 def precision_speed(
@@ -323,7 +323,7 @@ def precision_speed(
     dev = resolve_device(device)
     what = "fp32 vs bf16 autocast: student training step, teacher embedding forward; interleaved rounds"
     try:
-        Runtime(dev, precision="bf16")
+        TrainingProcess(dev, precision="bf16")
     except KdsamError as err:
         return {"what": what, "device": str(dev), "skipped": str(err)}
     torch.manual_seed(0)

@@ -11,7 +11,7 @@ from pathlib import Path
 from kdsam.commands.options import add_device_argument, add_volume_arguments, log_to_stderr, volume_options
 from kdsam.commands.train_options import add_background_argument, add_precision_argument
 from kdsam.data import open_dataset
-from kdsam.distill.runtime import DEFAULT_TIMEOUT_S, init_runtime
+from kdsam.distill.process import DEFAULT_TIMEOUT_S, init_process
 from kdsam.errors import KdsamError
 from kdsam.models.loading import load_model
 from kdsam.models.spec import parse_model, require_kind
@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         raise KdsamError(f"--split {args.split}: choose from {', '.join(SPLITS)}")
     if args.batch_size < 1:
         raise KdsamError(f"--batch-size {args.batch_size}: at least 1")
-    rt = init_runtime(args.device, args.dist_timeout, args.precision)
+    process = init_process(args.device, args.dist_timeout, args.precision)
     spec = require_kind(parse_model(args.teacher), ("teacher",), "--teacher")
     if args.random_weights:
         if spec.checkpoint:
@@ -70,10 +70,17 @@ def run(args: argparse.Namespace) -> int:
     from kdsam.distill.fill import fill_teacher_cache
 
     report = fill_teacher_cache(
-        teacher, datasets, rt, args.cache_dir, args.batch_size, not args.no_logits, args.background_slices, args.seed
+        teacher,
+        datasets,
+        process,
+        args.cache_dir,
+        args.batch_size,
+        not args.no_logits,
+        args.background_slices,
+        args.seed,
     )
     report = {"data": args.data, "splits": splits, **report}
-    if not rt.is_main:
+    if not process.is_main:
         return 0
     print(json.dumps(report))
     if args.json:

@@ -11,7 +11,7 @@ from kdsam.commands.train_options import (
     add_data_arguments,
     add_fit_arguments,
     fit_config,
-    runtime_of,
+    process_of,
     splits_of,
     train_val,
 )
@@ -47,8 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     log_to_stderr()
-    rt = runtime_of(args)
-    cfg = replace(fit_config(args, rt), sync_bn=args.sync_bn)
+    process = process_of(args)
+    cfg = replace(fit_config(args, process), sync_bn=args.sync_bn)
     teacher = load_model(args.teacher, ("teacher",), "--teacher")
     train, val = train_val(args)
     distill(
@@ -68,12 +68,12 @@ def run(args: argparse.Namespace) -> int:
         resume=args.resume,
         splits=splits_of(args),
         extra_config={"split_seed": args.seed, "split_file": args.split_file},
-        runtime=rt,
+        process=process,
         cache_batch_size=args.cache_batch_size,
         background=args.background_slices,
         intensity=_intensity(args),
     )
-    if not rt.is_main:
+    if not process.is_main:
         return 0
     print(f"student written to {args.out}/model.pt; next: kdsam finetune --run-dir {args.out} --data {args.data}")
     return 0

@@ -9,7 +9,7 @@ from kdsam.commands.train_options import (
     add_data_arguments,
     add_fit_arguments,
     fit_config,
-    runtime_of,
+    process_of,
     splits_of,
     train_val,
 )
@@ -65,17 +65,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     log_to_stderr()
-    rt = runtime_of(args)
-    cfg = fit_config(args, rt)
+    process = process_of(args)
+    cfg = fit_config(args, process)
     require_labelled(args.data, "kdsam finetune")
     train, val = train_val(args)
     finetune(
         args.run, train, val, bce_weight=args.bce_weight, train_encoder=args.train_encoder, cfg=cfg,
-        resume=args.resume, splits=splits_of(args), runtime=rt, cache_dir=args.cache_dir,
+        resume=args.resume, splits=splits_of(args), process=process, cache_dir=args.cache_dir,
         augmentations=[a.strip() for a in args.augment.split(",") if a.strip()],
         prompt_mix=parse_mix(args.prompt_mix, args.max_clicks),
     )  # fmt: skip
-    if not rt.is_main:
+    if not process.is_main:
         return 0
     print(f"fine-tuned student written to {args.run}/model.pt")
     return 0

@@ -9,7 +9,7 @@ import argparse
 from kdsam.commands.options import add_device_argument, add_volume_arguments, set_threads, volume_options
 from kdsam.data import dataset_splits, open_dataset
 from kdsam.data.dataset import Dataset
-from kdsam.distill.runtime import DEFAULT_TIMEOUT_S, PRECISIONS, Runtime, init_runtime
+from kdsam.distill.process import DEFAULT_TIMEOUT_S, PRECISIONS, TrainingProcess, init_process
 from kdsam.distill.trainer import FitConfig
 
 
@@ -91,14 +91,14 @@ def add_precision_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def runtime_of(args: argparse.Namespace) -> Runtime:
+def process_of(args: argparse.Namespace) -> TrainingProcess:
     """This process's device and precision and, under torchrun, its place in the process group."""
-    return init_runtime(args.device, args.dist_timeout, args.precision)
+    return init_process(args.device, args.dist_timeout, args.precision)
 
 
-def fit_config(args: argparse.Namespace, rt: Runtime) -> FitConfig:
+def fit_config(args: argparse.Namespace, process: TrainingProcess) -> FitConfig:
     set_threads(args.threads)
-    workers = args.workers if args.workers is not None else (4 if rt.device.type == "cuda" else 0)
+    workers = args.workers if args.workers is not None else (4 if process.device.type == "cuda" else 0)
     return FitConfig(
         epochs=args.epochs,
         lr=args.lr,

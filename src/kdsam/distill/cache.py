@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kdsam.distill.runtime import Runtime
+from kdsam.distill.process import TrainingProcess
 from kdsam.errors import KdsamError
 from kdsam.models.sam import KDSam
 from kdsam.utils.atomic import save_torch
@@ -158,14 +158,14 @@ class EmbeddingCache:
         return emb
 
 
-def open_cache(model: KDSam, root: str | Path | None, rt: Runtime) -> EmbeddingCache:
+def open_cache(model: KDSam, root: str | Path | None, process: TrainingProcess) -> EmbeddingCache:
     """`model`'s cache, checked writable and rid of dead writers' temporaries by rank 0 before any
     rank uses it."""
-    cache = EmbeddingCache(model, root, rt.amp_dtype)
-    if rt.is_main:
+    cache = EmbeddingCache(model, root, process.amp_dtype)
+    if process.is_main:
         cache.ensure_writable()
         cache.clean_stale()
-    rt.barrier()
+    process.barrier()
     return cache
 
 

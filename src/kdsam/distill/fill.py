@@ -11,7 +11,7 @@ from typing import Any
 from kdsam.data.dataset import Dataset
 from kdsam.distill.cache import open_cache
 from kdsam.distill.items import index_dataset
-from kdsam.distill.runtime import Runtime
+from kdsam.distill.process import TrainingProcess
 from kdsam.models.sam import KDSam
 
 log = logging.getLogger("kdsam")
@@ -23,7 +23,7 @@ RANDOM_WEIGHTS = "RANDOM (timing only: not a pretrained teacher)"  # how every r
 def fill_teacher_cache(
     teacher: KDSam,
     datasets: Sequence[Dataset],
-    rt: Runtime,
+    process: TrainingProcess,
     cache_dir: str | Path | None = None,
     batch_size: int = 8,
     logits: bool = True,
@@ -34,12 +34,14 @@ def fill_teacher_cache(
     image of `datasets`; each rank takes a disjoint share, finished entries are never recomputed.
     Returns the counts over all ranks: images, computed, reused, skipped, seconds. `background`
     and `seed`: the volume slices without foreground that distill will draw (as its options)."""
-    teacher.to(rt.device)
-    cache = open_cache(teacher, cache_dir, rt)
+    teacher.to(process.device)
+    cache = open_cache(teacher, cache_dir, process)
     start = time.perf_counter()
     totals = {"images": 0, "computed": 0, "reused": 0, "skipped": 0}
     for data in datasets:
-        index = index_dataset(data, rt, cache, logits=logits, batch_size=batch_size, background=background, seed=seed)
+        index = index_dataset(
+            data, process, cache, logits=logits, batch_size=batch_size, background=background, seed=seed
+        )
         totals["images"] += len(index.entries)
         totals["computed"] += index.computed
         totals["reused"] += index.reused
@@ -53,8 +55,8 @@ def fill_teacher_cache(
         "computed_images_per_s": round(totals["computed"] / seconds, 3) if totals["computed"] else None,
         "teacher": teacher.name,
         "weights": RANDOM_WEIGHTS if teacher.spec.get("weights") == "random" else teacher.spec.get("sha256", "unknown"),
-        "device": str(rt.device),
-        "world_size": rt.world_size,
+        "device": str(process.device),
+        "world_size": process.world_size,
         "batch_size": batch_size,
         "cache": str(cache.dir),
     }

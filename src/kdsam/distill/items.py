@@ -24,8 +24,8 @@ from tqdm import tqdm
 from kdsam.data.dataset import Dataset, resize_nearest
 from kdsam.data.prompts import box_around, jitter_boxes, objects, random_boxes
 from kdsam.distill.cache import LOW_RES, EmbeddingCache, _load_checked, boxes_key, image_key
+from kdsam.distill.process import TrainingProcess
 from kdsam.distill.prompting import PromptMix
-from kdsam.distill.runtime import Runtime
 from kdsam.errors import BadFileError
 from kdsam.models.sam import KDSam
 
@@ -103,7 +103,7 @@ def low_res_target(model: KDSam, mask: np.ndarray) -> torch.Tensor:
 
 def index_dataset(
     dataset: Dataset,
-    rt: Runtime,
+    process: TrainingProcess,
     cache: EmbeddingCache | None = None,
     *,
     logits: bool = False,
@@ -123,9 +123,9 @@ def index_dataset(
     skipped: list[dict[str, str]] = []
     pending: list[tuple[Entry, np.ndarray]] = []
     computed = reused = left_out = 0
-    mine = rt.shard(range(len(dataset)))
+    mine = process.shard(range(len(dataset)))
     desc = f"indexing {dataset.split or 'data'}" + (" + teacher cache" if cache is not None else "")
-    for i in tqdm(mine, desc=desc, unit="image", disable=not rt.is_main):
+    for i in tqdm(mine, desc=desc, unit="image", disable=not process.is_main):
         record = dataset.records[i]
         name = record.name
         background_slice = record.meta.get("foreground") is False and not record.meta.get("unlabeled")
@@ -152,7 +152,7 @@ def index_dataset(
             computed += _fill(cache, pending, logits)
     if cache is not None and pending:
         computed += _fill(cache, pending, logits)
-    shares = rt.gather((entries, skipped, computed, reused, left_out))
+    shares = process.gather((entries, skipped, computed, reused, left_out))
     return Index(
         sorted((e for s in shares for e in s[0]), key=lambda e: e.index),
         [k for s in shares for k in s[1]],

@@ -18,8 +18,8 @@ from torch import nn
 from kdsam.data.dataset import Dataset
 from kdsam.distill.cache import EmbeddingCache
 from kdsam.distill.items import Index, TrainingSet, index_dataset
+from kdsam.distill.process import TrainingProcess
 from kdsam.distill.run import RunDir
-from kdsam.distill.runtime import Runtime
 from kdsam.distill.trainer import FitConfig, StepFn, ValFn, fit, seed_everything
 from kdsam.errors import KdsamError
 from kdsam.models.loading import save_model
@@ -44,15 +44,15 @@ def report_skipped(stage: str, split: str, index: Index) -> None:
         log.warning("%s: skipped %d %s image(s): %s%s", stage, len(index.skipped), split, names, more)
 
 
-def runtime_config(rt: Runtime, cfg: FitConfig) -> dict[str, Any]:
+def process_config(process: TrainingProcess, cfg: FitConfig) -> dict[str, Any]:
     """Where and how the stage ran, for config.json: a run's numbers mean little without it."""
     return {
-        "device": str(rt.device),
-        "precision": str(rt.amp_dtype or torch.float32).replace("torch.", ""),
-        "world_size": rt.world_size,
+        "device": str(process.device),
+        "precision": str(process.amp_dtype or torch.float32).replace("torch.", ""),
+        "world_size": process.world_size,
         "batch_size_per_rank": cfg.batch_size,
         "accumulate": cfg.accumulate,
-        "global_batch_size": cfg.global_batch(rt.world_size),
+        "global_batch_size": cfg.global_batch(process.world_size),
     }
 
 
@@ -63,9 +63,9 @@ class Stage:
     """
 
     def __init__(self, name: str, run: RunDir, train: Dataset, val: Dataset, options: dict[str, Any],
-                 cfg: FitConfig, rt: Runtime, resume: bool) -> None:  # fmt: skip
+                 cfg: FitConfig, process: TrainingProcess, resume: bool) -> None:  # fmt: skip
         self.name, self.run, self.train, self.val = name, run, train, val
-        self.options, self.cfg, self.rt, self.resume = options, cfg, rt, resume
+        self.options, self.cfg, self.process, self.resume = options, cfg, process, resume
         self.train_index: Index | None = None
         self.val_index: Index | None = None
 
@@ -79,7 +79,7 @@ class Stage:
         options: dict[str, Any],
         *,
         cfg: FitConfig,
-        rt: Runtime,
+        process: TrainingProcess,
         resume: bool,
         splits: dict[str, list[str]] | None,
     ) -> Stage:
@@ -88,11 +88,11 @@ class Stage:
         options = {**options, "data": train.spec, "seed": cfg.seed}
         if resume:
             run.check_resume(name, options)
-        run.start(name, resume, writer=rt.is_main)
-        if splits is not None and rt.is_main:
+        run.start(name, resume, writer=process.is_main)
+        if splits is not None and process.is_main:
             run.write_split(name, train.spec, splits)
         seed_everything(cfg.seed)
-        return cls(name, run, train, val, options, cfg, rt, resume)
+        return cls(name, run, train, val, options, cfg, process, resume)
 
     def index(
         self,
@@ -105,8 +105,8 @@ class Stage:
         """Index both splits (filling the caches), refuse an empty validation split (model selection
         needs one) and name each skipped file. `logits`: also cache the teacher's mask logits for
         the training split; `drawn`: `index_dataset`'s batch size, background share and seed."""
-        self.train_index = index_dataset(self.train, self.rt, train_cache, logits=logits, **drawn)
-        self.val_index = index_dataset(self.val, self.rt, val_cache, **drawn)
+        self.train_index = index_dataset(self.train, self.process, train_cache, logits=logits, **drawn)
+        self.val_index = index_dataset(self.val, self.process, val_cache, **drawn)
         if not self.val_index.entries:
             raise KdsamError(
                 f"{self.val.spec}: the validation split has no usable image; "
@@ -118,7 +118,7 @@ class Stage:
 
     def write_config(self, head: dict[str, Any], cache: Path | None, extra: dict[str, Any] | None = None) -> None:
         """RUN/config.json's entry for this stage: the stage's own `head`, then the data, fit and
-        runtime every stage records, the cache folder and any `extra` (rank 0 writes)."""
+        process every stage records, the cache folder and any `extra` (rank 0 writes)."""
         if self.train_index is None or self.val_index is None:
             raise RuntimeError("Stage.index must run before Stage.write_config")
         config = {
@@ -126,22 +126,34 @@ class Stage:
             "train": {"spec": self.train.spec, "split": self.train.split, **self.train_index.summary()},
             "val": {"spec": self.val.spec, "split": self.val.split, **self.val_index.summary()},
             "fit": asdict(self.cfg),
-            **runtime_config(self.rt, self.cfg),
+            **process_config(self.process, self.cfg),
             "cache": str(cache) if cache else None,
             **(extra or {}),
         }
-        if self.rt.is_main:
+        if self.process.is_main:
             self.run.write_config(self.name, config)
 
     def fit_and_save(self, model: KDSam, trainable: nn.Module, train_set: TrainingSet, val_set: TrainingSet,
                      step: StepFn, val_step: ValFn, keep: tuple[Path, ...] = ()) -> None:  # fmt: skip
         """Train `trainable` (part of `model`), save the best model to RUN/model.pt (and to each
         of `keep`), mark the stage finished, and wait for every rank."""
-        if self.rt.device.type == "cuda":
+        if self.process.device.type == "cuda":
             model.image_encoder.to(memory_format=torch.channels_last)
-        fit(self.run, self.name, model, trainable, train_set, val_set, step, val_step, self.cfg, self.rt, self.resume)
-        if self.rt.is_main:
+        fit(
+            self.run,
+            self.name,
+            model,
+            trainable,
+            train_set,
+            val_set,
+            step,
+            val_step,
+            self.cfg,
+            self.process,
+            self.resume,
+        )
+        if self.process.is_main:
             for path in (*keep, self.run.model):
                 save_model(model, path)
             self.run.finish(self.name)
-        self.rt.barrier()
+        self.process.barrier()

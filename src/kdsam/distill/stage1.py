@@ -11,8 +11,8 @@ from kdsam.data.dataset import Dataset
 from kdsam.distill.cache import EmbeddingCache, open_cache
 from kdsam.distill.items import Index, TrainingSet
 from kdsam.distill.losses import DecoderPerceptualLoss, embedding_mse
+from kdsam.distill.process import TrainingProcess
 from kdsam.distill.run import RunDir
-from kdsam.distill.runtime import Runtime
 from kdsam.distill.stage import Stage, default_fit
 from kdsam.distill.trainer import Batch, FitConfig, loader, to_device
 from kdsam.distill.vgg import VGGPerceptualLoss
@@ -58,8 +58,8 @@ def per_item_mse(student: KDSam, batch: Batch) -> torch.Tensor:
 def embedding_distance(student: KDSam, data: TrainingSet, batch: int = 8) -> float:
     """Mean squared distance between student and teacher embeddings over `data`."""
     cfg = FitConfig(batch_size=batch)
-    rt = Runtime(student.device)
-    total = sum(float(per_item_mse(student, to_device(b, rt)).sum()) for b in loader(data, cfg, rt))
+    process = TrainingProcess(student.device)
+    total = sum(float(per_item_mse(student, to_device(b, process)).sum()) for b in loader(data, cfg, process))
     return total / max(len(data), 1)
 
 
@@ -81,7 +81,7 @@ def distill(
     resume: bool = False,
     splits: dict[str, list[str]] | None = None,
     extra_config: dict | None = None,
-    runtime: Runtime | None = None,
+    process: TrainingProcess | None = None,
     cache_batch_size: int = 8,
     background: float = BACKGROUND_SLICES,
     intensity: dict | None = None,
@@ -111,7 +111,7 @@ def distill(
       resume (bool): continue the run's interrupted stage from its checkpoint.
       splits (dict or None): the seeded split to record in RUN/split.json.
       extra_config (dict or None): more entries for config.json.
-      runtime (Runtime or None): device, precision and process group (None: one CPU process).
+      process (TrainingProcess or None): device, precision and process group (None: one CPU process).
       cache_batch_size (int): images per teacher forward while filling the cache.
       background (float): of a volume dataset's slices without foreground, the seeded fraction also
         trained on (embedding term only: no object to prompt the decoder term with).
@@ -129,7 +129,7 @@ def distill(
         loss (each one line).
     """
     cfg = cfg or default_fit("distill")
-    rt = runtime or Runtime(torch.device("cpu"))
+    process = process or TrainingProcess(torch.device("cpu"))
     if perceptual not in PERCEPTUAL:
         raise KdsamError(f"unknown perceptual loss {perceptual!r}; choose one of {', '.join(PERCEPTUAL)}")
     run = RunDir(run_dir)
@@ -142,20 +142,20 @@ def distill(
         "perceptual_items": perceptual_items,
         "background_slices": background,
     }
-    stage = Stage.begin("distill", run, train, val, options, cfg=cfg, rt=rt, resume=resume, splits=splits)
+    stage = Stage.begin("distill", run, train, val, options, cfg=cfg, process=process, resume=resume, splits=splits)
     student = build_student(teacher, backbone, input_size, backbone_weights, teacher_name=teacher.name)
     if intensity is not None:
         student.spec["intensity"] = intensity
     if cfg.sync_bn:  # before the teacher's cache is filled: a refusal must not cost that
-        student.image_encoder = rt.sync_batchnorm(student.image_encoder)
-    teacher.to(rt.device)
-    cache = open_cache(teacher, cache_dir, rt)
+        student.image_encoder = process.sync_batchnorm(student.image_encoder)
+    teacher.to(process.device)
+    cache = open_cache(teacher, cache_dir, process)
     logits = perceptual == "decoder"
     train_index, val_index = stage.index(
         cache, cache, logits=logits, batch_size=cache_batch_size, background=background, seed=cfg.seed
     )
     loss_p = make_perceptual(perceptual, teacher, cache, train_index, vgg_weights)
-    student.to(rt.device)
+    student.to(process.device)
     common = {"seed": cfg.seed, "teacher": teacher, "teacher_cache": cache.dir}
     train_set = TrainingSet(train, train_index, student, logits=logits, **common)
     val_set = TrainingSet(val, val_index, student, **common)
@@ -172,8 +172,8 @@ def distill(
     log.info(
         "distill: teacher %s -> %s; perceptual loss: %s (weight %g); backbone init: %s; %d process(es) on %s; "
         "teacher computed %d image(s), reused %d",
-        teacher.name, student.name, perceptual, perceptual_weight, student.spec["backbone_init"], rt.world_size,
-        rt.device, train_index.computed + val_index.computed, n_cached - train_index.computed - val_index.computed,
+        teacher.name, student.name, perceptual, perceptual_weight, student.spec["backbone_init"], process.world_size,
+        process.device, train_index.computed + val_index.computed, n_cached - train_index.computed - val_index.computed,
     )  # fmt: skip
 
     def step(batch: Batch) -> dict[str, torch.Tensor]:

@@ -13,9 +13,9 @@ from kdsam.data.dataset import Dataset
 from kdsam.distill.cache import open_cache
 from kdsam.distill.items import AUGMENTATIONS, TrainingSet
 from kdsam.distill.losses import dice_loss_per_item
+from kdsam.distill.process import TrainingProcess
 from kdsam.distill.prompting import DEFAULT_MIX, PromptMix, PromptPlan, parse_mix, prompted_logits
 from kdsam.distill.run import RunDir
-from kdsam.distill.runtime import Runtime
 from kdsam.distill.stage import Stage, default_fit
 from kdsam.distill.trainer import Batch, FitConfig
 from kdsam.errors import KdsamError
@@ -35,7 +35,7 @@ def finetune(
     cfg: FitConfig | None = None,
     resume: bool = False,
     splits: dict[str, list[str]] | None = None,
-    runtime: Runtime | None = None,
+    process: TrainingProcess | None = None,
     augmentations: Sequence[str] = (),
     cache_dir: str | Path | None = None,
     prompt_mix: PromptMix | None = None,
@@ -48,7 +48,7 @@ def finetune(
     `prompt_mix` (default: `kdsam.distill.prompting.DEFAULT_MIX`) trains on boxes, points, box plus
     points and simulated corrective clicks; validation, and so model selection, stays on boxes."""
     cfg = cfg or default_fit("finetune")
-    rt = runtime or Runtime(torch.device("cpu"))
+    process = process or TrainingProcess(torch.device("cpu"))
     unknown = set(augmentations) - set(AUGMENTATIONS)
     if unknown:
         raise KdsamError(f"--augment {','.join(sorted(unknown))}: unknown; choose from {', '.join(AUGMENTATIONS)}")
@@ -63,11 +63,11 @@ def finetune(
         "augment": sorted(augmentations),
         "prompts": mix.describe(),
     }
-    stage = Stage.begin("finetune", run, train, val, options, cfg=cfg, rt=rt, resume=resume, splits=splits)
-    student.to(rt.device)
+    stage = Stage.begin("finetune", run, train, val, options, cfg=cfg, process=process, resume=resume, splits=splits)
+    student.to(process.device)
     student.requires_grad_(False)
     student.image_encoder.eval()
-    frozen = None if train_encoder else open_cache(student, cache_dir, rt)
+    frozen = None if train_encoder else open_cache(student, cache_dir, process)
     train_index, val_index = stage.index(None if augmentations else frozen, frozen)
     trainable = (
         student.mask_decoder

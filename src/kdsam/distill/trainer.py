@@ -22,8 +22,8 @@ from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from kdsam.distill.items import TrainingSet
+from kdsam.distill.process import TrainingProcess, collective
 from kdsam.distill.run import RunDir
-from kdsam.distill.runtime import Runtime, collective
 from kdsam.distill.sampling import EpochSampler
 from kdsam.errors import KdsamError
 from kdsam.models.loading import save_model
@@ -80,22 +80,22 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def loader(data: torch.utils.data.Dataset, cfg: FitConfig, rt: Runtime, sampler=None) -> DataLoader:
+def loader(data: torch.utils.data.Dataset, cfg: FitConfig, process: TrainingProcess, sampler=None) -> DataLoader:
     return DataLoader(
         data,
         batch_size=cfg.batch_size,
         sampler=sampler,
         num_workers=cfg.workers,
-        pin_memory=rt.device.type == "cuda",
+        pin_memory=process.device.type == "cuda",
         prefetch_factor=2 if cfg.workers else None,
     )
 
 
-def to_device(batch: Batch, rt: Runtime) -> Batch:
+def to_device(batch: Batch, process: TrainingProcess) -> Batch:
     """Host-to-device copies that overlap compute (the loader pinned the memory on CUDA)."""
-    if rt.device.type == "cpu":
+    if process.device.type == "cpu":
         return batch
-    out = {k: v.to(rt.device, non_blocking=True) for k, v in batch.items()}
+    out = {k: v.to(process.device, non_blocking=True) for k, v in batch.items()}
     if "x" in out:
         out["x"] = out["x"].contiguous(memory_format=torch.channels_last)
     return out
@@ -115,17 +115,17 @@ class StepModule(nn.Module):
         return self.step(batch)
 
 
-def data_parallel(trainable: nn.Module, step: StepFn, rt: Runtime) -> nn.Module:
+def data_parallel(trainable: nn.Module, step: StepFn, process: TrainingProcess) -> nn.Module:
     """The step under DDP when there are several ranks: it broadcasts rank 0's weights, then averages
     the gradients over the ranks during backward. Unused parameters are expected (the decoder's IoU
     head gets no gradient from a mask loss)."""
     module = StepModule(trainable, step)
-    if not rt.distributed:
+    if not process.distributed:
         return module
     with collective("DistributedDataParallel setup"):
         return DistributedDataParallel(
             module,
-            device_ids=[rt.device.index] if rt.device.type == "cuda" else None,
+            device_ids=[process.device.index] if process.device.type == "cuda" else None,
             find_unused_parameters=True,
         )
 
@@ -149,7 +149,7 @@ def fit(
     step: StepFn,
     val_step: ValFn,
     cfg: FitConfig,
-    rt: Runtime,
+    process: TrainingProcess,
     resume: bool = False,
 ) -> list[dict[str, Any]]:
     """Train `trainable` (a part of `model`) on `train`; `val_step`'s summed "val_loss" over the
@@ -168,7 +168,7 @@ def fit(
     """
     if len(train) == 0:
         raise KdsamError(f"{stage}: no usable training images (all unreadable or with empty masks)")
-    loop = _Loop(run, stage, model, trainable, train, val, step, val_step, cfg, rt)
+    loop = _Loop(run, stage, model, trainable, train, val, step, val_step, cfg, process)
     if resume:
         loop.resume()
     return loop.run()
@@ -186,10 +186,10 @@ class _Epoch:
     t0: float = field(default_factory=time.perf_counter)
 
     @classmethod
-    def resumed(cls, number: int, partial: dict[str, Any] | None, rt: Runtime) -> _Epoch:
+    def resumed(cls, number: int, partial: dict[str, Any] | None, process: TrainingProcess) -> _Epoch:
         if partial is None:
             return cls(number)
-        carried = rt.is_main
+        carried = process.is_main
         return cls(number, partial["position"], dict(partial["sums"]) if carried else {},
                    partial["seen"] if carried else 0, time.perf_counter() - partial["train_seconds"])  # fmt: skip
 
@@ -208,21 +208,22 @@ class _Loop:
     checkpoint."""
 
     def __init__(self, run: RunDir, stage: str, model: KDSam, trainable: nn.Module, train: TrainingSet,
-                 val: TrainingSet, step: StepFn, val_step: ValFn, cfg: FitConfig, rt: Runtime) -> None:  # fmt: skip
+                 val: TrainingSet, step: StepFn, val_step: ValFn, cfg: FitConfig,
+                 process: TrainingProcess) -> None:  # fmt: skip
         self.run_dir, self.stage, self.model, self.trainable = run, stage, model, trainable
-        self.train, self.val, self.val_step, self.cfg, self.rt = train, val, val_step, cfg, rt
+        self.train, self.val, self.val_step, self.cfg, self.process = train, val, val_step, cfg, process
         self.params = [p for p in trainable.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             self.optimizer, factor=0.1, patience=cfg.lr_patience
         )
-        self.scaler = rt.grad_scaler()
+        self.scaler = process.grad_scaler()
         self.state: dict[str, Any] = {"epoch": 0, "best_val": math.inf, "bad_epochs": 0, "rows": []}
         self.ckpt_path = run.checkpoint(stage)
         self.best_path = run.path / f"best-{stage}.pt"
-        self.forward = data_parallel(trainable, step, rt)
-        self.sampler = EpochSampler(len(train), rt.world_size, rt.rank, seed=cfg.seed)
-        self.val_loader = loader(Subset(val, rt.shard(range(len(val)))), cfg, rt)
+        self.forward = data_parallel(trainable, step, process)
+        self.sampler = EpochSampler(len(train), process.world_size, process.rank, seed=cfg.seed)
+        self.val_loader = loader(Subset(val, process.shard(range(len(val)))), cfg, process)
         self.save_every_s = cfg.checkpoint_minutes * 60 or math.inf  # rank 0's clock decides for all
 
     def resume(self) -> None:
@@ -249,29 +250,29 @@ class _Loop:
         return self.state["rows"]
 
     def _train_epoch(self, number: int) -> _Epoch:
-        cfg, rt = self.cfg, self.rt
+        cfg, process = self.cfg, self.process
         torch.manual_seed(cfg.seed * 1000 + number)
-        epoch = _Epoch.resumed(number, self.state.pop("partial", None), rt)
+        epoch = _Epoch.resumed(number, self.state.pop("partial", None), process)
         self.sampler.set_epoch(number, start=epoch.position)
         self.train.set_epoch(number)
         self.trainable.train()
         last_save = time.monotonic()
-        batches = loader(self.train, cfg, rt, self.sampler)
-        bar = tqdm(batches, desc=f"{self.stage} epoch {number}/{cfg.epochs}", leave=False, disable=not rt.is_main)
+        batches = loader(self.train, cfg, process, self.sampler)
+        bar = tqdm(batches, desc=f"{self.stage} epoch {number}/{cfg.epochs}", leave=False, disable=not process.is_main)
         for i, batch in enumerate(bar):
             if i % cfg.accumulate == 0:  # a step's first forward
                 self.optimizer.zero_grad(set_to_none=True)
                 step_items = min(cfg.accumulate * cfg.batch_size, len(self.sampler) - i * cfg.batch_size)
                 bad_loss = None
             last = (i + 1) % cfg.accumulate == 0 or i + 1 == len(batches)
-            loss = self._forward_backward(to_device(batch, rt), step_items, epoch, sync=last)
+            loss = self._forward_backward(to_device(batch, process), step_items, epoch, sync=last)
             if not math.isfinite(loss):
                 bad_loss = loss
             bar.set_postfix(loss=f"{loss:.4f}")
             if not last:
                 continue
-            due = rt.is_main and time.monotonic() - last_save >= self.save_every_s
-            flags = rt.all_reduce({"bad": float(bad_loss is not None), "save": float(due)})  # one collective
+            due = process.is_main and time.monotonic() - last_save >= self.save_every_s
+            flags = process.all_reduce({"bad": float(bad_loss is not None), "save": float(due)})  # one collective
             if flags["bad"]:
                 raise KdsamError(
                     f"{self.stage}: loss became {bad_loss if bad_loss is not None else 'non-finite on another rank'} "
@@ -279,7 +280,7 @@ class _Loop:
                     "with --resume"
                 )
             self._optimizer_step()
-            epoch.position += cfg.global_batch(rt.world_size)
+            epoch.position += cfg.global_batch(process.world_size)
             if flags["save"] and i + 1 < len(batches):  # the last step's checkpoint follows validation
                 self._save_partial(epoch)
                 last_save = time.monotonic()
@@ -288,12 +289,12 @@ class _Loop:
     def _forward_backward(self, batch: Batch, step_items: int, epoch: _Epoch, sync: bool) -> float:
         """One forward's gradient, weighted by its share of the step's items, and its loss; DDP
         all-reduces the gradients only in a step's last backward (`sync`)."""
-        rt = self.rt
+        process = self.process
         n = len(batch["index"])
-        with self.forward.no_sync() if rt.distributed and not sync else contextlib.nullcontext():
-            with rt.autocast():
+        with self.forward.no_sync() if process.distributed and not sync else contextlib.nullcontext():
+            with process.autocast():
                 terms = self.forward(batch)
-            with collective("gradient all-reduce") if rt.distributed else contextlib.nullcontext():
+            with collective("gradient all-reduce") if process.distributed else contextlib.nullcontext():
                 self.scaler.scale(terms["loss"] * (n / step_items)).backward()
         return epoch.add(terms, n)["loss"]
 
@@ -305,10 +306,10 @@ class _Loop:
 
     def _save_partial(self, epoch: _Epoch) -> None:
         """A mid-epoch checkpoint: the weights after this step, the position and the global sums."""
-        totals = self.rt.all_reduce({**epoch.sums, "n_seen": epoch.seen}, same_keys=False)
+        totals = self.process.all_reduce({**epoch.sums, "n_seen": epoch.seen}, same_keys=False)
         self.state["partial"] = {"epoch": epoch.number, "position": epoch.position, "seen": totals.pop("n_seen"),
                                  "sums": totals, "train_seconds": time.perf_counter() - epoch.t0}  # fmt: skip
-        if self.rt.is_main:
+        if self.process.is_main:
             self._save()
             log.info("%s epoch %d: checkpoint at image %d of %d", self.stage, epoch.number, epoch.position,
                      len(self.train))  # fmt: skip
@@ -318,17 +319,17 @@ class _Loop:
         self.trainable.eval()
         sums: dict[str, float] = {}
         for batch in self.val_loader:  # loaded outside autocast: a CPU's autocast would reach the data code too
-            with torch.no_grad(), self.rt.autocast():
-                values = self.val_step(to_device(batch, self.rt))
+            with torch.no_grad(), self.process.autocast():
+                values = self.val_step(to_device(batch, self.process))
             for k, v in values.items():
                 sums[k] = sums.get(k, 0.0) + v
         return sums
 
     def _end_epoch(self, epoch: _Epoch, train_seconds: float) -> None:
         """Validation, the epoch's row, the schedule and early-stopping counters, and the checkpoint."""
-        rt, state = self.rt, self.state
+        process, state = self.process, self.state
         val_sums = self._validate()
-        totals = rt.all_reduce({**{f"train_{k}": v for k, v in epoch.sums.items()}, "n_train": epoch.seen,
+        totals = process.all_reduce({**{f"train_{k}": v for k, v in epoch.sums.items()}, "n_train": epoch.seen,
                                 **{f"val:{k}": v for k, v in val_sums.items()}}, same_keys=False)  # fmt: skip
         n_train = totals.pop("n_train")
         row = {
@@ -339,8 +340,8 @@ class _Loop:
             "lr": self.optimizer.param_groups[0]["lr"],
             "train_seconds": round(train_seconds, 2),
             "val_seconds": round(time.perf_counter() - epoch.t0 - train_seconds, 2),
-            "world_size": rt.world_size,
-            "global_batch_size": self.cfg.global_batch(rt.world_size),
+            "world_size": process.world_size,
+            "global_batch_size": self.cfg.global_batch(process.world_size),
             "train_images_per_s": round(n_train / max(train_seconds, 1e-9), 2),
         }
         self.scheduler.step(row["val_loss"])
@@ -351,12 +352,12 @@ class _Loop:
             state["bad_epochs"] += 1
         state["epoch"] = epoch.number
         state["rows"].append(row)
-        if rt.is_main:
+        if process.is_main:
             if improved:
                 save_model(self.model, self.best_path)
             self.run_dir.append_metrics(row)
             self._save()
-        rt.barrier()
+        process.barrier()
         log.info("%s epoch %d: %s", self.stage, epoch.number,
                  {k: round(v, 5) for k, v in row.items() if isinstance(v, float)})  # fmt: skip
 
@@ -370,7 +371,7 @@ class _Loop:
                 "scaler": self.scaler.state_dict(),
                 "state": self.state,
                 "config": asdict(self.cfg),
-                "world_size": self.rt.world_size,
+                "world_size": self.process.world_size,
             },
         )
 

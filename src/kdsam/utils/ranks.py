@@ -1,6 +1,6 @@
 """This process's place among torchrun's processes, read from the environment torchrun sets.
 
-Shared by training (`kdsam.distill.runtime`, which also joins the process group) and by folder
+Shared by training (`kdsam.distill.process`, which also joins the process group) and by folder
 inference (`kdsam predict --input`, whose ranks only split the files and never talk), so inference
 reads the same variables by the same rule without importing the training stack.
 """

@@ -31,7 +31,7 @@ DEFAULT_TIMEOUT_S = 1800  # a collective waits this long for a silent rank befor
 
 
 @dataclass
-class Runtime:
+class TrainingProcess:
     """This process's device, its place in the group, and its precision."""
 
     device: torch.device
@@ -144,8 +144,10 @@ def collective(what: str) -> Iterator[None]:
         ) from err
 
 
-def init_runtime(device: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S, precision: str = "auto") -> Runtime:
-    """The Runtime of this process: under torchrun (WORLD_SIZE > 1) it joins the process group,
+def init_process(
+    device: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S, precision: str = "auto"
+) -> TrainingProcess:
+    """This process's `TrainingProcess`: under torchrun (WORLD_SIZE > 1) it joins the process group,
     gloo on CPU, nccl on CUDA, with each rank on its LOCAL_RANK-th GPU."""
     place = torchrun_place()
     world, rank, local_rank = place.world_size, place.rank, place.local_rank
@@ -154,16 +156,17 @@ def init_runtime(device: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S
         dev = torch.device("cuda", local_rank if world > 1 else torch.cuda.current_device())
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
-    rt = Runtime(dev, rank, world, local_rank, precision)  # a refused precision stops here, before the group
+    # a refused precision stops here, before the group
+    process = TrainingProcess(dev, rank, world, local_rank, precision)
     if world > 1 and not dist.is_initialized():
         backend = "nccl" if dev.type == "cuda" else "gloo"
         dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
-        atexit.register(close_runtime)
+        atexit.register(close_process)
     if world > 1 and rank != 0:
         logging.getLogger("kdsam").setLevel(logging.WARNING)  # one voice: rank 0 reports progress
-    return rt
+    return process
 
 
-def close_runtime() -> None:
+def close_process() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
