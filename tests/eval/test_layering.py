@@ -57,10 +57,10 @@ def test_the_training_commands_are_seen_by_the_check() -> None:
     assert "kdsam.distill.trainer" in training(loaded_after_importing(["kdsam.commands.finetune"]))
 
 
-@pytest.mark.parametrize("command", ["predict", "serve"])
+@pytest.mark.parametrize("command", ["predict", "evaluate", "serve"])
 def test_help_of_an_inference_command_loads_no_torch(command: str) -> None:
-    """`kdsam predict --help` and `kdsam serve --help` import only the command's module: no torch
-    (seconds on a loaded CPU), which the work itself imports when it runs."""
+    """`kdsam predict --help`, `kdsam evaluate --help` and `kdsam serve --help` import only the
+    command's module: no torch (seconds on a loaded CPU), which the work itself imports when it runs."""
     loaded = loaded_after_importing(["kdsam.cli", f"kdsam.commands.{command}"])
     assert f"kdsam.commands.{command}" in loaded
     assert "torch" not in loaded

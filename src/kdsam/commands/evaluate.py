@@ -8,16 +8,13 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from kdsam.commands.options import add_device_argument, add_volume_arguments, volume_options
-from kdsam.data.registry import dataset_splits, is_volume_spec, open_dataset, require_labelled, volume_set
 from kdsam.errors import KdsamError
-from kdsam.eval.compare import comparison, dataset_label, to_markdown, write_comparison
-from kdsam.eval.evaluate import PredictionFolder, Segmenter, as_segmenter, check_writable, run_evaluation
-from kdsam.eval.interactive import parse_prompt
-from kdsam.models.loading import load_predictor
-from kdsam.models.spec import parse_model
-from kdsam.report.clicks import CLICKS_PLOT, dice_vs_clicks_plot
+
+if TYPE_CHECKING:  # the work's modules load torch and the datasets: `kdsam evaluate --help` needs neither
+    from kdsam.eval.evaluate import Segmenter
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -112,6 +109,10 @@ class Source:
 
 def _sources(args: argparse.Namespace) -> list[Source]:
     """Every --model parsed (an unknown one stops here, before any work), then every --predictions."""
+    from kdsam.eval.evaluate import PredictionFolder, as_segmenter
+    from kdsam.models.loading import load_predictor
+    from kdsam.models.spec import parse_model
+
     if not args.model and not args.predictions:
         raise KdsamError("give --model MODEL or --predictions DIR (or several)")
     if args.predictions and len(args.data) > 1:
@@ -129,6 +130,8 @@ def _sources(args: argparse.Namespace) -> list[Source]:
 
 def _scored_by_split(result: dict, spec: str, args: argparse.Namespace, most: int = 8) -> str:
     """Which images were scored, grouped by the split each belongs to: `train 4 (a, b, ...), test 1 (c)`."""
+    from kdsam.data.registry import dataset_splits
+
     splits = dataset_splits(spec, args.seed, args.split_file)
     where = {name: s for s, names in splits.items() for name in names}
     groups: dict[str, list[str]] = {}
@@ -141,6 +144,12 @@ def _scored_by_split(result: dict, spec: str, args: argparse.Namespace, most: in
 
 
 def run(args: argparse.Namespace) -> int:
+    from kdsam.data.registry import is_volume_spec, open_dataset, require_labelled
+    from kdsam.eval.compare import comparison, dataset_label, to_markdown, write_comparison
+    from kdsam.eval.evaluate import check_writable, run_evaluation
+    from kdsam.eval.interactive import parse_prompt
+    from kdsam.report.clicks import CLICKS_PLOT, dice_vs_clicks_plot
+
     out = Path(args.out)
     if args.protocol == "cvpr25":
         return _run_cvpr25(args, out)
@@ -227,9 +236,12 @@ def _run_cases(args: argparse.Namespace, out: Path) -> int:
 
 def _run_volumes(args: argparse.Namespace, out: Path) -> int:
     """Volume datasets: every --model on the split's cases, in 3D, side by side."""
+    from kdsam.data.registry import dataset_splits, is_volume_spec, volume_set
+    from kdsam.eval.evaluate import check_writable
     from kdsam.eval.volume_sets import evaluate_volume_set, number, side_by_side, write_result
     from kdsam.models.loading import load_model
     from kdsam.models.sam import KDSam
+    from kdsam.models.spec import parse_model
     from kdsam.utils.atomic import write_text
     from kdsam.utils.device import resolve_device
 
@@ -269,7 +281,10 @@ def _run_volumes(args: argparse.Namespace, out: Path) -> int:
 
 def _run_cvpr25(args: argparse.Namespace, out: Path) -> int:
     """Every --model through the CVPR25 protocol on one volume --data; a table and a DSC-per-step plot."""
+    from kdsam.data.registry import dataset_splits
     from kdsam.eval.cvpr25_run import PLOT_FILE, TABLE_FILE, evaluate_protocol
+    from kdsam.models.loading import load_predictor
+    from kdsam.models.spec import parse_model
 
     if not args.model or args.predictions or len(args.data) != 1:
         raise KdsamError("--protocol cvpr25 runs --model MODEL (repeatable) on exactly one volume --data SPEC")
