@@ -23,7 +23,9 @@ from kdsam.models.student import build_student
 log = logging.getLogger("kdsam")
 
 PERCEPTUAL = ("decoder", "vgg16", "none")
-BACKGROUND_SLICES = 0.1  # of a volume's slices without foreground, the share stage 1 also learns from
+# The share of a volume's slices without foreground that stage 1 also learns from; 0 scored best in
+# scripts/volume_ablations.py (docs/volumes.md).
+BACKGROUND_SLICES = 0.0
 
 
 def make_perceptual(kind: str, teacher: KDSam, cache: EmbeddingCache, index: Index, vgg_weights: str | None):
