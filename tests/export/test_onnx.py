@@ -305,3 +305,24 @@ def test_volumes_and_challenge_cases_run_on_the_export(student: KDSam, exported:
     int8_model = ["--model", str(exported), "--runtime", "onnxruntime-int8", "--threads", "2"]
     assert main(["predict", *int8_model, "--input", str(tmp_path / "cases"), "--out", str(out)]) == 0
     assert np.load(out / "3DCase.npz")["segs"].shape == stack.shape
+
+
+def test_predict_answers_clicks_on_an_export(student: KDSam, exported: Path, tmp_path: Path) -> None:
+    """A file segmented from a lone click, and from a box with a click, gives the PyTorch model's
+    mask on the export too (through its prompt decoder)."""
+    from kdsam.infer.files import Prompts, segment_image
+
+    image, _ = synthesize("polyp", 0)
+    path = tmp_path / "polyp.png"
+    Image.fromarray(image).save(path)
+    h, w = image.shape[:2]
+    for prompts in (
+        Prompts(points=np.array([[w / 2, h / 2, 1]], np.float32)),
+        Prompts(
+            boxes=np.array([[w / 4, h / 4, 3 * w / 4, 3 * h / 4]], np.float32),
+            points=np.array([[w / 2, h / 2, 0]], np.float32),
+        ),
+    ):
+        want, _, _ = segment_image(student, path, prompts, None)
+        got, _, _ = segment_image(OnnxPredictor(exported), path, prompts, None)
+        assert got.shape == want.shape and (got == want).mean() > 0.99

@@ -105,8 +105,8 @@ def segment_image(model: Model, path: Path, prompts: Prompts, window: Any) -> tu
         )
     with reading(path, "image"):
         image, intensity = read_image_with_intensity(path, window=window)
-    if (prompts.everything or len(prompts.points)) and not isinstance(model, KDSam):
-        raise KdsamError(f"{path}: points and everything mode need a PyTorch model; an ONNX export takes boxes")
+    if prompts.everything and not isinstance(model, KDSam):
+        raise KdsamError(f"{path}: everything mode needs a PyTorch model; an ONNX export takes boxes and clicks")
     if prompts.everything:
         from kdsam.infer.everything import segment_everything
 
