@@ -2,13 +2,16 @@
 teacher, scored in 3D (box protocol) and in the CVPR 2025 protocol (box, then 5 clicks):
 
 - stage 1 on an unlabelled archive (`images:`, random-box decoder term) vs on the few labelled
-  cases only, with the same stage 2 on the labelled cases and the same number of stage-1 steps;
+  cases only, with the same stage 2 on the labelled cases and about as many stage-1 samples;
 - the share of slices without foreground that stage 1 draws (`--background-slices`);
 - stage 2 on the prompt mix vs on boxes only (on the labelled baseline; the stage-1 variants are
   compared after the cheaper boxes-only stage 2).
 
-    python scripts/volume_ablations.py OUT            # about an hour on 2 idle cores; resumable
-    python scripts/volume_ablations.py OUT --quick    # a minute: tiny sizes, to check the script
+    python scripts/volume_ablations.py OUT            # resumable; every finished arm is kept
+    python scripts/volume_ablations.py OUT --quick    # tiny sizes, to check the script
+
+Not timed on an idle machine: on the 2 shared cores (load 4-9), with the arms split over two
+processes of one torch thread each (--arms), the runs behind docs/bench/cpu took about 75 minutes.
 
 Writes OUT/ablations.json (printed too) and OUT/ablations.md; docs/volumes.md and
 docs/interactive3d.md quote them (docs/bench/cpu/volume-ablations.json).
