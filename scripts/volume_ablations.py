@@ -11,7 +11,7 @@ teacher, scored in 3D (box protocol) and in the CVPR 2025 protocol (box, then 5 
     python scripts/volume_ablations.py OUT --quick    # tiny sizes, to check the script
 
 Not timed on an idle machine: on the 2 shared cores (load 4-9), with the arms split over two
-processes of one torch thread each (--arms), the runs behind docs/bench/cpu took about 75 minutes.
+processes of one torch thread each (--arms), the runs behind docs/bench/cpu took one to two hours.
 
 Writes OUT/ablations.json (printed too) and OUT/ablations.md; docs/volumes.md and
 docs/interactive3d.md quote them (docs/bench/cpu/volume-ablations.json).
