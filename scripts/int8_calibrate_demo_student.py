@@ -17,9 +17,9 @@ from kdsam.export.quantize import Calibration
 from kdsam.models.loading import load_saved_student
 
 demo, method, n = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
-spec = f"folder:{demo / 'data'}"
-train = open_dataset(spec, "train", split_file=demo / "split.json")
-test = open_dataset(spec, "test", split_file=demo / "split.json")
+location = f"folder:{demo / 'data'}"
+train = open_dataset(location, "train", split_file=demo / "split.json")
+test = open_dataset(location, "test", split_file=demo / "split.json")
 images = [s.image for s, _ in zip(train.samples(), range(n), strict=False)]
 folder = Path(tempfile.mkdtemp()) / "export"
 export_onnx(load_saved_student(demo / "run"), folder, calibration=Calibration(images, f"{n} images", method))

@@ -24,9 +24,9 @@ for f in ("model-distill.pt", "split.json", "metrics.jsonl"):
 cfg = json.loads((demo / "run" / "config.json").read_text())
 cfg.pop("finetune", None)
 (run / "config.json").write_text(json.dumps(cfg))
-spec = f"folder:{demo / 'data'}"
+location = f"folder:{demo / 'data'}"
 split = demo / "split.json"
-train, val, test = (open_dataset(spec, s, split_file=split) for s in ("train", "val", "test"))
+train, val, test = (open_dataset(location, s, split_file=split) for s in ("train", "val", "test"))
 finetune(
     run,
     train,

@@ -76,23 +76,22 @@ def _data(out: Path, sizes: Sizes) -> dict[str, Any]:
     names = sorted(p.name.removesuffix("_0000.nii.gz") for p in (labelled / "imagesTr").glob("*.nii.gz"))
     split = {"train": names[:3], "val": names[3:4], "test": names[4:]}
     write_json(out / "split-labelled.json", split)
-    spec_u = f"images:{archive / 'imagesTr'}"
+    archive_location = f"images:{archive / 'imagesTr'}"
     options = VolumeOptions(window=WINDOW, cache_dir=out / "cache")
-    write_json(
-        out / "split-archive.json", make_split([c.name for c in volume_set(spec_u, options).cases], 0, (0.9, 0.1, 0.0))
-    )
-    return {"labelled": f"nnunet:{labelled}", "archive": spec_u, "options": options}
+    names = [c.name for c in volume_set(archive_location, options).cases]
+    write_json(out / "split-archive.json", make_split(names, 0, (0.9, 0.1, 0.0)))
+    return {"labelled": f"nnunet:{labelled}", "archive": archive_location, "options": options}
 
 
-def _sets(spec: str, split_file: Path, options: VolumeOptions) -> tuple[Any, Any, dict[str, list[str]]]:
-    train, val = (open_dataset(spec, s, split_file=split_file, volume=options) for s in ("train", "val"))
-    return train, val, dataset_splits(spec, 0, split_file, options)
+def _sets(location: str, split_file: Path, options: VolumeOptions) -> tuple[Any, Any, dict[str, list[str]]]:
+    train, val = (open_dataset(location, s, split_file=split_file, volume=options) for s in ("train", "val"))
+    return train, val, dataset_splits(location, 0, split_file, options)
 
 
-def _stage1(out: Path, name: str, spec: str, split_file: Path, options: VolumeOptions, teacher: Any, sizes: Sizes,
+def _stage1(out: Path, name: str, location: str, split_file: Path, options: VolumeOptions, teacher: Any, sizes: Sizes,
             epochs: int, background: float) -> Path:  # fmt: skip
     run = out / "runs" / name
-    train, val, splits = _sets(spec, split_file, options)
+    train, val, splits = _sets(location, split_file, options)
     if not RunDir(run).is_done("distill"):
         intensity = {"window": WINDOW, "channel": 0, "modality": "CT"}
         distill(
@@ -142,10 +141,10 @@ def _scores(out: Path, name: str, model: Any, data: dict[str, Any], test: list[s
     return row
 
 
-def _stage1_items(spec: str, split_file: Path, options: VolumeOptions, background: float) -> int:
+def _stage1_items(location: str, split_file: Path, options: VolumeOptions, background: float) -> int:
     """Slices stage 1 trains on: those with foreground, a share of the rest; every slice unlabelled."""
     train = set(json.loads(split_file.read_text())["train"])
-    cases = [c for c in volume_set(spec, options).cases if c.name in train]
+    cases = [c for c in volume_set(location, options).cases if c.name in train]
     if not any(c.labelled for c in cases):
         return sum(c.depth for c in cases)
     fg = sum(sum(c.meta["foreground"]) for c in cases)
@@ -193,14 +192,14 @@ def main() -> None:
         "archive (unlabelled)": (data["archive"], split_u, u_epochs, 0.1),
         "labelled, background 0": (data["labelled"], split_l, sizes.stage1_epochs_labelled, 0.0),
     }
-    for name, (spec, split_file, epochs, background) in stage1.items():
+    for name, (location, split_file, epochs, background) in stage1.items():
         slug = "-".join(name.replace(",", "").replace("(", "").replace(")", "").split())
         if wanted and slug not in wanted:
             continue
-        s1 = _stage1(out, f"s1-{slug}", spec, split_file, data["options"], teacher, sizes, epochs, background)
+        s1 = _stage1(out, f"s1-{slug}", location, split_file, data["options"], teacher, sizes, epochs, background)
         trained = json.loads((s1 / "config.json").read_text())["distill"]["train"]
         # the prompt mix is asked once; stage-1 variants are compared after the cheaper boxes-only stage 2
-        baseline = background == 0.1 and spec == data["labelled"]
+        baseline = background == 0.1 and location == data["labelled"]
         # the mix spreads stage 2 over four kinds of prompt: does it catch up given twice the epochs?
         e2 = sizes.stage2_epochs
         mixes = {"boxes-only": ("box", e2)}
@@ -216,7 +215,7 @@ def main() -> None:
             model = load_saved_student(_stage2(out, s1, f"s2-{slug}-{mix_name}", data, sizes, mix, e))
             arms[f"{name}; stage 2 {mix_name}"] = {
                 "stage1": {
-                    "data": spec.split(":")[0],
+                    "data": location.split(":")[0],
                     "epochs": epochs,
                     "background": background,
                     "n_by_kind": trained["n_by_kind"],

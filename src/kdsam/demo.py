@@ -59,8 +59,8 @@ class DemoConfig:
 
 def _latencies(student_input: int, backbone: str) -> dict[str, float]:
     """Image-encoder latency (median ms) of teacher and student, timed interleaved in one run."""
-    spec = f"student:{backbone}@{student_input}"
-    report = benchmark(["litemedsam", spec], repeats=5, train_step=False)
+    student = f"student:{backbone}@{student_input}"
+    report = benchmark(["litemedsam", student], repeats=5, train_step=False)
     return {r["model"]: r["latency_ms_median"] for r in report["results"]}
 
 
@@ -165,11 +165,11 @@ def run_demo(out: str | Path, cfg: DemoConfig | None = None) -> dict[str, Any]:
     data_dir = out / "data"
     if not (data_dir / "synthetic.json").exists():
         write_synthetic(data_dir, cfg.n_images, seed=cfg.seed)
-    spec = f"folder:{data_dir}"
+    location = f"folder:{data_dir}"
     split_file = out / "split.json"
     if not split_file.exists():
-        write_json(split_file, make_split(open_dataset(spec).names, cfg.seed, cfg.fractions))
-    train, val, test = (open_dataset(spec, s, split_file=split_file) for s in ("train", "val", "test"))
+        write_json(split_file, make_split(open_dataset(location).names, cfg.seed, cfg.fractions))
+    train, val, test = (open_dataset(location, s, split_file=split_file) for s in ("train", "val", "test"))
     splits = read_split_file(split_file)
     teacher = load_teacher("litemedsam")
     run = out / "run"
@@ -223,7 +223,7 @@ def run_demo(out: str | Path, cfg: DemoConfig | None = None) -> dict[str, Any]:
             "iou": results["student"]["mean"]["iou"],
             "params_encoder": count_parameters(student.image_encoder),
             "latency_ms": latency[f"student:{cfg.backbone}@{cfg.input_size}"],
-            "backbone_init": student.spec.get("backbone_init"),
+            "backbone_init": student.card.get("backbone_init"),
             "dice_1_click": clicks["student"]["dice@1"],
             f"dice_{CLICKS}_clicks": clicks["student"][f"dice@{CLICKS}"],
             "prompt_mix": cfg.prompt_mix,
@@ -231,7 +231,7 @@ def run_demo(out: str | Path, cfg: DemoConfig | None = None) -> dict[str, Any]:
             "dice_int8": int8["dice"],
             "iou_int8": int8["iou"],
         },
-        "data": {"spec": spec, "n_images": cfg.n_images, "n_test": len(test), "split_file": str(split_file)},
+        "data": {"location": location, "n_images": cfg.n_images, "n_test": len(test), "split_file": str(split_file)},
         "machine": machine(),
         "verdict": verdict,
     }

@@ -78,12 +78,13 @@ def run_volume_demo(out: str | Path, cfg: VolumeDemoConfig | None = None) -> dic
     data = out / "Dataset001_SyntheticCT"
     if not (data / "dataset.json").exists():
         write_synthetic_ct(data, cfg.n_cases, cfg.shape, cfg.seed)
-    spec, options = f"nnunet:{data}", VolumeOptions(cache_dir=out / "cache")
+    location, options = f"nnunet:{data}", VolumeOptions(cache_dir=out / "cache")
     split_file = out / "split.json"
     if not split_file.exists():
-        write_json(split_file, make_split([c.name for c in volume_set(spec, options).cases], cfg.seed, cfg.fractions))
-    splits = dataset_splits(spec, cfg.seed, split_file, options)
-    train, val = (open_dataset(spec, s, split_file=split_file, volume=options) for s in ("train", "val"))
+        names = [c.name for c in volume_set(location, options).cases]
+        write_json(split_file, make_split(names, cfg.seed, cfg.fractions))
+    splits = dataset_splits(location, cfg.seed, split_file, options)
+    train, val = (open_dataset(location, s, split_file=split_file, volume=options) for s in ("train", "val"))
     teacher = load_teacher("litemedsam")
     run, process = out / "run", TrainingProcess(torch.device("cpu"))
     run_dir, common = RunDir(run), {"batch_size": cfg.batch_size, "seed": cfg.seed}
@@ -100,7 +101,7 @@ def run_volume_demo(out: str | Path, cfg: VolumeDemoConfig | None = None) -> dic
             prompt_mix=parse_mix(cfg.prompt_mix),
         )  # fmt: skip
     student = load_saved_student(run)
-    volumes = volume_set(spec, options)
+    volumes = volume_set(location, options)
     models = {"teacher:litemedsam": teacher, f"student {cfg.backbone}@{cfg.input_size}": student}
     results = {}
     for label, model in models.items():
@@ -110,7 +111,7 @@ def run_volume_demo(out: str | Path, cfg: VolumeDemoConfig | None = None) -> dic
     _slices_png(out, test_case, models)
     table = side_by_side(results)
     report = {
-        "data": {"spec": spec, "cases": cfg.n_cases, "shape_xyz": list(cfg.shape), "split": splits},
+        "data": {"location": location, "cases": cfg.n_cases, "shape_xyz": list(cfg.shape), "split": splits},
         "results": {k: {key: r[key] for key in ("mean", "per_label", "n_cases")} for k, r in results.items()},
         "config": dict(cfg.__dict__),
         "machine": machine(),

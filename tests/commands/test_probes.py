@@ -144,8 +144,8 @@ def onnx_config(**config: object) -> Make:
     return make
 
 
-def model_file(spec: object) -> Make:
-    return lambda tmp, _model: torch.save({"spec": spec, "state_dict": {}}, tmp / "odd.pt")
+def model_file(card: object) -> Make:
+    return lambda tmp, _model: torch.save({"card": card, "state_dict": {}}, tmp / "odd.pt")
 
 
 def write(name: str, content: str) -> Make:
@@ -410,10 +410,10 @@ PROBES = [
         _all(image, onnx_config(img_size="abc")),
     ),
     Probe(
-        "model-spec-is-a-list",
+        "model-card-is-a-list",
         "predict --model {tmp}/odd.pt --image {tmp}/img.png --box 2,2,20,20 --out {tmp}/o.png",
         2,
-        ("its spec is a list",),
+        ("its card is a list",),
         _all(image, model_file([1, 2])),
     ),
     Probe(

@@ -50,9 +50,9 @@ def test_normal_images_kept_with_empty_masks(busi_root: Path) -> None:
 
 
 def test_split_is_deterministic_and_disjoint(busi_root: Path) -> None:
-    spec = f"busi:{busi_root}"
-    splits = dataset_splits(spec, seed=5)
-    assert splits == dataset_splits(spec, seed=5)
+    location = f"busi:{busi_root}"
+    splits = dataset_splits(location, seed=5)
+    assert splits == dataset_splits(location, seed=5)
     everything = [n for part in splits.values() for n in part]
     assert len(everything) == len(set(everything)) == 7
 

@@ -19,8 +19,8 @@ LAYOUTS = {
 }
 
 
-def _inspect(spec: str, out: Path, *extra: str) -> tuple[int, dict]:
-    code = main(["data", "inspect", spec, "--json", str(out), *extra])
+def _inspect(location: str, out: Path, *extra: str) -> tuple[int, dict]:
+    code = main(["data", "inspect", location, "--json", str(out), *extra])
     return code, json.loads(out.read_text()) if out.exists() else {}
 
 
@@ -35,7 +35,7 @@ def test_report_shape(kind: str, request: pytest.FixtureRequest, tmp_path: Path)
     root = request.getfixturevalue(LAYOUTS[kind])
     code, report = _inspect(f"{kind}:{root}", tmp_path / "report.json")
     assert code == 0
-    assert set(report) >= {"spec", "n_records", "n_ok", "problems", "splits", "classes", "image_sizes"}
+    assert set(report) >= {"data", "n_records", "n_ok", "problems", "splits", "classes", "image_sizes"}
     assert report["n_ok"] + len(report["problems"]) == report["n_records"]
     assert set(report["splits"]) == {"train", "val", "test"}
     assert report["image_sizes"] == {"min_hw": [64, 80], "max_hw": [64, 80]}

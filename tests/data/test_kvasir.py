@@ -45,14 +45,14 @@ def test_bad_files_reported_by_name_rest_loaded(kvasir_root: Path) -> None:
 
 
 def test_seeded_split_is_deterministic_and_disjoint(kvasir_root: Path) -> None:
-    spec = f"kvasir:{kvasir_root}"
-    first, again = dataset_splits(spec, seed=3), dataset_splits(spec, seed=3)
+    location = f"kvasir:{kvasir_root}"
+    first, again = dataset_splits(location, seed=3), dataset_splits(location, seed=3)
     assert first == again
     parts = [set(v) for v in first.values()]
     assert sum(map(len, parts)) == len(set().union(*parts)) == 8  # every labelled image, once
     assert "cjunomask" not in set().union(*parts)
     assert all(parts)
-    assert any(dataset_splits(spec, seed=s) != first for s in range(4, 12))
+    assert any(dataset_splits(location, seed=s) != first for s in range(4, 12))
 
 
 def test_parent_folder_accepted(kvasir_root: Path) -> None:

@@ -23,7 +23,7 @@ SHAPE = (32, 32, 6)  # x, y, z
 
 @pytest.fixture(autouse=True)
 def fresh_sets(monkeypatch):
-    """Each test lists its datasets anew (the registry keeps one VolumeSet per process and spec)."""
+    """Each test lists its datasets anew (the registry keeps one VolumeSet per process and location)."""
     monkeypatch.setattr(registry, "_VOLUME_SETS", {})
 
 
@@ -38,17 +38,17 @@ def ct(tmp_path) -> Path:
 
 
 def test_nnunet_cases_become_slices_split_by_case(ct, opts):
-    spec = f"nnunet:{ct}"
-    splits = dataset_splits(spec, volume=opts)
+    location = f"nnunet:{ct}"
+    splits = dataset_splits(location, volume=opts)
     assert sorted(n for s in splits.values() for n in s) == [f"ct_{i:03d}" for i in range(10)]
     seen: dict[str, str] = {}
     for split in ("train", "val", "test"):
-        for record in open_dataset(spec, split, volume=opts).records:
+        for record in open_dataset(location, split, volume=opts).records:
             case = record.meta["case"]
             assert seen.setdefault(case, split) == split, f"{case} has slices in {seen[case]} and {split}"
             assert case in splits[split]
     assert len(seen) == 10
-    dataset = open_dataset(spec, volume=opts)
+    dataset = open_dataset(location, volume=opts)
     assert len(dataset) == 10 * SHAPE[2]
     fg = next(r for r in dataset.records if r.meta["foreground"])
     sample = dataset.decode(fg)
@@ -229,8 +229,8 @@ def test_predict_maps_a_volume_as_training_did():
     auto, not MedSAM's percentiles; an explicit --window still wins."""
     from kdsam.data.volumes.cases import as_trained
 
-    spec = {"intensity": {"window": "auto", "channel": 0, "modality": "CT"}}
-    assert as_trained("auto", spec) == ("auto", "CT")
+    card = {"intensity": {"window": "auto", "channel": 0, "modality": "CT"}}
+    assert as_trained("auto", card) == ("auto", "CT")
     assert as_trained("auto", {"intensity": {"window": "lung", "modality": "CT"}}) == ((-600.0, 1500.0), "CT")
     assert as_trained((40.0, 80.0), {"intensity": {"window": "lung"}})[0] == (40.0, 80.0)
     assert as_trained("auto", {}) == ("auto", None)
@@ -267,9 +267,9 @@ def test_ranks_starting_together_convert_each_case_once(ct, opts, monkeypatch, t
     assert all((tmp_path / f"rank{r}.txt").read_text() == "10" for r in (0, 1))
 
 
-def _fill_as_rank(rank: int, spec: str, opts: VolumeOptions, out: Path, start) -> None:
+def _fill_as_rank(rank: int, location: str, opts: VolumeOptions, out: Path, start) -> None:
     import os
 
     os.environ.update(RANK=str(rank), WORLD_SIZE="2")
     start.wait(30)
-    (out / f"rank{rank}.txt").write_text(str(len(registry.volume_set(spec, opts, progress=False).cases)))
+    (out / f"rank{rank}.txt").write_text(str(len(registry.volume_set(location, opts, progress=False).cases)))

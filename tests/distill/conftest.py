@@ -24,5 +24,5 @@ def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def splits(synthetic_root: Path):
-    spec = f"folder:{synthetic_root}"
-    return {s: open_dataset(spec, s, max_side=128) for s in ("train", "val", "test")}
+    location = f"folder:{synthetic_root}"
+    return {s: open_dataset(location, s, max_side=128) for s in ("train", "val", "test")}

@@ -61,7 +61,7 @@ def test_wrong_shaped_entry_is_recomputed(tmp_path, tiny_teacher):
 def test_key_of_weights_without_a_checkpoint_hashes_the_weights(tmp_path):
     a, b, a_again = make_tiny_teacher(seed=0), make_tiny_teacher(seed=1), make_tiny_teacher(seed=0)
     for t in (a, b, a_again):
-        t.spec = {"kind": "teacher", "name": "tiny", "weights": "random"}  # as build_architecture makes them
+        t.card = {"kind": "teacher", "name": "tiny", "weights": "random"}  # as build_architecture makes them
     assert EmbeddingCache(a, tmp_path).dir == EmbeddingCache(a_again, tmp_path).dir
     assert EmbeddingCache(a, tmp_path).dir != EmbeddingCache(b, tmp_path).dir
 
@@ -74,7 +74,7 @@ def test_cache_command_fills_once_and_reports(tmp_path, synthetic_root, monkeypa
 
     def random_tiny(name):
         teacher = make_tiny_teacher()
-        teacher.spec = {"kind": "teacher", "name": name, "weights": "random"}  # as build_architecture's
+        teacher.card = {"kind": "teacher", "name": name, "weights": "random"}  # as build_architecture's
         return teacher
 
     monkeypatch.setattr(command, "build_architecture", random_tiny)

@@ -102,6 +102,7 @@ def test_finetune_trains_on_the_mix_and_records_it(tmp_path, tiny_teacher, split
     assert config["prompts"]["validation"].startswith("boxes")
     # every training item carries its drawn plan, the same on every load (seeded by epoch and item)
     student = load_saved_student(run)
+    assert student.card["prompts"] == ["box", "point"]  # so a server and an export can say it answers clicks
     index = index_dataset(splits["train"], TrainingProcess(torch.device("cpu")))
     items = TrainingSet(splits["train"], index, student, seed=0, prompt_mix=mix)
     first, again = items[0], items[0]

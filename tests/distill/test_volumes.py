@@ -21,6 +21,7 @@ from kdsam.distill.process import TrainingProcess
 from kdsam.distill.prompting import parse_mix
 from kdsam.distill.stage1 import distill, perceptual_rows
 from kdsam.distill.stage2 import finetune
+from kdsam.models.loading import load_saved_student
 from kdsam.models.student import build_student
 from tests.distill.tiny import FAST, STUDENT
 
@@ -62,9 +63,9 @@ def test_background_slices_are_drawn_and_get_no_decoder_term(ct, volume, tiny_te
 
 
 def test_both_stages_train_on_a_ct_set_and_record_cases(ct, volume, tiny_teacher, tmp_path):
-    spec = f"nnunet:{ct}"
-    train, val = (open_dataset(spec, s, volume=volume) for s in ("train", "val"))
-    splits = registry.dataset_splits(spec, volume=volume)
+    location = f"nnunet:{ct}"
+    train, val = (open_dataset(location, s, volume=volume) for s in ("train", "val"))
+    splits = registry.dataset_splits(location, volume=volume)
     run, once = tmp_path / "run", replace(FAST, epochs=1)
     distill(tiny_teacher, train, val, run, cache_dir=tmp_path, cfg=once, splits=splits, background=0.3,
             perceptual="none", **STUDENT)  # fmt: skip
@@ -73,7 +74,7 @@ def test_both_stages_train_on_a_ct_set_and_record_cases(ct, volume, tiny_teacher
     saved = json.loads((run / "split.json").read_text())["distill"]
     assert saved["test"] and set(saved["test"]) <= {f"ct_{i:03d}" for i in range(5)}
     finetune(run, train, val, cfg=once, cache_dir=tmp_path, splits=splits, prompt_mix=parse_mix("box", 0))
-    assert (run / "model.pt").is_file()
+    assert load_saved_student(run).card["prompts"] == ["box"]
 
 
 def test_unlabelled_images_distil_with_seeded_random_boxes(tmp_path, volume, tiny_teacher):

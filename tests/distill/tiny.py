@@ -38,7 +38,7 @@ def make_tiny_teacher(seed: int = 0) -> KDSam:
     )
     prompt_encoder, mask_decoder = sam_heads(128)
     sam = Sam(image_encoder=CountingEncoder(encoder), prompt_encoder=prompt_encoder, mask_decoder=mask_decoder)
-    model = KDSam(sam, name="tiny", spec={"kind": "teacher", "name": "tiny", "sha256": f"seed{seed}"})
+    model = KDSam(sam, name="tiny", card={"kind": "teacher", "name": "tiny", "sha256": f"seed{seed}"})
     return model.eval().requires_grad_(False)
 
 

@@ -60,7 +60,7 @@ def predictors(student: KDSam, exported: Path) -> tuple[KDSamPredictor, OnnxPred
     return torch_predictor, onnx_predictor
 
 
-def test_export_writes_two_checked_graphs_and_the_preprocessing(exported: Path) -> None:
+def test_export_writes_two_checked_graphs_and_the_preprocessing(student: KDSam, exported: Path) -> None:
     written = sorted(p.name for p in exported.iterdir())
     assert written == sorted([CONFIG_FILE, DECODER_FILE, ENCODER_FILE, INT8_ENCODER_FILE, PROMPT_DECODER_FILE])
     for name in (ENCODER_FILE, DECODER_FILE, INT8_ENCODER_FILE, PROMPT_DECODER_FILE):
@@ -73,6 +73,7 @@ def test_export_writes_two_checked_graphs_and_the_preprocessing(exported: Path) 
     assert (config["normalization"], config["resize_mode"]) == ("imagenet", "longest")
     np.testing.assert_allclose(config["pixel_mean"], [123.675, 116.28, 103.53])
     np.testing.assert_allclose(config["pixel_std"], [58.395, 57.12, 57.375])
+    assert config["card"] == student.card == OnnxPredictor(exported).card  # so predict maps volumes as trained
 
 
 def test_onnx_predictor_matches_the_pytorch_predictor(predictors) -> None:

@@ -49,8 +49,10 @@ def assert_same_masks(ours: np.ndarray, want: list[np.ndarray]) -> None:
 
 def medsam_like(sam: Sam) -> KDSam:
     """A model with MedSAM's registered preprocessing around `sam`."""
-    spec = TEACHERS["medsam"]
-    return KDSam(sam, name="medsam", normalization=spec.normalization, resize_mode=spec.resize_mode, recipe=spec.recipe)
+    entry = TEACHERS["medsam"]
+    return KDSam(
+        sam, name="medsam", normalization=entry.normalization, resize_mode=entry.resize_mode, recipe=entry.recipe
+    )
 
 
 def plain(model: Sam) -> Sam:

@@ -84,7 +84,7 @@ def test_a_list_is_parsed_whole_before_anything_loads() -> None:
 
 def test_a_fresh_student_has_random_weights_and_says_so() -> None:
     model = load_model("student:resnet18@64")
-    assert isinstance(model, KDSam) and model.spec["weights"] == "random" and model.img_size == 64
+    assert isinstance(model, KDSam) and model.card["weights"] == "random" and model.img_size == 64
 
 
 def test_commands_refuse_what_they_cannot_use(saved: Path, tmp_path: Path, capsys) -> None:

@@ -46,7 +46,7 @@ def test_save_and_load_round_trip_gives_identical_outputs(tmp_path) -> None:
     model = build_student(None, "resnet18", 128, resize_mode="squash").eval()
     save_model(model, tmp_path / "model.pt")
     loaded = load_model(str(tmp_path / "model.pt"))
-    assert loaded.spec == model.spec and loaded.resize_mode == "squash"
+    assert loaded.card == model.card and loaded.resize_mode == "squash"
     x = torch.rand(1, 3, 128, 128)
     embedding = model.image_encoder(x)
     assert torch.equal(loaded.image_encoder(x), embedding)
@@ -55,6 +55,15 @@ def test_save_and_load_round_trip_gives_identical_outputs(tmp_path) -> None:
         assert torch.equal(want, got)
     from_folder = load_model(str(tmp_path)).state_dict()  # a run folder holding model.pt
     assert all(torch.equal(v, from_folder[k]) for k, v in model.state_dict().items())
+
+
+def test_model_files_written_before_the_card_was_named_still_load(tmp_path) -> None:
+    """model.pt files from before 2026-12 keep the card under "spec"; trained runs must not be orphaned."""
+    model = build_student(None, "resnet18", 64).eval()
+    torch.save({"spec": model.card, "state_dict": model.state_dict()}, tmp_path / "model.pt")
+    loaded = load_model(str(tmp_path / "model.pt"))
+    assert loaded.card == model.card
+    assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in model.state_dict().items())
 
 
 def test_student_heads_are_copies_of_the_teacher(tiny: Sam) -> None:
@@ -81,8 +90,8 @@ def test_backbone_weights_come_from_a_local_file(tmp_path) -> None:
     torch.save(reference.state_dict(), path)  # a classifier checkpoint: the fc head is not used
     student = build_student(None, "resnet18", 128, weights=path)
     assert torch.equal(student.image_encoder.backbone.conv1.weight, reference.conv1.weight)
-    assert str(path) in student.spec["backbone_init"]
-    assert build_student(None, "resnet18", 128).spec["backbone_init"] == "scratch"
+    assert str(path) in student.card["backbone_init"]
+    assert build_student(None, "resnet18", 128).card["backbone_init"] == "scratch"
 
 
 def test_backbone_weights_of_another_model_are_refused(tmp_path) -> None:

@@ -31,14 +31,14 @@ SMALL = {"litemedsam", "mobilesam"}  # ViT-B/L/H take seconds to minutes just to
 
 @pytest.mark.parametrize("name", sorted(TEACHERS))
 def test_every_registry_entry_is_complete_and_builds(name: str) -> None:
-    spec = TEACHERS[name]
-    assert spec.checkpoint_file.endswith((".pth", ".pt")) and spec.source
-    assert spec.normalization in ("imagenet", "minmax") and spec.resize_mode in ("longest", "squash")
+    entry = TEACHERS[name]
+    assert entry.checkpoint_file.endswith((".pth", ".pt")) and entry.source
+    assert entry.normalization in ("imagenet", "minmax") and entry.resize_mode in ("longest", "squash")
     if name not in SMALL and not SLOW:
         pytest.skip("large architecture: set KDSAM_SLOW_TESTS=1 to build it")
     model = build_architecture(name)
-    assert isinstance(model, KDSam) and model.name == name and model.spec["weights"] == "random"
-    assert (model.normalization, model.resize_mode) == (spec.normalization, spec.resize_mode)
+    assert isinstance(model, KDSam) and model.name == name and model.card["weights"] == "random"
+    assert (model.normalization, model.resize_mode) == (entry.normalization, entry.resize_mode)
     assert model.prompt_encoder.input_image_size == (model.img_size, model.img_size)
     if SLOW and name in SMALL:  # ViT-H alone takes a minute at 1024 px on 2 cores
         with torch.no_grad():
@@ -48,7 +48,7 @@ def test_every_registry_entry_is_complete_and_builds(name: str) -> None:
 
 def test_litemedsam_segments_a_synthetic_polyp(litemedsam: KDSam, polyp) -> None:
     image, truth = polyp
-    assert litemedsam.spec["sha256"] and not any(p.requires_grad for p in litemedsam.parameters())
+    assert litemedsam.card["sha256"] and not any(p.requires_grad for p in litemedsam.parameters())
     predictor = KDSamPredictor(litemedsam)
     predictor.set_image(image)
     assert predictor.features.shape == (1, 256, 64, 64)
@@ -158,20 +158,20 @@ def test_multi_gpu_training_checkpoint_loads_as_a_teacher(litemedsam: KDSam, tmp
     torch.save({"model": {f"module.{k}": v for k, v in state.items()}, "epoch": 3, "optimizer": {}}, path)
     loaded = load_teacher("litemedsam", path)
     assert all(torch.equal(v, state[k]) for k, v in loaded.state_dict().items())
-    assert loaded.spec["checkpoint"] == str(path)
+    assert loaded.card["checkpoint"] == str(path)
 
 
 @pytest.mark.parametrize("name", sorted(SMALL))
 def test_random_weights_are_never_presented_as_pretrained(name: str) -> None:
-    """Only `load_teacher` (with a checkpoint) yields a model whose spec names weights; an architecture is
+    """Only `load_teacher` (with a checkpoint) yields a model whose card names weights; an architecture is
     marked random, and a teacher without its checkpoint is an error, never a silent random model."""
-    spec = build_architecture(name).spec
-    assert spec["weights"] == "random" and "checkpoint" not in spec and "sha256" not in spec
+    card = build_architecture(name).card
+    assert card["weights"] == "random" and "checkpoint" not in card and "sha256" not in card
     if TEACHERS[name].default_checkpoint is None:
         with pytest.raises(KdsamError, match="download"):
             load_model(f"teacher:{name}")
     else:
-        loaded = load_model(f"teacher:{name}").spec
+        loaded = load_model(f"teacher:{name}").card
         assert "weights" not in loaded and len(loaded["sha256"]) == 64 and Path(loaded["checkpoint"]).is_file()
 
 

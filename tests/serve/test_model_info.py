@@ -42,7 +42,9 @@ def test_teachers_and_exports(tmp_path: Path) -> None:
     assert trained_prompts("teacher:medsam") == BOXES
     assert trained_prompts("teacher:mobilesam") == BOXES_AND_CLICKS
     (tmp_path / "kdsam_onnx.json").write_text("{}")
-    assert trained_prompts(str(tmp_path)) == BOXES  # an ONNX export keeps no record of its prompts
+    assert trained_prompts(str(tmp_path)) == BOXES  # an export from before cards named prompts: boxes only
+    (tmp_path / "kdsam_onnx.json").write_text(json.dumps({"card": {"kind": "student", "prompts": ["box", "point"]}}))
+    assert trained_prompts(str(tmp_path)) == BOXES_AND_CLICKS
     assert trained_prompts("student:resnet18@64") is None  # random weights: nothing says
 
 

@@ -57,7 +57,7 @@ def build_for_timing(spec: ModelSpec) -> tuple[KDSam, str]:
     model = load_model(spec)
     assert isinstance(model, KDSam)  # ONNX exports never get here (prepare times them apart)
     if spec.kind == "teacher":
-        return model, f"pretrained ({model.spec['checkpoint']})"
+        return model, f"pretrained ({model.card['checkpoint']})"
     return model, RANDOM_WEIGHTS if spec.kind == "student" else f"trained ({spec.path})"
 
 
@@ -292,7 +292,7 @@ def prepare(
         if runtime != TORCH:
             _prepare_onnx(entry, model, exports or Exports(), batch_size, torch.get_num_threads())
             return entry
-        trainable = copy.deepcopy(model.image_encoder) if train and model.spec.get("kind") == "student" else None
+        trainable = copy.deepcopy(model.image_encoder) if train and model.card.get("kind") == "student" else None
         model = optimize_for_inference(model, device, VARIANTS.get(variant, DEFAULT))
         dtype = next(model.image_encoder.parameters()).dtype
         entry.result["dtype"] = str(dtype).removeprefix("torch.")

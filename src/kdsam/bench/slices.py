@@ -63,11 +63,11 @@ def slice_store_speed(
         write_synthetic_ct(data, n_cases=n_cases, shape=(side, side, depth))
     written = time.perf_counter() - start
     options = VolumeOptions(cache_dir=root / f"store-{time.time_ns()}")
-    spec = f"nnunet:{data}"
+    location = f"nnunet:{data}"
     start = time.perf_counter()
-    volumes = volume_set(spec, options)
+    volumes = volume_set(location, options)
     fill = time.perf_counter() - start
-    dataset = open_dataset(spec, volume=options, max_side=input_size)
+    dataset = open_dataset(location, volume=options, max_side=input_size)
     n = min(n_read, len(dataset))
     order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0))[:n].tolist()
     n_slices, slices_rate = per_worker_rate(torch.utils.data.Subset(Slices(dataset), order), workers, batch_size)

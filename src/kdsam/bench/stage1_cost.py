@@ -23,11 +23,11 @@ from kdsam.models.student import build_student
 from kdsam.models.teachers import load_teacher
 
 
-def _fwd_bwd_seconds(spec: str, teacher, backbone: str, input_size: int, batch_size: int) -> float:
+def _fwd_bwd_seconds(location: str, teacher, backbone: str, input_size: int, batch_size: int) -> float:
     """One pass over the training images: student forward + backward of an MSE, nothing else."""
     student = build_student(teacher, backbone, input_size)
     process = TrainingProcess(torch.device("cpu"))
-    data = open_dataset(spec, "train", max_side=1024)
+    data = open_dataset(location, "train", max_side=1024)
     items = TrainingSet(data, index_dataset(data, process), student)
     encoder = student.image_encoder.train()
     target = torch.zeros(1, 256, 64, 64)
@@ -39,7 +39,7 @@ def _fwd_bwd_seconds(spec: str, teacher, backbone: str, input_size: int, batch_s
 
 
 def stage1_epoch_cost(
-    spec: str,
+    location: str,
     teacher_name: str = "litemedsam",
     backbone: str = "resnet50",
     input_size: int = 256,
@@ -52,16 +52,16 @@ def stage1_epoch_cost(
     teacher = load_teacher(teacher_name)
     with tempfile.TemporaryDirectory() as tmp:
         cfg = FitConfig(epochs=epochs, batch_size=batch_size, patience=epochs)
-        train, val = (open_dataset(spec, s, max_side=1024) for s in ("train", "val"))
+        train, val = (open_dataset(location, s, max_side=1024) for s in ("train", "val"))
         distill(
             teacher, train, val, f"{tmp}/run", backbone=backbone, input_size=input_size, perceptual=perceptual,
             cache_dir=f"{tmp}/cache", cfg=cfg,
         )  # fmt: skip
         rows = RunDir(f"{tmp}/run").read_metrics()
     epoch = statistics.median(r["train_seconds"] for r in rows[1:] or rows)
-    fwd_bwd = statistics.median(_fwd_bwd_seconds(spec, teacher, backbone, input_size, batch_size) for _ in range(2))
+    fwd_bwd = statistics.median(_fwd_bwd_seconds(location, teacher, backbone, input_size, batch_size) for _ in range(2))
     return {
-        "data": spec,
+        "data": location,
         "student": f"{backbone}@{input_size}",
         "batch_size": batch_size,
         "perceptual": perceptual,

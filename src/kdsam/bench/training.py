@@ -50,7 +50,7 @@ _RSS_CHILD = (
 
 
 def synthetic_data(root: Path, n_train: int) -> str:
-    """A synthetic folder dataset with about `n_train` training images; its spec."""
+    """A synthetic folder dataset with about `n_train` training images; its location."""
     path = root / f"synthetic-{n_train}"
     if not (path / "synthetic.json").is_file():
         write_synthetic(path, n=round(n_train / TRAIN_FRACTION))
@@ -58,7 +58,7 @@ def synthetic_data(root: Path, n_train: int) -> str:
 
 
 def volume_data(root: Path, n_train: int) -> str:
-    """A synthetic CT set in the nnU-Net layout with about `n_train` training cases of 64x64x12; its spec."""
+    """A synthetic CT set in the nnU-Net layout with about `n_train` training cases of 64x64x12; its location."""
     from kdsam.data.volumes.synthetic import write_synthetic_ct
 
     path = root / f"ct-{n_train}"
@@ -78,16 +78,16 @@ def _run(cmd: list[str], env: dict[str, str] | None = None, timeout: float = 360
     return proc.stdout
 
 
-def _fill_cache(spec: str, cache: Path, teacher: str, device: str) -> None:
+def _fill_cache(location: str, cache: Path, teacher: str, device: str) -> None:
     """Teacher entries computed beforehand, so the measurement that follows is of training alone."""
-    _run([sys.executable, "-m", "kdsam", "cache", "--teacher", teacher, "--data", spec, "--cache-dir", str(cache),
+    _run([sys.executable, "-m", "kdsam", "cache", "--teacher", teacher, "--data", location, "--cache-dir", str(cache),
           "--max-side", "512", "--device", device])  # fmt: skip
 
 
-def _distill_args(spec: str, out: Path, cache: Path, student: str, input_size: int, batch: int, epochs: int,
+def _distill_args(location: str, out: Path, cache: Path, student: str, input_size: int, batch: int, epochs: int,
                   teacher: str, device: str) -> list[str]:  # fmt: skip
     return [
-        "distill", "--teacher", teacher, "--data", spec, "--out", str(out), "--cache-dir", str(cache),
+        "distill", "--teacher", teacher, "--data", location, "--out", str(out), "--cache-dir", str(cache),
         "--backbone", student, "--input-size", str(input_size), "--batch-size", str(batch),
         "--epochs", str(epochs), "--patience", str(epochs), "--device", device, "--max-side", "512",
     ]  # fmt: skip
@@ -111,10 +111,10 @@ def peak_rss(
     rows = []
     cache = root / "cache"
     for n in sizes:
-        spec = DATA[data](root, n)
-        _fill_cache(spec, cache, teacher, device)
+        location = DATA[data](root, n)
+        _fill_cache(location, cache, teacher, device)
         out = root / f"rss-run-{n}-{time.time_ns()}"
-        args = _distill_args(spec, out, cache, student, input_size, batch_size, epochs, teacher, device)
+        args = _distill_args(location, out, cache, student, input_size, batch_size, epochs, teacher, device)
         stdout = _run([sys.executable, "-c", _RSS_CHILD, *args])
         line = next(ln for ln in stdout.splitlines() if ln.startswith("KDSAM_RSS "))
         n_train = json.loads((out / "config.json").read_text())["distill"]["train"]["n"]
@@ -148,16 +148,16 @@ def stage1_scaling(
     """Stage-1 training images/s (last epoch, cached teacher) with each number of processes under
     torchrun; the global batch is the same for all, split over the ranks; each CPU rank gets an equal
     share of the cores."""
-    spec = synthetic_data(root, n_train)
+    location = synthetic_data(root, n_train)
     cache = root / "cache"
-    _fill_cache(spec, cache, teacher, device)
+    _fill_cache(location, cache, teacher, device)
     cores = os.cpu_count() or 1
     rows = []
     for n in processes:
         if global_batch % n:
             raise KdsamError(f"global batch {global_batch} does not split over {n} processes")
         out = root / f"scaling-{n}-{time.time_ns()}"
-        args = _distill_args(spec, out, cache, student, input_size, global_batch // n, epochs, teacher, device)
+        args = _distill_args(location, out, cache, student, input_size, global_batch // n, epochs, teacher, device)
         threads = [] if device != "cpu" else ["--threads", str(max(cores // n, 1))]
         launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}"]
         _run([*launcher, "-m", "kdsam", *args, *threads], env={"OMP_NUM_THREADS": str(max(cores // n, 1))})
@@ -188,9 +188,9 @@ def cache_speed(
 ) -> dict[str, Any]:
     """Teacher embedding (+ mask logits) images/s per teacher into an empty cache; random weights
     only when asked, and then labelled so in every row."""
-    spec = synthetic_data(root, n_images)
+    location = synthetic_data(root, n_images)
     process = init_process(device)
-    data = [open_dataset(spec, "train", max_side=1024)]
+    data = [open_dataset(location, "train", max_side=1024)]
     rows = []
     for name in teachers:
         teacher = build_architecture(name).eval().requires_grad_(False) if random_weights else load_teacher(name)

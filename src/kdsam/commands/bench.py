@@ -58,7 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--stage1-data",
-        metavar="SPEC",
+        metavar="KIND:PATH",
         help="also time a stage-1 epoch (cached teacher) against the student's own fwd+bwd on this data",
     )
     parser.add_argument(
@@ -109,11 +109,11 @@ def _variants(arg: str, device: str) -> list[str]:
     return [v.strip() for v in arg.split(",") if v.strip()]
 
 
-def read_eval_dice(specs: list[str]) -> dict[str, float]:
+def read_eval_dice(entries: list[str]) -> dict[str, float]:
     """`[MODEL=]metrics.json` -> {model: mean Dice}; MODEL defaults to the file's own "model" field."""
     dice = {}
-    for spec in specs:
-        label, sep, path = spec.rpartition("=") if "=" in spec else ("", "", spec)
+    for entry in entries:
+        label, sep, path = entry.rpartition("=") if "=" in entry else ("", "", entry)
         try:
             metrics = json.loads(Path(path).read_text())
             value = float(metrics["mean"]["dice"])

@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="TIMING ONLY: the teacher's architecture with random weights (no checkpoint needed); "
         "its entries are keyed by those weights and never stand in for the pretrained teacher's",
     )
-    parser.add_argument("--data", required=True, metavar="SPEC", help="KIND:PATH, e.g. kvasir:/data/Kvasir-SEG")
+    parser.add_argument("--data", required=True, metavar="KIND:PATH", help="KIND:PATH, e.g. kvasir:/data/Kvasir-SEG")
     parser.add_argument(
         "--split", default="train,val", help=f"comma-separated from {', '.join(SPLITS)} (default train,val)"
     )

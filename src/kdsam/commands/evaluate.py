@@ -43,7 +43,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--data",
         action="append",
         default=[],
-        metavar="SPEC",
+        metavar="KIND:PATH",
         help="dataset KIND:PATH (kvasir, isic2017, hc18, busi, folder, synthetic; volumes: nnunet, msd, npz, "
         "scored in 3D from each label's 3D box); repeatable",
     )
@@ -128,11 +128,11 @@ def _sources(args: argparse.Namespace) -> list[Source]:
     return sources
 
 
-def _scored_by_split(result: dict, spec: str, args: argparse.Namespace, most: int = 8) -> str:
+def _scored_by_split(result: dict, location: str, args: argparse.Namespace, most: int = 8) -> str:
     """Which images were scored, grouped by the split each belongs to: `train 4 (a, b, ...), test 1 (c)`."""
     from kdsam.data.registry import dataset_splits
 
-    splits = dataset_splits(spec, args.seed, args.split_file)
+    splits = dataset_splits(location, args.seed, args.split_file)
     where = {name: s for s, names in splits.items() for name in names}
     groups: dict[str, list[str]] = {}
     for row in result["per_image"]:
@@ -144,7 +144,7 @@ def _scored_by_split(result: dict, spec: str, args: argparse.Namespace, most: in
 
 
 def run(args: argparse.Namespace) -> int:
-    from kdsam.data.registry import is_volume_spec, open_dataset, require_labelled
+    from kdsam.data.registry import is_volume_location, open_dataset, require_labelled
     from kdsam.eval.compare import comparison, dataset_label, to_markdown, write_comparison
     from kdsam.eval.evaluate import check_writable, run_evaluation
     from kdsam.eval.interactive import parse_prompt
@@ -157,20 +157,20 @@ def run(args: argparse.Namespace) -> int:
     if args.gts is not None:
         return _run_cases(args, out)
     if not args.data:
-        raise KdsamError("give --data SPEC (or --predictions DIR with --gts DIR for volumes and npz cases)")
-    for spec in args.data:
-        require_labelled(spec, "kdsam evaluate")
-    if any(map(is_volume_spec, args.data)):
+        raise KdsamError("give --data KIND:PATH (or --predictions DIR with --gts DIR for volumes and npz cases)")
+    for location in args.data:
+        require_labelled(location, "kdsam evaluate")
+    if any(map(is_volume_location, args.data)):
         return _run_volumes(args, out)
     sources = _sources(args)
     chosen = args.split or ("test" if args.model else "all")
     split = None if chosen == "all" else chosen
     datasets = {s: open_dataset(s, split, seed=args.seed, split_file=args.split_file) for s in args.data}
-    pairs = [(source, spec) for source in sources for spec in args.data]
+    pairs = [(source, location) for source in sources for location in args.data]
     several = len(pairs) > 1
     folders = {
-        (source.label, spec): out / f"{source.slug}__{_slug(dataset_label(spec))}" if several else out
-        for source, spec in pairs
+        (source.label, location): out / f"{source.slug}__{_slug(dataset_label(location))}" if several else out
+        for source, location in pairs
     }
     if len(set(folders.values())) < len(folders):
         raise KdsamError("two models or datasets share a folder name; evaluate them into separate --out folders")
@@ -178,14 +178,14 @@ def run(args: argparse.Namespace) -> int:
         check_writable(folder, args.overwrite)
 
     results, loaded = [], {}
-    for source, spec in pairs:
+    for source, location in pairs:
         label = source.label
         if label not in loaded:
             loaded[label] = source.load()
-        folder = folders[(label, spec)]
+        folder = folders[(label, location)]
         result = run_evaluation(
             loaded[label],
-            datasets[spec],
+            datasets[location],
             folder,
             overwrite=args.overwrite,
             allow_missing=args.allow_missing,
@@ -202,9 +202,9 @@ def run(args: argparse.Namespace) -> int:
         kinds = Counter(s["kind"] for s in result["skipped"])
         reasons = ", ".join(f"{n} {kind.replace('_', ' ')}" for kind, n in sorted(kinds.items()))
         skipped = f"; skipped {result['n_skipped']} ({reasons}; reasons in metrics.json)" if kinds else ""
-        print(f"{label} on {spec}: {result['n_images']} images scored{skipped} -> {folder}")
+        print(f"{label} on {location}: {result['n_images']} images scored{skipped} -> {folder}")
         which = chosen if args.split else f"{chosen}, the default"
-        print(f"  scored ({which}): {_scored_by_split(result, spec, args)}")
+        print(f"  scored ({which}): {_scored_by_split(result, location, args)}")
         for k, scores in result.get("per_label", {}).items():
             print(f"  label {k}: Dice {scores['mean']['dice']:.4f} over {scores['n_images']} images")
     print()
@@ -236,7 +236,7 @@ def _run_cases(args: argparse.Namespace, out: Path) -> int:
 
 def _run_volumes(args: argparse.Namespace, out: Path) -> int:
     """Volume datasets: every --model on the split's cases, in 3D, side by side."""
-    from kdsam.data.registry import dataset_splits, is_volume_spec, volume_set
+    from kdsam.data.registry import dataset_splits, is_volume_location, volume_set
     from kdsam.eval.evaluate import check_writable
     from kdsam.eval.volume_sets import evaluate_volume_set, number, side_by_side, write_result
     from kdsam.models.loading import load_model
@@ -245,15 +245,15 @@ def _run_volumes(args: argparse.Namespace, out: Path) -> int:
     from kdsam.utils.atomic import write_text
     from kdsam.utils.device import resolve_device
 
-    if not all(map(is_volume_spec, args.data)) or len(args.data) != 1:
+    if not all(map(is_volume_location, args.data)) or len(args.data) != 1:
         raise KdsamError("a volume dataset (nnunet:, msd:, npz:) is evaluated on its own: give exactly one --data")
     if args.predictions or not args.model:
         raise KdsamError("volume datasets score --model MODEL (saved NIfTI predictions: --predictions DIR --gts DIR)")
-    spec, opts = args.data[0], volume_options(args)
+    location, opts = args.data[0], volume_options(args)
     split = args.split or "test"
-    cases = [c.name for c in volume_set(spec, opts).cases]
+    cases = [c.name for c in volume_set(location, opts).cases]
     if split != "all":
-        cases = dataset_splits(spec, args.seed, args.split_file, opts)[split]
+        cases = dataset_splits(location, args.seed, args.split_file, opts)[split]
     several = len(args.model) > 1
     folders = {m: out / _slug(parse_model(m).label) if several else out for m in args.model}
     for folder in folders.values():
@@ -263,12 +263,12 @@ def _run_volumes(args: argparse.Namespace, out: Path) -> int:
         model = load_model(text)
         if isinstance(model, KDSam):  # an ONNX export's predictor runs where onnxruntime does
             model = model.to(resolve_device(args.device))
-        result = evaluate_volume_set(model, volume_set(spec, opts), cases, args.nsd_tolerance_mm)
-        result.update(model=text, data=spec, split=split, split_seed=args.seed, split_file=args.split_file)
+        result = evaluate_volume_set(model, volume_set(location, opts), cases, args.nsd_tolerance_mm)
+        result.update(model=text, data=location, split=split, split_seed=args.seed, split_file=args.split_file)
         write_result(result, folder)
         results[text] = result
         mean = result["mean"]
-        print(f"{text} on {spec} ({split}): {result['n_cases']} cases, Dice {number(mean['dice'])} -> {folder}")
+        print(f"{text} on {location} ({split}): {result['n_cases']} cases, Dice {number(mean['dice'])} -> {folder}")
         for name, scores in result["per_label"].items():
             print(f"  {name}: Dice {number(scores['dice'])} over {scores['n_cases']} cases")
     table = side_by_side(results)
@@ -287,7 +287,7 @@ def _run_cvpr25(args: argparse.Namespace, out: Path) -> int:
     from kdsam.models.spec import parse_model
 
     if not args.model or args.predictions or len(args.data) != 1:
-        raise KdsamError("--protocol cvpr25 runs --model MODEL (repeatable) on exactly one volume --data SPEC")
+        raise KdsamError("--protocol cvpr25 runs --model MODEL (repeatable) on exactly one volume --data KIND:PATH")
     specs = [parse_model(m) for m in args.model]
     split = args.split if args.split != "all" else None
     names = set(dataset_splits(args.data[0], args.seed, args.split_file)[split]) if split else None

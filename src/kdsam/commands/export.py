@@ -20,7 +20,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing export in --out")
     p.add_argument(
         "--calibration-data",
-        metavar="SPEC",
+        metavar="KIND:PATH",
         help="images the INT8 encoder is calibrated on: a folder of image files or a dataset KIND:PATH "
         "(default: built-in synthetic images; your own data quantizes better)",
     )

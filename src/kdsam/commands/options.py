@@ -31,7 +31,7 @@ def add_volume_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def volume_options(args: argparse.Namespace) -> VolumeOptions:
-    """How volume specs become slices; the slice store lives beside the embedding cache."""
+    """How volume locations become slices; the slice store lives beside the embedding cache."""
     from kdsam.data.intensity import parse_window
     from kdsam.data.volumes.slices import VolumeOptions
 

@@ -14,7 +14,7 @@ from kdsam.distill.trainer import FitConfig
 
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", required=True, metavar="SPEC", help="KIND:PATH, e.g. kvasir:/data/Kvasir-SEG")
+    parser.add_argument("--data", required=True, metavar="KIND:PATH", help="KIND:PATH, e.g. kvasir:/data/Kvasir-SEG")
     parser.add_argument("--seed", type=int, default=0, help="seed of the train/val/test split and of training")
     parser.add_argument("--split-file", help="JSON {train,val,test: [names]} overriding the seeded split")
     parser.add_argument("--max-side", type=int, default=1024, help="decode images at most this large (speed)")

@@ -89,7 +89,7 @@ class Dataset(Sequence[Sample]):
 
     def __init__(
         self,
-        spec: str,
+        location: str,
         records: Sequence[Record],
         read_target: Callable[[Record], np.ndarray] = union_of_masks,
         split: str | None = None,
@@ -98,7 +98,7 @@ class Dataset(Sequence[Sample]):
     ) -> None:
         """load: decodes a record at most max_side large; default `load_record` with `read_target`
         (a volume dataset's records are slices read from its slice store instead)."""
-        self.spec = spec
+        self.location = location
         self.records = list(records)
         self.read_target = read_target
         self.split = split
@@ -124,7 +124,7 @@ class Dataset(Sequence[Sample]):
     def subset(self, names: Sequence[str], split: str | None = None) -> Dataset:
         keep = set(names)
         records = [r for r in self.records if r.name in keep]
-        return Dataset(self.spec, records, self.read_target, split, self.max_side, self.load)
+        return Dataset(self.location, records, self.read_target, split, self.max_side, self.load)
 
     def samples(self) -> Iterator[Sample]:
         """Every readable sample; a bad file is recorded in `problems` and skipped."""

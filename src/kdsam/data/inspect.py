@@ -12,30 +12,30 @@ from typing import Any
 
 from tqdm import tqdm
 
-from kdsam.data.registry import dataset_splits, is_volume_spec, open_dataset, volume_set
+from kdsam.data.registry import dataset_splits, is_volume_location, open_dataset, volume_set
 from kdsam.data.volumes.slices import VolumeOptions
 
 MAX_LISTED_PROBLEMS = 20
 
 
 def inspect_dataset(
-    spec: str,
+    location: str,
     seed: int = 0,
     split_file: str | Path | None = None,
     progress: bool = True,
     volume: VolumeOptions | None = None,
 ) -> dict[str, Any]:
-    """The report written by `kdsam data inspect --json` (`inspect_volumes` for volume specs).
+    """The report written by `kdsam data inspect --json` (`inspect_volumes` for volume locations).
 
     splits: names per split (official, from the split file, or seeded over the labelled records).
     image_sizes: the smallest and largest height and width seen, each taken on its own.
     labels: images per label, for label-map masks (several structures per image); {} when every
     mask is binary.
     """
-    if is_volume_spec(spec):
-        return inspect_volumes(spec, seed, split_file, progress, volume)
-    dataset = open_dataset(spec)
-    splits = dataset_splits(spec, seed, split_file)
+    if is_volume_location(location):
+        return inspect_volumes(location, seed, split_file, progress, volume)
+    dataset = open_dataset(location)
+    splits = dataset_splits(location, seed, split_file)
     heights, widths = [], []
     n_empty = 0
     labels: Counter[int] = Counter()
@@ -46,7 +46,7 @@ def inspect_dataset(
         labels.update(sample.label_ids)
     classes = Counter(str(r.meta["class"]) for r in dataset.records if "class" in r.meta)
     return {
-        "spec": spec,
+        "data": location,
         "n_records": len(dataset),
         "n_ok": len(heights),
         "n_empty_masks": n_empty,
@@ -62,18 +62,18 @@ def inspect_dataset(
 
 
 def inspect_volumes(
-    spec: str, seed: int, split_file: str | Path | None, progress: bool, volume: VolumeOptions | None
+    location: str, seed: int, split_file: str | Path | None, progress: bool, volume: VolumeOptions | None
 ) -> dict[str, Any]:
     """Cases (each read once into the slice store), slices, cases per label, spacing range, problems."""
-    vs = volume_set(spec, volume, progress)
-    splits = dataset_splits(spec, seed, split_file, volume)
+    vs = volume_set(location, volume, progress)
+    splits = dataset_splits(location, seed, split_file, volume)
     labels: Counter[str] = Counter()
     for case in vs.cases:
         labels.update(vs.label_names.get(v, f"label {v}") for v in case.meta["label_values"])
     spacings = [c.meta["spacing"] for c in vs.cases if c.meta["spacing"]]
     depths = [c.depth for c in vs.cases]
     return {
-        "spec": spec,
+        "data": location,
         "n_cases": len(vs.cases),
         "n_slices": sum(depths),
         "n_slices_with_foreground": sum(sum(c.meta["foreground"]) for c in vs.cases),
@@ -98,7 +98,7 @@ def format_report(report: dict[str, Any]) -> str:
     if "n_cases" in report:
         return _format_volumes(report)
     lines = [
-        f"dataset   {report['spec']}",
+        f"dataset   {report['data']}",
         f"records   {report['n_records']} ({report['n_ok']} readable, {len(report['problems'])} with problems, "
         f"{report['n_empty_masks']} with an empty mask)",
         "splits    " + "  ".join(f"{k} {v}" for k, v in report["splits"].items()),
@@ -125,7 +125,7 @@ def _problem_lines(problems: list[dict[str, str]]) -> list[str]:
 
 def _format_volumes(report: dict[str, Any]) -> str:
     lines = [
-        f"dataset   {report['spec']}",
+        f"dataset   {report['data']}",
         f"cases     {report['n_cases']} ({len(report['problems'])} with problems, "
         f"{report['n_empty_label_maps']} with an empty label map, {report['n_unlabelled']} unlabelled); "
         f"modality {report['modality'] or 'not stated'}",

@@ -1,4 +1,5 @@
-"""Dataset specs (`KIND:PATH`) -> datasets. Adding a layout is one entry in ADAPTERS.
+"""Dataset locations (`KIND:PATH`: a layout kind and the folder holding it) -> datasets. Adding a
+layout is one entry in ADAPTERS.
 
 2D layouts list image/mask records. Volume layouts (`nnunet`, `msd`, `npz`, `images`) list cases,
 which the slice store turns into one record per slice (kdsam.data.volumes); their splits name cases.
@@ -70,38 +71,38 @@ VOLUME_KINDS = tuple(k for k, a in ADAPTERS.items() if a.cases is not None)
 _VOLUME_SETS: dict[tuple[str, Path, VolumeOptions], VolumeSet] = {}
 
 
-def parse_spec(spec: str) -> tuple[str, Path]:
-    kind, sep, path = spec.partition(":")
+def parse_location(location: str) -> tuple[str, Path]:
+    kind, sep, path = location.partition(":")
     if not sep or not path:
-        raise KdsamError(f"dataset spec {spec!r}: write KIND:PATH with KIND one of {', '.join(ADAPTERS)}")
+        raise KdsamError(f"dataset {location!r}: write KIND:PATH with KIND one of {', '.join(ADAPTERS)}")
     if kind not in ADAPTERS:
-        raise KdsamError(f"dataset spec {spec!r}: unknown kind {kind!r}; choose one of {', '.join(ADAPTERS)}")
+        raise KdsamError(f"dataset {location!r}: unknown kind {kind!r}; choose one of {', '.join(ADAPTERS)}")
     root = Path(path).expanduser()
     if kind != "synthetic" and not root.is_dir():
         raise KdsamError(f"{root}: dataset folder not found ({kind}: {ADAPTERS[kind].description})")
     return kind, root
 
 
-def is_volume_spec(spec: str) -> bool:
-    return spec.partition(":")[0] in VOLUME_KINDS
+def is_volume_location(location: str) -> bool:
+    return location.partition(":")[0] in VOLUME_KINDS
 
 
-def require_labelled(spec: str, purpose: str) -> None:
-    """Masks are needed past stage 1: refuse an unlabelled spec in one line, saying why."""
-    kind, _ = parse_spec(spec)
+def require_labelled(location: str, purpose: str) -> None:
+    """Masks are needed past stage 1: refuse an unlabelled location in one line, saying why."""
+    kind, _ = parse_location(location)
     if not ADAPTERS[kind].labelled:
         raise KdsamError(
-            f"{spec}: {kind}: datasets have no masks; {purpose} needs masks (use it for kdsam distill, "
-            "then fine-tune and evaluate on a labelled spec such as nnunet:, msd:, npz: or folder:)"
+            f"{location}: {kind}: datasets have no masks; {purpose} needs masks (use it for kdsam distill, "
+            "then fine-tune and evaluate on a labelled location such as nnunet:, msd:, npz: or folder:)"
         )
 
 
-def volume_set(spec: str, options: VolumeOptions | None = None, progress: bool = True) -> VolumeSet:
-    """The stored cases of a volume spec, converting what the slice store lacks (once per process)."""
-    kind, root = parse_spec(spec)
+def volume_set(location: str, options: VolumeOptions | None = None, progress: bool = True) -> VolumeSet:
+    """The stored cases of a volume location, converting what the slice store lacks (once per process)."""
+    kind, root = parse_location(location)
     adapter = ADAPTERS[kind]
     if adapter.cases is None:
-        raise KdsamError(f"dataset spec {spec!r}: not a volume layout ({', '.join(VOLUME_KINDS)} are)")
+        raise KdsamError(f"dataset {location!r}: not a volume layout ({', '.join(VOLUME_KINDS)} are)")
     options = options or VolumeOptions()
     memo = (kind, root.resolve(), options)
     if memo not in _VOLUME_SETS:
@@ -120,15 +121,15 @@ def _records(kind: str, root: Path, options: VolumeOptions | None = None) -> lis
 
 
 def dataset_splits(
-    spec: str, seed: int = 0, split_file: str | Path | None = None, volume: VolumeOptions | None = None
+    location: str, seed: int = 0, split_file: str | Path | None = None, volume: VolumeOptions | None = None
 ) -> dict[str, list[str]]:
     """train/val/test sample names: the official folders where a dataset has them, a split file
     when given, else a seeded split of the labelled images. Volume datasets split by case (patient),
     never by slice: the names are case names."""
-    kind, root = parse_spec(spec)
+    kind, root = parse_location(location)
     adapter = ADAPTERS[kind]
     if adapter.cases is not None:
-        cases = volume_set(spec, volume).cases
+        cases = volume_set(location, volume).cases
         names = [c.name for c in cases if c.labelled or not adapter.labelled]
     else:
         records = _records(kind, root)
@@ -142,7 +143,7 @@ def dataset_splits(
 
 
 def open_dataset(
-    spec: str,
+    location: str,
     split: str | None = None,
     *,
     seed: int = 0,
@@ -150,9 +151,9 @@ def open_dataset(
     max_side: int | None = None,
     volume: VolumeOptions | None = None,
 ) -> Dataset:
-    """The samples of `spec`, all labelled ones (split=None) or one of train/val/test; for a volume
-    spec, the slices of the split's cases."""
-    kind, root = parse_spec(spec)
+    """The samples of `location`, all labelled ones (split=None) or one of train/val/test; for a volume
+    location, the slices of the split's cases."""
+    kind, root = parse_location(location)
     adapter = ADAPTERS[kind]
     records = _records(kind, root, volume)
     if split is None:
@@ -160,7 +161,7 @@ def open_dataset(
     else:
         if split not in SPLITS:
             raise KdsamError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
-        names = set(dataset_splits(spec, seed, split_file, volume)[split])
+        names = set(dataset_splits(location, seed, split_file, volume)[split])
         chosen = [r for r in records if r.meta.get("case", r.name) in names]
     load = SliceReader() if adapter.cases is not None else None
-    return Dataset(spec, chosen, adapter.read_target, split, max_side, load)
+    return Dataset(location, chosen, adapter.read_target, split, max_side, load)

@@ -49,8 +49,8 @@ def _polyp(shape: tuple[int, int], rng: np.random.Generator) -> tuple[np.ndarray
     polyp = np.stack([0.9, 0.55, 0.45]) * (0.8 + 0.2 * dome[..., None])
     img = np.where(mask[..., None], polyp * vignette[..., None] * 1.1, img)
     img = ndimage.gaussian_filter(img, (1.2, 1.2, 0))
-    spec = (rng.random(shape) > 0.9993) & mask
-    img[ndimage.binary_dilation(spec, iterations=2)] = 1.0
+    glints = (rng.random(shape) > 0.9993) & mask
+    img[ndimage.binary_dilation(glints, iterations=2)] = 1.0
     return img, mask
 
 

@@ -49,7 +49,7 @@ def model_key(model: KDSam) -> str:
     file hash stands for the weights when the model was loaded from one, else the weights themselves."""
     ident = {
         "name": model.name,
-        "weights": model.spec.get("sha256") or weights_hash(model),
+        "weights": model.card.get("sha256") or weights_hash(model),
         "img_size": model.img_size,
         "normalization": model.normalization,
         "resize": model.resize_mode,

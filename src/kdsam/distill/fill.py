@@ -54,7 +54,7 @@ def fill_teacher_cache(
         "seconds": round(seconds, 3),
         "computed_images_per_s": round(totals["computed"] / seconds, 3) if totals["computed"] else None,
         "teacher": teacher.name,
-        "weights": RANDOM_WEIGHTS if teacher.spec.get("weights") == "random" else teacher.spec.get("sha256", "unknown"),
+        "weights": RANDOM_WEIGHTS if teacher.card.get("weights") == "random" else teacher.card.get("sha256", "unknown"),
         "device": str(process.device),
         "world_size": process.world_size,
         "batch_size": batch_size,

@@ -39,6 +39,13 @@ class PromptMix:
     def boxes_only(self) -> bool:
         return dict(self.weights) == {"box": 1.0} and self.max_clicks == 0
 
+    @property
+    def prompts(self) -> tuple[str, ...]:
+        """What a decoder fine-tuned on this mix answers: ("box",), or ("box", "point") once clicks
+        are drawn, first or corrective (the card records it, so servers can say so)."""
+        kinds = {kind for kind, weight in self.weights if weight}
+        return ("box",) if kinds <= {"box"} and not self.max_clicks else ("box", "point")
+
     def describe(self) -> dict[str, object]:
         return {"first_prompt": dict(self.weights), "max_corrective_clicks": self.max_clicks}
 

@@ -112,15 +112,15 @@ class RunDir:
     def write_config(self, stage: str, config: dict[str, Any]) -> None:
         self._set("config.json", stage, config)
 
-    def write_split(self, stage: str, spec: str, splits: dict[str, list[str]]) -> None:
+    def write_split(self, stage: str, location: str, splits: dict[str, list[str]]) -> None:
         """The exact sample names of each split, so evaluation can prove it never saw training images.
         A stage being resumed (its checkpoint is here) keeps the split it started with: another one
         would mix two datasets or two splits in one run, so it is refused."""
         before = self._read("split.json").get(stage)
         if before is not None and self.checkpoint(stage).is_file():
-            if before.get("data") != spec:
+            if before.get("data") != location:
                 raise KdsamError(
-                    f"{self.path}: cannot resume {stage} with --data {spec} (the run started with "
+                    f"{self.path}: cannot resume {stage} with --data {location} (the run started with "
                     f"{before.get('data')}); resume with the same data or choose another folder"
                 )
             changed = [s for s in splits if sorted(before.get(s, [])) != sorted(splits[s])]
@@ -130,7 +130,7 @@ class RunDir:
                     "(another --seed or --split-file, or the dataset's files changed); resume with the same "
                     "options or choose another folder"
                 )
-        self._set("split.json", stage, {"data": spec, **splits})
+        self._set("split.json", stage, {"data": location, **splits})
 
     def read_config(self) -> dict[str, Any]:
         if not (self.path / "config.json").is_file():

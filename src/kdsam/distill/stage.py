@@ -85,12 +85,12 @@ class Stage:
     ) -> Stage:
         """Start (or resume) the stage in `run`: a resumed stage must have the same `options`, and
         trains on the data, and the seeded split, it started with; then seed every generator."""
-        options = {**options, "data": train.spec, "seed": cfg.seed}
+        options = {**options, "data": train.location, "seed": cfg.seed}
         if resume:
             run.check_resume(name, options)
         run.start(name, resume, writer=process.is_main)
         if splits is not None and process.is_main:
-            run.write_split(name, train.spec, splits)
+            run.write_split(name, train.location, splits)
         seed_everything(cfg.seed)
         return cls(name, run, train, val, options, cfg, process, resume)
 
@@ -109,7 +109,7 @@ class Stage:
         self.val_index = index_dataset(self.val, self.process, val_cache, **drawn)
         if not self.val_index.entries:
             raise KdsamError(
-                f"{self.val.spec}: the validation split has no usable image; "
+                f"{self.val.location}: the validation split has no usable image; "
                 "model selection needs one (see --split-file)"
             )
         report_skipped(self.name, "training", self.train_index)
@@ -123,8 +123,8 @@ class Stage:
             raise RuntimeError("Stage.index must run before Stage.write_config")
         config = {
             **head,
-            "train": {"spec": self.train.spec, "split": self.train.split, **self.train_index.summary()},
-            "val": {"spec": self.val.spec, "split": self.val.split, **self.val_index.summary()},
+            "train": {"data": self.train.location, "split": self.train.split, **self.train_index.summary()},
+            "val": {"data": self.val.location, "split": self.val.split, **self.val_index.summary()},
             "fit": asdict(self.cfg),
             **process_config(self.process, self.cfg),
             "cache": str(cache) if cache else None,

@@ -118,7 +118,7 @@ def distill(
       background (float): of a volume dataset's slices without foreground, the seeded fraction also
         trained on (embedding term only: no object to prompt the decoder term with).
       intensity (dict or None): how a volume dataset's voxels became the training slices (window,
-        channel, modality); kept in the student's spec, so `kdsam predict --window auto` maps a
+        channel, modality); kept in the student's card, so `kdsam predict --window auto` maps a
         volume the same way.
 
     Returns:
@@ -147,7 +147,7 @@ def distill(
     stage = Stage.begin("distill", run, train, val, options, cfg=cfg, process=process, resume=resume, splits=splits)
     student = build_student(teacher, backbone, input_size, backbone_weights, teacher_name=teacher.name)
     if intensity is not None:
-        student.spec["intensity"] = intensity
+        student.card["intensity"] = intensity
     if cfg.sync_bn:  # before the teacher's cache is filled: a refusal must not cost that
         student.image_encoder = process.sync_batchnorm(student.image_encoder)
     teacher.to(process.device)
@@ -162,8 +162,8 @@ def distill(
     train_set = TrainingSet(train, train_index, student, logits=logits, **common)
     val_set = TrainingSet(val, val_index, student, **common)
     head = {
-        "teacher": teacher.spec,
-        "student": student.spec,
+        "teacher": teacher.card,
+        "student": student.card,
         "options": stage.options,
         "perceptual": perceptual,
         "perceptual_weight": perceptual_weight,
@@ -174,7 +174,7 @@ def distill(
     log.info(
         "distill: teacher %s -> %s; perceptual loss: %s (weight %g); backbone init: %s; %d process(es) on %s; "
         "teacher computed %d image(s), reused %d",
-        teacher.name, student.name, perceptual, perceptual_weight, student.spec["backbone_init"], process.world_size,
+        teacher.name, student.name, perceptual, perceptual_weight, student.card["backbone_init"], process.world_size,
         process.device, train_index.computed + val_index.computed, n_cached - train_index.computed - val_index.computed,
     )  # fmt: skip
 

@@ -57,6 +57,7 @@ def finetune(
     source = run.path / "model-distill.pt"
     student = load_saved_student(source if source.is_file() else run.model)
     mix = prompt_mix or parse_mix(DEFAULT_MIX)
+    student.card["prompts"] = list(mix.prompts)
     options = {
         "bce_weight": bce_weight,
         "train_encoder": train_encoder,

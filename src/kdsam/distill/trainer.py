@@ -11,7 +11,6 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,6 +25,7 @@ from kdsam.distill.process import TrainingProcess, collective
 from kdsam.distill.run import RunDir
 from kdsam.distill.sampling import EpochSampler
 from kdsam.errors import KdsamError
+from kdsam.models.checkpoint import load_weights_only
 from kdsam.models.loading import save_model
 from kdsam.models.sam import KDSam
 from kdsam.utils.atomic import save_torch
@@ -130,15 +130,6 @@ def data_parallel(trainable: nn.Module, step: StepFn, process: TrainingProcess) 
         )
 
 
-def _load_checkpoint(path: Path) -> dict[str, Any]:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # truncated or foreign file: say which, not a pickle traceback
-        raise KdsamError(
-            f"{path}: unreadable checkpoint ({type(err).__name__}); delete it to restart the stage from scratch"
-        ) from err
-
-
 def fit(
     run: RunDir,
     stage: str,
@@ -227,7 +218,7 @@ class _Loop:
         self.save_every_s = cfg.checkpoint_minutes * 60 or math.inf  # rank 0's clock decides for all
 
     def resume(self) -> None:
-        ckpt = _load_checkpoint(self.ckpt_path)
+        ckpt = load_weights_only(self.ckpt_path, "a training checkpoint; delete it to restart the stage from scratch")
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])

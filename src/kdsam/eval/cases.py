@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 from pathlib import Path
 from typing import Any
 
@@ -21,18 +20,9 @@ from kdsam.errors import BadFileError, KdsamError
 from kdsam.eval import challenge, metrics, volumes
 from kdsam.eval.evaluate import METRICS_FILE, check_writable
 from kdsam.infer.efficiency import read_times
-from kdsam.utils.atomic import write_json, write_text
+from kdsam.utils.atomic import finite, write_json, write_text
 
 PER_CASE_FILE = "per_case.csv"
-
-
-def _defined(value: Any) -> Any:
-    """NaN -> None all through a row, so metrics.json stays valid JSON (null = undefined)."""
-    if isinstance(value, dict):
-        return {k: _defined(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_defined(v) for v in value]
-    return None if isinstance(value, float) and math.isnan(value) else value
 
 
 def evaluate_cases(
@@ -62,7 +52,7 @@ def evaluate_cases(
             continue
         if truth.name in times:
             row["seconds"] = times[truth.name]
-        rows.append(_defined(row))
+        rows.append(finite(row))  # NaN -> null: metrics.json stays valid JSON
     keys = ("dsc", "nsd", "seconds") if npz else ("dice", "nsd", "hd95_mm", "seconds")
     means = {k: metrics.nanmean(r.get(k) for r in rows)[0] for k in keys}
     result = {

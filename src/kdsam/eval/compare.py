@@ -20,9 +20,9 @@ HEADERS = {"dice": "Dice", "iou": "IoU", "hd95": "HD95 (px)", "nsd": "NSD"}
 MISSING = "–"
 
 
-def dataset_label(spec: str, split: str | None = None) -> str:
+def dataset_label(location: str, split: str | None = None) -> str:
     """`kvasir:/data/Kvasir-SEG` + test -> `kvasir Kvasir-SEG (test)`: short enough for a column."""
-    kind, _, path = spec.partition(":")
+    kind, _, path = location.partition(":")
     name = Path(path).name or path
     return f"{kind} {name}" + (f" ({split})" if split else "")
 

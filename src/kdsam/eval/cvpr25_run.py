@@ -1,7 +1,7 @@
 """`kdsam evaluate --protocol cvpr25`: the CVPR25 interactive protocol (kdsam.eval.cvpr25) for one
 or more models on a labelled volume dataset, side by side.
 
-Cases come from a volume spec: `npz:PATH` is read here (imgs, gts, spacing and, when a case has
+Cases come from a volume location: `npz:PATH` is read here (imgs, gts, spacing and, when a case has
 them, its challenge `boxes`, object arrays through kdsam.infer.safe_npz), the other volume layouts
 (nnunet:, msd:) through the dataset registry. Writes metrics.json (per model: means, per case with
 every step), per_case.csv, table.md and dsc_per_step.png (mean DSC after the box and each click).
@@ -41,12 +41,12 @@ def _npz_case(path: Path, name: str) -> VolumeCase:
     return VolumeCase(name, np.clip(imgs, 0, 255).astype(np.uint8), gts.astype(np.int32), spacing, boxes)
 
 
-def read_cases(spec: str, names: set[str] | None = None) -> tuple[list[VolumeCase], list[dict[str, str]]]:
-    """The labelled 3D cases of a volume spec (only `names`, when given); the skipped ones with why."""
-    from kdsam.data.registry import ADAPTERS, VOLUME_KINDS, parse_spec
+def read_cases(location: str, names: set[str] | None = None) -> tuple[list[VolumeCase], list[dict[str, str]]]:
+    """The labelled 3D cases of a volume location (only `names`, when given); the skipped ones with why."""
+    from kdsam.data.registry import ADAPTERS, VOLUME_KINDS, parse_location
     from kdsam.data.volumes.slices import VolumeOptions, read_case
 
-    kind, root = parse_spec(spec)
+    kind, root = parse_location(location)
     if kind not in VOLUME_KINDS or kind == "images":
         raise KdsamError(f"--protocol cvpr25 needs labelled volumes: npz:, nnunet: or msd: (not {kind}:)")
     listing = ADAPTERS[kind].cases(root, 0)
@@ -70,7 +70,7 @@ def read_cases(spec: str, names: set[str] | None = None) -> tuple[list[VolumeCas
     kept = [c for c in cases if (c.gts > 0).any()]
     skipped += [{"name": c.name, "reason": "no labelled voxel"} for c in cases if not (c.gts > 0).any()]
     if not kept:
-        raise KdsamError(f"{spec}: no labelled 3D case to evaluate ({len(skipped)} skipped)")
+        raise KdsamError(f"{location}: no labelled 3D case to evaluate ({len(skipped)} skipped)")
     return kept, skipped
 
 
@@ -111,7 +111,7 @@ def plot(results: dict[str, dict[str, Any]], path: Path) -> Path:
 
 def evaluate_protocol(
     models: dict[str, Any],
-    spec: str,
+    location: str,
     out: Path,
     overwrite: bool = False,
     names: set[str] | None = None,
@@ -119,14 +119,14 @@ def evaluate_protocol(
 ) -> dict[str, Any]:
     """Run every model (label -> a KDSam or an export's predictor) on every case; the metrics dict."""
     check_writable(out, overwrite)
-    cases, skipped = read_cases(spec, names)
+    cases, skipped = read_cases(location, names)
     results: dict[str, dict[str, Any]] = {}
     for label, model in models.items():
         rows = [run_case(model, case, use_boxes) for case in tqdm(cases, desc=f"cvpr25 {label}", unit="case")]
         results[label] = {"mean": _means(rows), "per_case": rows}
     metrics = {
         "protocol": "cvpr25",
-        "data": spec,
+        "data": location,
         "n_cases": len(cases),
         "boxes": "the cases' own, else from the truth (z_mid: the largest slice)" if use_boxes else "none",
         "models": results,

@@ -363,7 +363,7 @@ def evaluate(
     missing = [s["name"] for s in skipped if s["kind"] in NOT_COVERED]
     return {
         "model": segmenter.label,
-        "data": dataset.spec,
+        "data": dataset.location,
         "split": dataset.split,
         "n_images": len(per_image),
         "mean": mean,

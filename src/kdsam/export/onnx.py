@@ -93,7 +93,7 @@ def preprocessing_config(model: KDSam, opset: int) -> dict[str, Any]:
     """Everything an ONNX runtime needs besides the graphs: how to prepare an image and read the masks."""
     return {
         "model": model.name,
-        "spec": model.spec,
+        "card": model.card,
         "img_size": model.img_size,
         "normalization": model.normalization,
         "resize_mode": model.resize_mode,

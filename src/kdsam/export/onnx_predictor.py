@@ -25,6 +25,7 @@ from kdsam.errors import KdsamError
 from kdsam.export.layout import CONFIG_FILE, DECODER_FILE, ENCODER_FILE
 from kdsam.infer.volume import Decoded, FramePrompt, pick_mask
 from kdsam.models.sam import grey_to_rgb
+from kdsam.models.spec import CARD_KEYS
 from kdsam.models.transforms import medsam_upsample, resize_transform
 from kdsam.predictor import KDSamPredictor, as_rgb_uint8
 
@@ -128,6 +129,7 @@ class OnnxPredictor:
         self.folder = Path(folder)
         self.runtime = runtime
         self.config = read_config(self.folder)
+        self.card: dict[str, Any] = next((self.config[k] for k in CARD_KEYS if k in self.config), {})
         self.transform = resize_transform(
             self.config["resize_mode"], int(self.config["img_size"]), self.config.get("recipe", "sam")
         )

@@ -51,13 +51,13 @@ def synthetic_calibration(n: int = DEFAULT_CALIBRATION_IMAGES) -> Calibration:
     return Calibration(images, f"{n} built-in synthetic images (pass --calibration-data for your own)")
 
 
-def calibration_from(spec: str | None, n: int = DEFAULT_CALIBRATION_IMAGES) -> Calibration:
-    """The first `n` images of a folder of image files or of a dataset SPEC (KIND:PATH); None: synthetic."""
+def calibration_from(location: str | None, n: int = DEFAULT_CALIBRATION_IMAGES) -> Calibration:
+    """The first `n` images of a folder of image files or of a dataset location (KIND:PATH); None: synthetic."""
     if n < 1:
         raise KdsamError(f"--calibration-images {n}: need at least one image")
-    if spec is None:
+    if location is None:
         return synthetic_calibration(n)
-    folder = Path(spec).expanduser()
+    folder = Path(location).expanduser()
     if folder.is_dir():
         files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         images = []
@@ -72,13 +72,13 @@ def calibration_from(spec: str | None, n: int = DEFAULT_CALIBRATION_IMAGES) -> C
         from kdsam.data import open_dataset
 
         images = []
-        for sample in open_dataset(spec, max_side=1024).samples():
+        for sample in open_dataset(location, max_side=1024).samples():
             images.append(sample.image)
             if len(images) == n:
                 break
     if not images:
-        raise KdsamError(f"--calibration-data {spec}: no readable image there (PNG/JPEG/TIFF files or KIND:PATH)")
-    return Calibration(images, f"{len(images)} images of {spec}")
+        raise KdsamError(f"--calibration-data {location}: no readable image there (PNG/JPEG/TIFF files or KIND:PATH)")
+    return Calibration(images, f"{len(images)} images of {location}")
 
 
 class _Reader(CalibrationDataReader):

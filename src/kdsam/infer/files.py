@@ -26,7 +26,7 @@ from kdsam.models.sam import KDSam
 from kdsam.utils.atomic import write_json
 
 VOLUME_SUFFIX = ".nii.gz"
-Model = Any  # a KDSam, or an ONNX export's OnnxPredictor (boxes only: no points, no everything mode)
+Model = Any  # a KDSam, or an ONNX export's OnnxPredictor (all but everything mode); both carry a `card`
 
 
 @dataclass
@@ -132,7 +132,7 @@ def segment_volume(
 
     if len(boxes3d) == 0:
         raise KdsamError(f"{volume.path}: no 3D box for this volume; give --box3d X0,Y0,Z0,X1,Y1,Z1")
-    window, modality = as_trained(window, getattr(model, "spec", None))
+    window, modality = as_trained(window, model.card)
     stack, record = slice_stack(volume, window, modality)
     try:
         labels = segment_stack(model, stack, boxes3d, batch_size, where="--box3d")

@@ -10,7 +10,7 @@ import torch
 from kdsam.errors import KdsamError
 from kdsam.models.checkpoint import load_strict, load_weights_only, read_state_dict
 from kdsam.models.sam import KDSam
-from kdsam.models.spec import KINDS, MODEL_FILE, Kind, ModelSpec, as_spec, check_saved_spec, require_kind
+from kdsam.models.spec import CARD_KEYS, KINDS, MODEL_FILE, Kind, ModelSpec, as_spec, check_card, require_kind
 from kdsam.models.student import build_student
 from kdsam.models.teachers import load_teacher
 from kdsam.utils.atomic import save_torch
@@ -21,28 +21,29 @@ if TYPE_CHECKING:
 
 
 def save_model(model: KDSam, path: str | Path) -> None:
-    """Write weights plus the spec that rebuilds the architecture; atomic."""
-    save_torch(path, {"spec": model.spec, "state_dict": model.state_dict()})
+    """Write weights plus the model's card, which rebuilds the architecture; atomic."""
+    save_torch(path, {"card": model.card, "state_dict": model.state_dict()})
 
 
 def _read_saved(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     if not path.is_file():
         raise KdsamError(f"{path}: no saved model here (a run folder holds {MODEL_FILE} once training has finished)")
     obj = load_weights_only(path, "a kdsam model file")
-    if not isinstance(obj, dict) or "spec" not in obj or "state_dict" not in obj:
-        raise KdsamError(f"{path}: not a kdsam model file (expected keys 'spec' and 'state_dict')")
-    return obj["spec"], obj["state_dict"]
+    card_key = next((k for k in CARD_KEYS if isinstance(obj, dict) and k in obj), None)
+    if card_key is None or "state_dict" not in obj:
+        raise KdsamError(f"{path}: not a kdsam model file (expected keys 'card' and 'state_dict')")
+    return obj[card_key], obj["state_dict"]
 
 
 def load_saved_student(path: str | Path) -> KDSam:
     """A student written by `save_model` (a model.pt, or a run folder holding one)."""
     path = Path(path)
     file = path / MODEL_FILE if path.is_dir() else path
-    spec, state = _read_saved(file)
-    spec = check_saved_spec(file, spec)
-    model = build_student(None, spec["backbone"], spec["input_size"], resize_mode=spec.get("resize_mode"))
-    load_strict(model, state, file, f"kdsam student ({spec['backbone']}@{spec['input_size']})")
-    model.spec = spec
+    card, state = _read_saved(file)
+    card = check_card(file, card)
+    model = build_student(None, card["backbone"], card["input_size"], resize_mode=card.get("resize_mode"))
+    load_strict(model, state, file, f"kdsam student ({card['backbone']}@{card['input_size']})")
+    model.card = card
     return model.eval()
 
 
@@ -71,7 +72,7 @@ def load_model(
         return load_teacher(spec.name, spec.checkpoint)
     if spec.kind == "student":
         model = build_student(None, spec.name, spec.input_size).eval()
-        model.spec = {**model.spec, "weights": "random"}
+        model.card = {**model.card, "weights": "random"}
         return model
     if spec.kind == "onnx":
         from kdsam.export.onnx_predictor import OnnxPredictor

@@ -32,6 +32,10 @@ class KDSam(Sam):
     recipe: whose published inference code the resampling, coordinate rounding and mask
     post-processing follow (see `kdsam.models.transforms`): "sam" (SAM's `SamPredictor`; also
     students, in their teacher's geometry), "medsam" or "litemedsam" (those teachers' scripts).
+    card: what the model is and where its weights came from, saved with them (kdsam.models.loading)
+    and carried into exports: kind ("teacher"/"student"), a teacher's name, checkpoint and sha256 or
+    "weights": "random", a student's backbone, input_size, resize_mode, backbone_init, and the
+    volume intensity mapping it was trained with.
     """
 
     def __init__(
@@ -41,7 +45,7 @@ class KDSam(Sam):
         name: str,
         normalization: Normalization = "imagenet",
         resize_mode: ResizeMode = "longest",
-        spec: dict[str, Any] | None = None,
+        card: dict[str, Any] | None = None,
         recipe: RecipeName = "sam",
     ) -> None:
         super().__init__(
@@ -55,7 +59,7 @@ class KDSam(Sam):
         self.normalization = normalization
         self.resize_mode = resize_mode
         self.recipe = recipe
-        self.spec = dict(spec or {})
+        self.card = dict(card or {})
 
     @property
     def img_size(self) -> int:

@@ -24,6 +24,7 @@ from kdsam.errors import KdsamError
 Kind = Literal["teacher", "student", "saved", "onnx"]
 KINDS: tuple[Kind, ...] = ("teacher", "student", "saved", "onnx")
 MODEL_FILE = "model.pt"
+CARD_KEYS = ("card", "spec")  # the key of a model file's or export's card; files written before 2026-12 say "spec"
 ONNX_CONFIG_FILE = "kdsam_onnx.json"  # kdsam.export.layout.CONFIG_FILE, without importing onnx to parse
 DEFAULT_STUDENT_SIZE = 512
 DESCRIPTIONS: dict[Kind, str] = {
@@ -159,18 +160,19 @@ def require_kind(spec: ModelSpec, kinds: tuple[Kind, ...], purpose: str) -> Mode
     return spec
 
 
-def check_saved_spec(path: Path, spec: object) -> dict[str, Any]:
-    """A model file's spec, checked before a student is built from it (a damaged or foreign file
-    could hold anything): a dict of kind "student", a backbone name and a positive whole input size."""
-    if not isinstance(spec, dict):
-        raise KdsamError(f"{path}: not a kdsam model file (its spec is a {type(spec).__name__}, not a dict)")
-    if spec.get("kind") != "student":
-        raise KdsamError(f"{path}: holds a {spec.get('kind')!r} model, expected a student")
-    backbone, size, resize = spec.get("backbone"), spec.get("input_size"), spec.get("resize_mode")
+def check_card(path: Path, card: object) -> dict[str, Any]:
+    """A model file's card (`KDSam.card`), checked before a student is built from it (a damaged or
+    foreign file could hold anything): a dict of kind "student", a backbone name and a positive
+    whole input size."""
+    if not isinstance(card, dict):
+        raise KdsamError(f"{path}: not a kdsam model file (its card is a {type(card).__name__}, not a dict)")
+    if card.get("kind") != "student":
+        raise KdsamError(f"{path}: holds a {card.get('kind')!r} model, expected a student")
+    backbone, size, resize = card.get("backbone"), card.get("input_size"), card.get("resize_mode")
     if not isinstance(backbone, str) or not backbone:
-        raise KdsamError(f"{path}: its spec's backbone {backbone!r} is not a model name")
+        raise KdsamError(f"{path}: its card's backbone {backbone!r} is not a model name")
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise KdsamError(f"{path}: its spec's input_size {size!r} is not a positive whole number")
+        raise KdsamError(f"{path}: its card's input_size {size!r} is not a positive whole number")
     if resize not in (None, "longest", "squash"):
-        raise KdsamError(f"{path}: its spec's resize_mode {resize!r} is not longest or squash")
-    return spec
+        raise KdsamError(f"{path}: its card's resize_mode {resize!r} is not longest or squash")
+    return card

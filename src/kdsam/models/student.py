@@ -110,7 +110,7 @@ def build_student(
     log.info("student backbone %s at %d px starts from %s", backbone, input_size, encoder.weights)
     prompt_encoder, mask_decoder = sam_heads(input_size) if teacher is None else with_prompt_frame(teacher, input_size)
     sam = Sam(image_encoder=encoder, prompt_encoder=prompt_encoder, mask_decoder=mask_decoder)
-    spec = {
+    card = {
         "kind": "student",
         "backbone": backbone,
         "input_size": input_size,
@@ -118,7 +118,9 @@ def build_student(
         "teacher": teacher_name,
         "resize_mode": resize_mode or (teacher.resize_mode if isinstance(teacher, KDSam) else "longest"),
     }
-    return KDSam(sam, name=f"student:{backbone}@{input_size}", resize_mode=spec["resize_mode"], spec=spec)
+    if isinstance(teacher, KDSam) and "prompts" in teacher.card:
+        card["prompts"] = teacher.card["prompts"]  # its decoder is the teacher's until stage 2
+    return KDSam(sam, name=f"student:{backbone}@{input_size}", resize_mode=card["resize_mode"], card=card)
 
 
 def count_parameters(module: nn.Module) -> int:

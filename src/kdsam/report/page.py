@@ -119,8 +119,8 @@ def _dataset(ev: dict[str, Any]) -> str:
     return Path(data).name or data if "/" in data else data
 
 
-def _fmt(value: Any, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
+def _fmt(value: Any, fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
 
 
 def accuracy_table(evals: list[dict[str, Any]], benches: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:

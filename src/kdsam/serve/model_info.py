@@ -3,7 +3,7 @@
 A decoder trained on boxes alone (MedSAM, LiteMedSAM, a student fine-tuned on boxes only, or one whose
 decoder is such a teacher's) answers a click without a box with noise. The teacher registry names each
 teacher's prompts; a run folder's config.json names its fine-tuning prompt mix, or its teacher when
-the decoder was not fine-tuned. An ONNX export's decoder takes boxes only.
+the decoder was not fine-tuned. An ONNX export's card names its prompts (older exports: boxes only).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from kdsam.models.spec import MODEL_FILE, as_spec
+from kdsam.models.spec import CARD_KEYS, MODEL_FILE, ONNX_CONFIG_FILE, as_spec
 from kdsam.models.teachers import TEACHERS
 
 BOXES_AND_CLICKS = ("box", "point")
@@ -20,8 +20,8 @@ BOXES = ("box",)
 
 
 def _teacher_prompts(name: Any) -> tuple[str, ...] | None:
-    spec = TEACHERS.get(str(name)) if name else None
-    return spec.prompts if spec else None
+    entry = TEACHERS.get(str(name)) if name else None
+    return entry.prompts if entry else None
 
 
 def _run_prompts(run: Path) -> tuple[str, ...] | None:
@@ -41,11 +41,22 @@ def _run_prompts(run: Path) -> tuple[str, ...] | None:
     return _teacher_prompts(teacher.get("name") if isinstance(teacher, dict) else None)
 
 
+def _export_prompts(folder: Path) -> tuple[str, ...]:
+    """From the card `kdsam export` copies into the export (cards name their prompts since 2026-12)."""
+    try:
+        config = json.loads((folder / ONNX_CONFIG_FILE).read_text())
+    except (OSError, ValueError):
+        return BOXES
+    card = next((config[k] for k in CARD_KEYS if isinstance(config, dict) and k in config), None)
+    prompts = card.get("prompts") if isinstance(card, dict) else None
+    return tuple(prompts) if prompts in (list(BOXES), list(BOXES_AND_CLICKS)) else BOXES  # older: unknown, say boxes
+
+
 def trained_prompts(model: str) -> tuple[str, ...] | None:
     """("box",), ("box", "point"), or None when nothing says (a random-weight student)."""
     spec = as_spec(model)
-    if spec.kind == "onnx":
-        return BOXES  # an export keeps no record of the prompts its run fine-tuned on
+    if spec.kind == "onnx" and spec.path is not None:
+        return _export_prompts(spec.path)
     if spec.kind == "teacher":
         return _teacher_prompts(spec.name)
     if spec.kind == "saved" and spec.path is not None:

@@ -62,10 +62,10 @@ def slice_stack(volume: Volume, window: Any, modality: str | None = None) -> tup
     return intensity.to_uint8(volume.slices(), window, volume.modality or modality, volume.window)
 
 
-def as_trained(window: Any, spec: dict[str, Any] | None) -> tuple[Any, str | None]:
+def as_trained(window: Any, card: dict[str, Any] | None) -> tuple[Any, str | None]:
     """(window, modality) for a volume given to a model trained on volume slices: under `auto`, the
-    mapping its training used (its spec's `intensity`), since a NIfTI names no modality of its own."""
-    trained = (spec or {}).get("intensity") or {}
+    mapping its training used (its card's `intensity`), since a NIfTI names no modality of its own."""
+    trained = (card or {}).get("intensity") or {}
     if window == "auto" and trained.get("window", "auto") != "auto":
         window = intensity.parse_window(trained["window"])
     return window, trained.get("modality")
