@@ -53,14 +53,14 @@ class VolumeDemoConfig:
 
 
 def _slices_png(out: Path, case, models: dict[str, Any]) -> Path:
-    """The middle slice of each organ's range in one test case: image, truth, then each model."""
+    """The middle slice of each organ's range in one test case (once, where organs share it): image,
+    truth, then each model."""
     stack, truth = np.asarray(case.slices()), np.asarray(case.labels())
     values = [int(v) for v in case.meta["label_values"]]
     boxes = np.stack([label_box3d(truth, v) for v in values])
     preds = {who: segment_stack(model, stack, boxes) for who, model in models.items()}
     rows, titles = [], []
-    for box in boxes:
-        z = int((box[2] + box[5]) // 2)
+    for z in sorted({int((box[2] + box[5]) // 2) for box in boxes}):
         image = np.repeat(stack[z][..., None], 3, axis=2)
         rows.append([image, overlay(image, truth[z] > 0, TRUTH_COLOR)] + [
             overlay(image, p[z] > 0, PRED_COLOR) for p in preds.values()
