@@ -15,7 +15,7 @@ from kdsam.commands.train_options import (
     splits_of,
     train_val,
 )
-from kdsam.data.registry import is_volume_spec, volume_set
+from kdsam.data.registry import is_volume_location, volume_set
 from kdsam.distill.stage import default_fit
 from kdsam.distill.stage1 import PERCEPTUAL, distill
 from kdsam.models.loading import load_model
@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
 def _intensity(args: argparse.Namespace) -> dict | None:
     """How a volume dataset's voxels become slices, for the student to keep: --window, --channel and
     the modality its dataset.json names (a NIfTI names none, so predict needs it to choose as here)."""
-    if not is_volume_spec(args.data):
+    if not is_volume_location(args.data):
         return None
     options = volume_options(args)
     return {"window": options.window, "channel": options.channel, "modality": volume_set(args.data, options).modality}
