@@ -15,7 +15,7 @@ def test_precision_part_times_both_and_says_how_far_apart(tmp_path, monkeypatch,
     monkeypatch.setattr(distill_process, "cpu_has_native_bf16", lambda: True)  # emulated bf16 computes the same
     out = tmp_path / "report.json"
     args = ["bench-training", "--parts", "precision", "--student", "resnet18", "--input-size", "64",
-            "--batch-size", "2", "--json", str(out)]  # fmt: skip
+            "--batch-size", "2", "--rounds", "2", "--json", str(out)]  # fmt: skip
     assert main(args) == 0
     report = json.loads(out.read_text())["precision"]
     for row in (report["student"], *report["teachers"]):
@@ -35,9 +35,9 @@ def test_precision_part_on_a_cpu_without_bf16_says_why(monkeypatch, capsys):
 
 def test_decode_part_times_loop_and_vmap_on_the_same_numbers(tmp_path, capsys):
     out = tmp_path / "report.json"
-    assert main(["bench-training", "--parts", "decode", "--batch-size", "2", "--json", str(out)]) == 0
+    assert main(["bench-training", "--parts", "decode", "--batch-size", "2", "--rounds", "2", "--json", str(out)]) == 0
     report = json.loads(out.read_text())["decode"]
-    assert report["default_path"] == "loop" and report["precision"] == "float32"  # on a CPU
+    assert report["default_path"] == "loop" and report["precision"] == "float32" and report["rounds"] == 2  # on a CPU
     assert [(r["teacher"], r["prompts"]) for r in report["rows"]] == [("litemedsam", "box"), ("litemedsam", "mix")]
     for row in report["rows"]:
         assert row["loop_s"] > 0 and row["vmap_s"] > 0

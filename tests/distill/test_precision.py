@@ -51,9 +51,10 @@ def test_bf16_training_on_cpu_lands_where_fp32_does(tmp_path, tiny_teacher, spli
         run = tmp_path / precision
         process = TrainingProcess(CPU, precision=precision)
         torch.manual_seed(0)
-        distill(tiny_teacher, splits["train"], splits["val"], run, cache_dir=tmp_path / "cache", cfg=FAST,
+        once = replace(FAST, epochs=1)
+        distill(tiny_teacher, splits["train"], splits["val"], run, cache_dir=tmp_path / "cache", cfg=once,
                 perceptual="decoder", process=process, **STUDENT)  # fmt: skip
-        finetune(run, splits["train"], splits["val"], cfg=replace(FAST, lr=1e-4), cache_dir=tmp_path / "cache",
+        finetune(run, splits["train"], splits["val"], cfg=replace(once, lr=1e-4), cache_dir=tmp_path / "cache",
                  process=process)  # fmt: skip
         rows[precision] = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
         config = json.loads((run / "config.json").read_text())

@@ -44,6 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="slices: the synthetic CT set (default 100 cases of 100 slices of 512x512)",
     )
     parser.add_argument("--workers", type=int, default=1, help="slices: DataLoader workers")
+    parser.add_argument(
+        "--rounds", type=int, help="precision, decode: interleaved timed rounds (default 5 and 10; medians reported)"
+    )
     parser.add_argument("--work", type=Path, help="folder for data, caches and runs (default: a temporary one)")
     parser.add_argument("--json", type=Path, help="write the report here")
 
@@ -57,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
         raise KdsamError(f"--parts {args.parts}: choose from {', '.join(PARTS)}")
     teachers = [t.strip() for t in args.teachers.split(",") if t.strip()]
     common = {"student": args.student, "input_size": args.input_size, "device": args.device}
+    rounds = {"rounds": args.rounds} if args.rounds else {}
     report = {"host": {"cpus": os.cpu_count(), "machine": platform.machine(), "load_average_start": os.getloadavg()}}
     with tempfile.TemporaryDirectory() as tmp:
         root = args.work or Path(tmp)
@@ -75,10 +79,10 @@ def run(args: argparse.Namespace) -> int:
             print(json.dumps(report["peak_rss"]))
         if "precision" in parts:
             report["precision"] = precision_speed(batch_size=args.batch_size, teachers=teachers,
-                                                  random_weights=args.random_weights, **common)  # fmt: skip
+                                                  random_weights=args.random_weights, **rounds, **common)  # fmt: skip
             print(json.dumps(report["precision"]))
         if "decode" in parts:
-            report["decode"] = decode_speed(teachers=teachers, batch_size=args.batch_size, device=args.device)
+            report["decode"] = decode_speed(teachers=teachers, batch_size=args.batch_size, device=args.device, **rounds)
             print(json.dumps(report["decode"]))
         if "slices" in parts:
             from kdsam.bench.slices import slice_store_speed
