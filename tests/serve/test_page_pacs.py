@@ -88,6 +88,8 @@ def test_open_a_pacs_series_segment_it_and_save_a_seg(served: Engine, pacs: Orth
         status = "document.getElementById('pacs-status').textContent"
         text = b.wait_for(driver, f"/^(Stored SEG|Save to PACS failed)/.test({status}) && {status}")
         assert text.startswith("Stored SEG"), text
+        seg_row = "[...document.querySelectorAll('#studies li[data-series]')].some(li => /^SEG /.test(li.textContent))"
+        b.wait_for(driver, seg_row)  # the study's list shows the new SEG series without a refresh
         if os.environ.get("KDSAM_PAGE_ARTIFACTS"):
             b.screenshot(driver, Path(os.environ["KDSAM_PAGE_ARTIFACTS"]) / "9-pacs-saved-seg.png")
         shown = np.zeros((SLICES, ROWS, COLUMNS), np.uint8)

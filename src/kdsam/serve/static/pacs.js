@@ -44,15 +44,16 @@ function studyItem(page, study) {
   item.dataset.study = study.study_uid;
   const what = [study.patient_name || study.patient_id, study.date, study.description, study.modalities.join("/")];
   const series = document.createElement("ul");
-  item.append(button(what.filter(Boolean).join(" · ") || study.study_uid, study.study_uid, async () => {
-    if (series.childElementCount) return series.replaceChildren(); // a second click folds it
+  item.showSeries = async () => {
     try {
       const rows = await page.api(`/v1/pacs/studies/${study.study_uid}/series`);
       series.replaceChildren(...rows.map((r) => seriesItem(page, study, r)));
     } catch (err) {
       say(`Could not list the series: ${err.message}`, true);
     }
-  }), series);
+  };
+  item.append(button(what.filter(Boolean).join(" · ") || study.study_uid, study.study_uid, () =>
+    series.childElementCount ? series.replaceChildren() : item.showSeries()), series); // a second click folds it
   return item;
 }
 
@@ -84,6 +85,8 @@ async function save(page) {
   try {
     const stored = await page.working(page.api(`/v1/pacs/volumes/${labels.volume}/seg?${query}`, { method: "POST", body: labels.body }));
     say(`Stored SEG ${stored.sop_instance_uid} (series ${stored.series_instance_uid}; segments ${stored.segments.join(", ")}).`);
+    const study = [...$("studies").children].find((li) => li.dataset.study === stored.study_instance_uid);
+    if (study) await study.showSeries(); // the new SEG series appears under its study at once
   } catch (err) {
     say(`Save to PACS failed: ${err.message}`, true);
   }
