@@ -25,7 +25,7 @@ from kdsam.errors import KdsamError
 from kdsam.export.layout import CONFIG_FILE, DECODER_FILE, ENCODER_FILE
 from kdsam.infer.volume import Decoded, FramePrompt, pick_mask
 from kdsam.models.sam import grey_to_rgb
-from kdsam.models.spec import CARD_KEYS
+from kdsam.models.spec import card_key
 from kdsam.models.transforms import medsam_upsample, resize_transform
 from kdsam.predictor import KDSamPredictor, as_rgb_uint8
 
@@ -129,7 +129,8 @@ class OnnxPredictor:
         self.folder = Path(folder)
         self.runtime = runtime
         self.config = read_config(self.folder)
-        self.card: dict[str, Any] = next((self.config[k] for k in CARD_KEYS if k in self.config), {})
+        key = card_key(self.config)
+        self.card: dict[str, Any] = self.config[key] if key else {}
         self.transform = resize_transform(
             self.config["resize_mode"], int(self.config["img_size"]), self.config.get("recipe", "sam")
         )

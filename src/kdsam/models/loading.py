@@ -10,7 +10,7 @@ import torch
 from kdsam.errors import KdsamError
 from kdsam.models.checkpoint import load_strict, load_weights_only, read_state_dict
 from kdsam.models.sam import KDSam
-from kdsam.models.spec import CARD_KEYS, KINDS, MODEL_FILE, Kind, ModelSpec, as_spec, check_card, require_kind
+from kdsam.models.spec import KINDS, MODEL_FILE, Kind, ModelSpec, as_spec, card_key, check_card, require_kind
 from kdsam.models.student import build_student
 from kdsam.models.teachers import load_teacher
 from kdsam.utils.atomic import save_torch
@@ -29,10 +29,10 @@ def _read_saved(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     if not path.is_file():
         raise KdsamError(f"{path}: no saved model here (a run folder holds {MODEL_FILE} once training has finished)")
     obj = load_weights_only(path, "a kdsam model file")
-    card_key = next((k for k in CARD_KEYS if isinstance(obj, dict) and k in obj), None)
-    if card_key is None or "state_dict" not in obj:
+    key = card_key(obj)
+    if key is None or "state_dict" not in obj:
         raise KdsamError(f"{path}: not a kdsam model file (expected keys 'card' and 'state_dict')")
-    return obj[card_key], obj["state_dict"]
+    return obj[key], obj["state_dict"]
 
 
 def load_saved_student(path: str | Path) -> KDSam:

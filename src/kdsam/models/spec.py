@@ -24,7 +24,7 @@ from kdsam.errors import KdsamError
 Kind = Literal["teacher", "student", "saved", "onnx"]
 KINDS: tuple[Kind, ...] = ("teacher", "student", "saved", "onnx")
 MODEL_FILE = "model.pt"
-CARD_KEYS = ("card", "spec")  # the key of a model file's or export's card; files written before 2026-12 say "spec"
+CARD_KEYS = ("card", "spec")  # files written before 2026-12 keep the card under "spec"
 ONNX_CONFIG_FILE = "kdsam_onnx.json"  # kdsam.export.layout.CONFIG_FILE, without importing onnx to parse
 DEFAULT_STUDENT_SIZE = 512
 DESCRIPTIONS: dict[Kind, str] = {
@@ -158,6 +158,12 @@ def require_kind(spec: ModelSpec, kinds: tuple[Kind, ...], purpose: str) -> Mode
     if spec.kind not in kinds:
         raise KdsamError(f"{spec.text!r} is {DESCRIPTIONS[spec.kind]}; {purpose} takes {accepted(kinds)}")
     return spec
+
+
+def card_key(stored: object) -> str | None:
+    """The key under which a model file's dict or an export's config keeps the model's card
+    (`KDSam.card`), or None when it holds none."""
+    return next((k for k in CARD_KEYS if isinstance(stored, dict) and k in stored), None)
 
 
 def check_card(path: Path, card: object) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from kdsam.models.spec import CARD_KEYS, MODEL_FILE, ONNX_CONFIG_FILE, as_spec
+from kdsam.models.spec import MODEL_FILE, ONNX_CONFIG_FILE, as_spec, card_key
 from kdsam.models.teachers import TEACHERS
 
 BOXES_AND_CLICKS = ("box", "point")
@@ -47,7 +47,8 @@ def _export_prompts(folder: Path) -> tuple[str, ...]:
         config = json.loads((folder / ONNX_CONFIG_FILE).read_text())
     except (OSError, ValueError):
         return BOXES
-    card = next((config[k] for k in CARD_KEYS if isinstance(config, dict) and k in config), None)
+    key = card_key(config)
+    card = config[key] if key else None
     prompts = card.get("prompts") if isinstance(card, dict) else None
     return tuple(prompts) if prompts in (list(BOXES), list(BOXES_AND_CLICKS)) else BOXES  # older: unknown, say boxes
 
