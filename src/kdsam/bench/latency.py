@@ -218,14 +218,14 @@ def _graph_mb(folder: Path, name: str) -> float:
 
 def _prepare_onnx(entry: Entry, model: KDSam | None, exports: Exports, batch_size: int, threads: int) -> None:
     """An onnxruntime entry: its model's export (or the export folder it names), timed on CPU."""
-    from kdsam.export.onnx_predictor import OnnxPredictor, encoder_file
+    from kdsam.export.onnx_predictor import OnnxPredictor, graph_file
 
     if entry.device.type != "cpu":
         raise RuntimeError(f"{entry.runtime} is timed on CPU only (onnxruntime's CPU provider); use --device cpu")
     folder = Path(entry.label).expanduser() if model is None else exports.folder(entry.label, model)
     predictor = OnnxPredictor(folder, runtime=entry.runtime, threads=threads)
     entry.result["dtype"] = "int8" if entry.runtime.endswith("int8") else "float32"
-    entry.result["weights_mb"] = _graph_mb(folder, encoder_file(predictor.config, entry.runtime, folder))
+    entry.result["weights_mb"] = _graph_mb(folder, graph_file(predictor.config, entry.runtime, folder))
     entry.tasks = _onnx_tasks(predictor, int(predictor.config["img_size"]), batch_size)
 
 

@@ -59,5 +59,7 @@ def run(args: argparse.Namespace) -> int:
         f"{config['decoder']} (N boxes -> Nx1x256x256 logits), {CONFIG_FILE}"
     )
     if "int8" in config:
-        print(f"INT8 encoder {config['int8']['encoder']}: calibrated on {config['int8']['calibration']}")
+        int8 = config["int8"]
+        print(f"INT8 encoder {int8['encoder']}: calibrated on {int8['calibration']}")
+        print(f"INT8 decoders {int8['decoder']}, {int8['prompt_decoder']}: {int8['decoder_scheme']}")
     return 0

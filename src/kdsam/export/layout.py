@@ -17,6 +17,8 @@ ENCODER_FILE = "image_encoder.onnx"
 INT8_ENCODER_FILE = "image_encoder.int8.onnx"
 DECODER_FILE = "box_decoder.onnx"
 PROMPT_DECODER_FILE = "prompt_decoder.onnx"
+INT8_DECODER_FILE = "box_decoder.int8.onnx"
+INT8_PROMPT_DECODER_FILE = "prompt_decoder.int8.onnx"
 CONFIG_FILE = "kdsam_onnx.json"
 
 

@@ -20,7 +20,8 @@ from torch import nn
 
 from kdsam.errors import KdsamError
 from kdsam.export.layout import CONFIG_FILE, DECODER_FILE, ENCODER_FILE, PROMPT_DECODER_FILE, place_graph
-from kdsam.export.quantize import Calibration, quantize_encoder
+from kdsam.export.quantize import Calibration, quantize_decoders, quantize_encoder
+from kdsam.models.layer_norm import fused_layer_norms
 from kdsam.models.sam import KDSam
 from kdsam.utils.atomic import make_folder, write_json
 
@@ -171,9 +172,11 @@ def export_onnx(
 
     Each file is written atomically and the JSON last, so a folder with the JSON holds a complete
     export. The decoder takes any number of boxes (dynamic first axis). Traced on the model's device;
-    the graphs hold no device, so they run anywhere onnxruntime does.
+    the graphs hold no device, so they run anywhere onnxruntime does. SAM's LayerNorm2d is traced as
+    one LayerNormalization (`kdsam.models.layer_norm`).
     external_data: keep the encoder's weights in ENCODER_FILE.data (None: when over 2 GB).
-    calibration: also write the INT8 encoder, calibrated on these images (see `quantize_encoder`).
+    calibration: also write the INT8 encoder, calibrated on these images (see `quantize_encoder`), and
+    the INT8 decoders (`quantize_decoders`).
     """
     out = Path(out_dir)
     make_folder(out)
@@ -184,7 +187,7 @@ def export_onnx(
     embedding = torch.zeros(1, 256, 64, 64, device=device)
     boxes = torch.tensor([[0.1, 0.1, 0.6, 0.7], [0.0, 0.0, 1.0, 1.0]], device=device) * (size - 1)
     per_box = {0: "num_boxes"}
-    with torch.no_grad():
+    with torch.no_grad(), fused_layer_norms(model):
         _export_graph(
             model.image_encoder,
             (torch.zeros(1, 3, size, size, device=device),),
@@ -221,6 +224,6 @@ def export_onnx(
         )
     config = preprocessing_config(model, opset) | {"external_data": external}
     if calibration is not None:
-        config["int8"] = quantize_encoder(out, config, calibration)
+        config["int8"] = quantize_encoder(out, config, calibration) | quantize_decoders(out)
     write_json(out / CONFIG_FILE, config)
     return config

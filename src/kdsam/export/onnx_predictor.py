@@ -4,8 +4,8 @@ Same method names, shapes and dtypes as `KDSamPredictor` (set_image, predict_box
 get_image_embedding, reset_image), so the two can be swapped and compared. Images are prepared in
 numpy with SAM's own resize transform, following the preprocessing recorded at export time.
 Two runtimes: "onnxruntime" (the fp32 graphs) and "onnxruntime-int8" (the INT8 encoder that
-`kdsam export` calibrates, with the same fp32 decoder: the decoder is small and its masks are what
-people see).
+`kdsam export` calibrates, and decoders whose image-token projections are INT8; see
+`kdsam.export.quantize`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from kdsam.errors import KdsamError
-from kdsam.export.layout import CONFIG_FILE, DECODER_FILE, ENCODER_FILE
+from kdsam.export.layout import CONFIG_FILE, DECODER_FILE, ENCODER_FILE, PROMPT_DECODER_FILE
 from kdsam.infer.volume import Decoded, FramePrompt, pick_mask
 from kdsam.models.sam import grey_to_rgb
 from kdsam.models.spec import card_key
@@ -59,6 +59,7 @@ def _is_number(value: object) -> bool:
 
 
 RUNTIMES = ("onnxruntime", "onnxruntime-int8")
+FP32_FILES = {"encoder": ENCODER_FILE, "decoder": DECODER_FILE, "prompt_decoder": PROMPT_DECODER_FILE}
 
 
 def is_export(path: str | Path) -> bool:
@@ -138,17 +139,18 @@ class OnnxPredictor:
         self.name = f"{self.config.get('model', self.folder.name)} [{runtime}]"
         self.providers = providers or ["CPUExecutionProvider"]
         self.options = session_options(threads)
-        self.encoder = self._session(encoder_file(self.config, runtime, self.folder), self.providers, self.options)
-        self.decoder = self._session(self.config.get("decoder", DECODER_FILE), self.providers, self.options)
+        self.encoder = self._session("encoder")
+        self.decoder = self._session("decoder")
         self._prompt_decoder: ort.InferenceSession | None = None
         self.reset_image()
 
-    def _session(self, name: str, providers: list[str], options: ort.SessionOptions) -> ort.InferenceSession:
-        path = self.folder / name
+    def _session(self, graph: str) -> ort.InferenceSession:
+        """The session of one of the export's graphs, the file this runtime runs (`graph_file`)."""
+        path = self.folder / graph_file(self.config, self.runtime, self.folder, graph)
         if not path.is_file():
             raise KdsamError(f"{path}: missing from the ONNX export (rerun `kdsam export`)")
         try:
-            return ort.InferenceSession(str(path), options, providers=providers)
+            return ort.InferenceSession(str(path), self.options, providers=self.providers)
         except Exception as err:  # onnxruntime raises its own untyped exceptions for a bad file
             raise KdsamError(f"{path}: not a loadable ONNX model ({str(err).splitlines()[0][:200]})") from err
 
@@ -262,7 +264,7 @@ class OnnxPredictor:
         if self._prompt_decoder is None:
             if "prompt_decoder" not in self.config:
                 raise KdsamError(f"{self.folder}: this export has no prompt decoder for clicks (rerun `kdsam export`)")
-            self._prompt_decoder = self._session(self.config["prompt_decoder"], self.providers, self.options)
+            self._prompt_decoder = self._session("prompt_decoder")
         return self._prompt_decoder
 
     def slices(self) -> OnnxSlices:
@@ -314,13 +316,16 @@ class OnnxSlices:
         return Decoded(full[0, 0] > self.predictor.mask_threshold, low_res[0, k], float(iou[0, k]))
 
 
-def encoder_file(config: dict[str, Any], runtime: str, folder: Path) -> str:
-    """The encoder graph a runtime runs: the fp32 one, or the INT8 one the export calibrated."""
-    if runtime == "onnxruntime":
-        return config.get("encoder", ENCODER_FILE)
-    if "int8" not in config:
-        raise KdsamError(f"{folder}: this export has no INT8 encoder (rerun `kdsam export` without --no-int8)")
-    return config["int8"]["encoder"]
+def graph_file(config: dict[str, Any], runtime: str, folder: Path, graph: str = "encoder") -> str:
+    """The file a runtime runs for a graph ("encoder", "decoder" or "prompt_decoder"): the fp32 one,
+    or the export's INT8 one under onnxruntime-int8 (an export made before the INT8 decoders keeps
+    its fp32 decoders there)."""
+    if runtime == "onnxruntime-int8":
+        if "int8" not in config:
+            raise KdsamError(f"{folder}: this export has no INT8 encoder (rerun `kdsam export` without --no-int8)")
+        if graph in config["int8"]:
+            return config["int8"][graph]
+    return config.get(graph, FP32_FILES[graph])
 
 
 def load_export(path: str | Path, runtime: str = "onnxruntime", threads: int | None = None) -> OnnxPredictor:

@@ -1,4 +1,5 @@
-"""The INT8 image encoder: ONNX Runtime static quantization, calibrated on a few real images.
+"""The INT8 graphs: the image encoder by ONNX Runtime static quantization, calibrated on a few real
+images; the decoders' image-token projections by dynamic quantization.
 
 Static (not dynamic) quantization, because the encoder is convolutions: their activations need
 fixed scales, measured once on calibration images, for the integer kernels to run end to end.
@@ -7,11 +8,18 @@ range by orders of magnitude) and unsigned 8-bit activations with signed 8-bit w
 the x86 VNNI kernels run fastest (signed activations measured ~3x slower here). Calibration uses
 the images people will segment, prepared exactly as at inference; without them, a handful of the
 built-in synthetic images, which the export says.
+
+The decoders (`quantize_decoders`) are a transformer over the 4096 tokens of the 64x64 embedding
+and a handful of prompt tokens. Their time is in the ten projections that read or write image
+tokens; those get int8 weights and activations quantized at each call (dynamic: their ranges
+follow the prompt, so there is nothing to calibrate). Everything else stays fp32, above all the
+positional encoding of the prompt coordinates, which 8 bits would move by pixels.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,16 +28,37 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+import onnx
+from onnxruntime.quantization import (
+    CalibrationDataReader,
+    CalibrationMethod,
+    QuantFormat,
+    QuantType,
+    quantize_dynamic,
+    quantize_static,
+)
 from onnxruntime.quantization.shape_inference import quant_pre_process
 from tqdm import tqdm
 
 from kdsam.data.imageio import read_image
 from kdsam.errors import BadFileError, KdsamError
-from kdsam.export.layout import ENCODER_FILE, INT8_ENCODER_FILE, place_graph
+from kdsam.export.layout import (
+    DECODER_FILE,
+    ENCODER_FILE,
+    INT8_DECODER_FILE,
+    INT8_ENCODER_FILE,
+    INT8_PROMPT_DECODER_FILE,
+    PROMPT_DECODER_FILE,
+    place_graph,
+)
 from kdsam.export.onnx_predictor import prepare_image
 
 DEFAULT_CALIBRATION_IMAGES = 8
+# SAM's TwoWayTransformer: token->image attention reads the image tokens as keys and values,
+# image->token attention asks with them and writes them back (the exported nodes keep these names).
+IMAGE_TOKEN_PROJECTIONS = re.compile(
+    r"(cross_attn_token_to_image|final_attn_token_to_image)/[kv]_proj/|cross_attn_image_to_token/(q_proj|out_proj)/"
+)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 
 
@@ -139,4 +168,33 @@ def quantize_encoder(folder: Path, config: dict[str, Any], calibration: Calibrat
         "calibration": calibration.source,
         "calibration_images": len(calibration.images),
         "scheme": f"static QDQ, per-channel int8 weights, uint8 activations, {calibration.method} calibration",
+    }
+
+
+def image_token_projections(path: Path) -> list[str]:
+    """The MatMul nodes of a decoder graph that project the 4096 image tokens (ten in SAM's decoder)."""
+    nodes = [n.name for n in onnx.load(str(path)).graph.node if n.op_type == "MatMul"]
+    found = [name for name in nodes if IMAGE_TOKEN_PROJECTIONS.search(name)]
+    if not found:  # quantize_dynamic would take an empty list as "every node"
+        raise KdsamError(f"{path}: no image-token projection found to quantize (not a SAM mask decoder graph?)")
+    return found
+
+
+def quantize_decoders(folder: Path) -> dict[str, Any]:
+    """Write the INT8 box and prompt decoders beside the fp32 ones in `folder` (image-token
+    projections only, see the module docstring); returns their entries of the config's "int8"."""
+    with tempfile.TemporaryDirectory(dir=folder, prefix=".int8.") as tmp, _quiet_root_logger():
+        for source, target in ((DECODER_FILE, INT8_DECODER_FILE), (PROMPT_DECODER_FILE, INT8_PROMPT_DECODER_FILE)):
+            written = Path(tmp) / target
+            quantize_dynamic(
+                str(folder / source),
+                str(written),
+                nodes_to_quantize=image_token_projections(folder / source),
+                weight_type=QuantType.QInt8,
+            )
+            place_graph(written, folder / target, external_data=False)
+    return {
+        "decoder": INT8_DECODER_FILE,
+        "prompt_decoder": INT8_PROMPT_DECODER_FILE,
+        "decoder_scheme": "dynamic, int8 weights and per-call uint8 activations in the image-token projections only",
     }

