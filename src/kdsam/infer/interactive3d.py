@@ -28,7 +28,6 @@ import json
 import os
 import shutil
 from collections.abc import Iterator, MutableMapping
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +44,7 @@ from kdsam.infer.volume import (
     box_from_neighbour,
     segment_box3d,
     slice_model,
+    slice_workers,
 )
 
 CHANGE_DICE = 0.99  # a neighbour that changes less than this (Dice with its old mask) ends the spreading
@@ -277,7 +277,7 @@ def _from_box(embeddings: SliceEmbeddings, prompts: ClassPrompts, label: int) ->
         return np.zeros((d, h, w), bool)
     x0, y0, x1, y1 = box.box2d
     sm = embeddings.model
-    with ThreadPoolExecutor(sm.workers) if sm.workers > 1 else contextlib.nullcontext() as pool:
+    with slice_workers(sm) as pool:
         return segment_box3d(sm, embeddings, (x0, y0, box.z_min, x1, y1, box.z_max), label, pool, middle=box.z_mid)
 
 

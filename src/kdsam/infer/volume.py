@@ -18,7 +18,7 @@ box decoded).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -260,6 +260,24 @@ def segment_box3d(
     return out
 
 
+@contextlib.contextmanager
+def slice_workers(model: SliceModel) -> Iterator[Executor | None]:
+    """A pool running `model.workers` slices at once (None: one after another). While it runs,
+    torch's threads are split among the workers as onnxruntime's are: an export resamples each
+    mask with torch inside its worker, and two workers each opening a team of every core's threads
+    would oversubscribe the cores."""
+    if model.workers <= 1:
+        yield None
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, before // model.workers))
+    try:
+        with ThreadPoolExecutor(model.workers) as pool:
+            yield pool
+    finally:
+        torch.set_num_threads(before)
+
+
 def segment_stack(
     model: Any, stack: np.ndarray, boxes: np.ndarray, batch_size: int | None = None, where: str = "box"
 ) -> np.ndarray:
@@ -271,7 +289,7 @@ def segment_stack(
     model = slice_model(model)
     embeddings = SliceEmbeddings(model, stack, batch_size)
     labels = np.zeros(stack.shape[:3], dtype=np.uint8)
-    with ThreadPoolExecutor(model.workers) if model.workers > 1 else contextlib.nullcontext() as pool:
+    with slice_workers(model) as pool:
         for i, box in enumerate(checked, start=1):
             labels[segment_box3d(model, embeddings, box, i, pool)] = i
     return labels
