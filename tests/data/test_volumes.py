@@ -10,6 +10,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import SimpleITK as sitk
 
 import kdsam.data.registry as registry
 import kdsam.data.volumes.slices as slices_module
@@ -137,6 +138,29 @@ def test_bad_cases_are_named_and_the_rest_goes_on(ct, opts, caplog):
     assert not any(by_name["ct_005"].meta["foreground"])  # kept, for stage 1's background slices
     assert 7 not in by_name["ct_004"].meta["label_values"]
     assert by_name["ct_006"].slices().max() > 0  # one NaN did not blank the volume
+
+
+def test_nnunet_file_ending_mha_lists_and_reads_its_cases(tmp_path, opts):
+    """nnU-Net's SimpleITK datasets: the NIfTI set converted by SimpleITK gives the same slices and labels."""
+    nifti = write_synthetic_ct(tmp_path / "Dataset001_CT", n_cases=2, shape=SHAPE)
+    root = tmp_path / "Dataset002_MHA"
+    for folder in ("imagesTr", "labelsTr"):
+        (root / folder).mkdir(parents=True)
+        for path in (nifti / folder).iterdir():
+            out = root / folder / path.name.replace(".nii.gz", ".mha")
+            sitk.WriteImage(sitk.ReadImage(str(path)), str(out), useCompression=True)
+    meta = json.loads((nifti / "dataset.json").read_text())
+    (root / "dataset.json").write_text(json.dumps({**meta, "file_ending": ".mha"}))
+    mha = registry.volume_set(f"nnunet:{root}", opts, progress=False)
+    reference = registry.volume_set(f"nnunet:{nifti}", opts, progress=False)
+    assert [c.name for c in mha.cases] == ["ct_000", "ct_001"] and not mha.problems
+    for case, truth in zip(mha.cases, reference.cases, strict=True):
+        assert case.dir != truth.dir  # stored from the .mha files, not found under the NIfTI's key
+        np.testing.assert_array_equal(case.slices(), truth.slices())
+        np.testing.assert_array_equal(case.labels(), truth.labels())
+    (root / "dataset.json").write_text(json.dumps({**meta, "file_ending": ".png"}))
+    with pytest.raises(KdsamError, match=r"file_ending '\.png'"):
+        registry.volume_set(f"nnunet:{root}", VolumeOptions(window="lung", cache_dir=opts.cache_dir))
 
 
 def test_msd_picks_a_channel_of_4d_images(tmp_path, opts):

@@ -190,3 +190,22 @@ def test_an_unreadable_nifti_is_named_as_uploaded(client: TestClient) -> None:
     error = response.json()["error"]
     assert response.status_code == 400 and error.startswith("scan_7/scan 7.nii.gz: "), error
     assert "/tmp" not in error and "kdsam-volume" not in error
+
+
+def test_an_mhd_upload_with_its_raw_opens_as_its_nifti_does(tmp_path: Path) -> None:
+    import SimpleITK as sitk
+
+    from kdsam.errors import BadFileError
+    from kdsam.serve.volumes import read_upload
+
+    nifti = write_nifti_phantom(tmp_path / "ct.nii.gz", phantom_hu(32, 4))
+    folder = tmp_path / "upload"
+    folder.mkdir()
+    sitk.WriteImage(sitk.ReadImage(str(nifti)), str(folder / "ct.mhd"))
+    volume, stack, _ = read_upload(folder, [folder / "ct.mhd", folder / "ct.raw"], "soft-tissue")
+    reference, expected, _ = read_upload(tmp_path, [nifti], "soft-tissue")
+    np.testing.assert_array_equal(stack, expected)
+    np.testing.assert_allclose(volume.affine, reference.affine, atol=1e-4)
+    (folder / "ct.raw").unlink()
+    with pytest.raises(BadFileError, match=r"ct\.mhd: its data file ct\.raw is missing"):
+        read_upload(folder, [folder / "ct.mhd"], "soft-tissue")

@@ -37,7 +37,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--gts",
         type=Path,
         metavar="DIR",
-        help="score --predictions against this folder of CVPR24 npz cases (gts) or NIfTI label volumes, in 3D",
+        help="score --predictions against this folder of CVPR24 npz cases (gts) or label volumes (NIfTI, MHA, "
+        "NRRD), in 3D",
     )
     p.add_argument(
         "--data",

@@ -1,7 +1,8 @@
 """`kdsam predict`: segment an image, a volume or a challenge npz case from box prompts, or a folder of them.
 
-2D images give a 0/255 PNG (the union of the per-box masks); volumes (NIfTI, DICOM series folders)
-give a NIfTI label map on the input's grid (box i -> label i + 1) from 3D boxes; CVPR24 npz cases
+2D images give a 0/255 PNG (the union of the per-box masks); volumes (NIfTI, MHA, NRRD, DICOM series
+folders) give a label map on the input's grid (box i -> label i + 1) from 3D boxes, in the input's
+format (MHA in, MHA out; NRRD in, NRRD out; NIfTI for NIfTI and DICOM); CVPR24 npz cases
 give an npz of `segs`. Every output gets a JSON sidecar (kdsam.infer.files).
 
 Exit codes: 0 every output written; 1 a folder run skipped some files (each named on one line of
@@ -41,8 +42,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src.add_argument(
         "--image",
         type=path_or_target,
-        help="one image (PNG/JPEG/TIFF, 8/16-bit; a DICOM slice), volume (.nii/.nii.gz, a DICOM series "
-        "folder), CVPR24 challenge .npz case, or a PACS series: dicomweb:URL/studies/UID/series/UID (docs/pacs.md)",
+        help="one image (PNG/JPEG/TIFF, 8/16-bit; a DICOM slice), volume (.nii/.nii.gz, .mha/.mhd, .nrrd/.nhdr, a "
+        "DICOM series folder), CVPR24 challenge .npz case, or a PACS series: "
+        "dicomweb:URL/studies/UID/series/UID (docs/pacs.md)",
     )
     src.add_argument(
         "--input",
@@ -93,8 +95,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--out",
         required=True,
         type=path_or_target,
-        help="output file (PNG for an image, .nii.gz for a volume, .npz for a case; .dcm: a DICOM SEG of a DICOM "
-        "input) or an existing folder to write <name>.png/.nii.gz/.npz into; with --input, the output folder; "
+        help="output file (PNG for an image, .nii.gz/.mha/.nrrd for a volume, .npz for a case; .dcm: a DICOM SEG of "
+        "a DICOM input) or an existing folder to write <name>.png/.npz, or a volume's mask in its own format "
+        "(<name>.nii.gz, .mha or .nrrd), into; with --input, the output folder; "
         "dicomweb:URL stores the DICOM SEG in a PACS (STOW-RS)",
     )
     p.add_argument(

@@ -117,6 +117,8 @@ def model_for(args: argparse.Namespace, slices: bool) -> KDSam | OnnxPredictor:
 
 def _single_output(args: argparse.Namespace, kind: str) -> Path:
     """--out as given, or inside it when it is an existing folder; checked against the input's kind."""
+    from kdsam.data.itk_io import WRITTEN_SUFFIXES
+    from kdsam.data.medical import NIFTI_SUFFIXES, VOLUME_SUFFIXES
     from kdsam.infer.files import output_name
 
     out = args.out
@@ -125,11 +127,14 @@ def _single_output(args: argparse.Namespace, kind: str) -> Path:
     name = out.name.lower()
     if name.endswith(".dcm") and kind != "npz":
         return out  # a DICOM SEG; run_file refuses non-DICOM inputs
-    if kind == "volume" and not name.endswith((".nii", ".nii.gz")):
-        raise KdsamError(f"--out {out}: a volume's mask is a NIfTI file; name it .nii.gz (or give a folder)")
+    if kind == "volume" and not name.endswith((*NIFTI_SUFFIXES, *WRITTEN_SUFFIXES)):
+        raise KdsamError(
+            f"--out {out}: a volume's mask is a NIfTI, MetaImage or NRRD file; name it .nii.gz, .mha or .nrrd "
+            "(or give a folder)"
+        )
     if kind == "npz" and not name.endswith(".npz"):
         raise KdsamError(f"--out {out}: a challenge case's answer is an .npz file (or give a folder)")
-    if kind == "image" and name.endswith((".nii", ".nii.gz", ".npz")):
+    if kind == "image" and name.endswith((*VOLUME_SUFFIXES, ".npz")):
         raise KdsamError(f"--out {out}: a 2D image's mask is a PNG")
     return out
 

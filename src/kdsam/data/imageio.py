@@ -1,7 +1,8 @@
 """Reading the image and mask files found in practice into uint8 RGB images and bool masks.
 
 The one loading layer: PNG/JPEG/TIFF of any depth and channel layout through Pillow, and single
-DICOM slices through pydicom (kdsam.data.medical, which also reads NIfTI and DICOM series as volumes),
+DICOM slices through pydicom (kdsam.data.medical, which also reads NIfTI, MHA, NRRD and DICOM series
+as volumes),
 brought to 8 bits by kdsam.data.intensity.
 """
 
@@ -66,7 +67,7 @@ def read_image_with_intensity(
     """(HxWx3 uint8 RGB, how its intensities were brought to 8 bits). window: see
     kdsam.data.intensity; under "auto" a 16-bit image is min-max scaled and an 8-bit one is kept."""
     path = Path(path)
-    if medical.is_dicom(path) or medical.is_nifti(path):
+    if medical.is_dicom(path) or medical.is_volume_file(path):
         volume = medical.read_volume(path)
         if volume.array.shape[2] != 1:
             raise BadFileError(f"{path}: a volume of {volume.array.shape[2]} slices; segment it with --box3d")
@@ -93,7 +94,7 @@ def image_size(path: str | Path) -> tuple[int, int]:
     """(height, width) from the header alone; a file Pillow cannot open, or one claiming absurd
     dimensions (a decompression bomb), is a BadFileError naming it."""
     path = Path(path)
-    if medical.is_dicom(path) or medical.is_nifti(path):
+    if medical.is_dicom(path) or medical.is_volume_file(path):
         shape = medical.read_volume(path).array.shape
         return shape[1], shape[0]
     try:

@@ -1,4 +1,5 @@
-"""Volumes as clinicians store them: DICOM files and series, NIfTI; read with pydicom and nibabel.
+"""Volumes as clinicians store them: DICOM files and series, NIfTI, MetaImage (.mha/.mhd) and NRRD
+(.nrrd/.nhdr); read with pydicom, nibabel and SimpleITK (kdsam.data.itk_io).
 
 Every volume is held the NIfTI way: `array[i, j, k]` in the file's own units (Hounsfield units for
 CT, after the DICOM rescale), with the 4x4 affine that maps voxel indices to RAS+ millimetres. For a
@@ -23,6 +24,10 @@ if TYPE_CHECKING:
     from pydicom import Dataset
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
+# MetaImage and NRRD (grand-challenge, 3D Slicer), one file or a header beside its data file(s).
+ITK_SUFFIXES = (".mha", ".mhd", ".nrrd", ".nhdr")
+VOLUME_SUFFIXES = (*NIFTI_SUFFIXES, *ITK_SUFFIXES)
+VOLUME_FORMATS = "NIfTI .nii/.nii.gz, MetaImage .mha/.mhd, NRRD .nrrd/.nhdr"
 DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
 POSITION_TOLERANCE = 0.05  # relative deviation of a slice gap before a series counts as having holes
 # Voxels a volume may hold: 4 GiB as float32 (a 512x512x4096 CT). A header claiming more is refused
@@ -36,8 +41,8 @@ class Volume:
 
     array: float32, shape (I, J, K) as stored. affine: voxel index -> RAS+ mm. modality: DICOM's
     Modality ("CT", "MR", ...) or None. window: the file's own (level, width), DICOM only.
-    header: the NIfTI header to copy into outputs, None for DICOM. sources: a DICOM series' datasets
-    in slice (k) order, so a DICOM SEG can reference each one (kdsam.infer.dicomseg); None for NIfTI.
+    header: the NIfTI header to copy into outputs, None otherwise. sources: a DICOM series' datasets
+    in slice (k) order, so a DICOM SEG can reference each one (kdsam.infer.dicomseg); None otherwise.
     """
 
     path: Path
@@ -62,6 +67,11 @@ def is_nifti(path: Path) -> bool:
     return path.name.lower().endswith(NIFTI_SUFFIXES)
 
 
+def is_volume_file(path: Path) -> bool:
+    """A 3D image file kdsam reads, by suffix: NIfTI, MetaImage or NRRD (a DICOM file is a slice)."""
+    return path.name.lower().endswith(VOLUME_SUFFIXES)
+
+
 def is_dicom(path: Path) -> bool:
     """A DICOM file by suffix or by its 'DICM' marker at byte 128 (many exports have no suffix)."""
     if not path.is_file():
@@ -77,28 +87,41 @@ def is_dicom(path: Path) -> bool:
 
 
 def is_volume(path: Path) -> bool:
-    """Does `path` hold a 3D image (a NIfTI file, or a folder of DICOM slices)?"""
-    return is_nifti(path) or (path.is_dir() and any(is_dicom(p) for p in path.iterdir()))
+    """Does `path` hold a 3D image (a volume file, or a folder of DICOM slices)?"""
+    return is_volume_file(path) or (path.is_dir() and any(is_dicom(p) for p in path.iterdir()))
 
 
 def read_volume(path: str | Path) -> Volume:
-    """A NIfTI file, a DICOM series folder, or a single DICOM file (a one-slice volume).
+    """A NIfTI, MetaImage or NRRD file, a DICOM series folder, or a single DICOM file (a one-slice
+    volume).
 
-    Whatever goes wrong inside the readers (nibabel, zlib, pydicom raise many exception types on
-    damaged files) is a BadFileError naming the file: callers skip it or print one line."""
+    Whatever goes wrong inside the readers (nibabel, zlib, pydicom, SimpleITK raise many exception
+    types on damaged files) is a BadFileError naming the file: callers skip it or print one line."""
+    from kdsam.data import itk_io
+
     path = Path(path)
     if not path.exists():
         raise BadFileError(f"{path}: file not found")
-    if path.suffix.lower() in (".mha", ".mhd", ".nrrd", ".nhdr"):
-        raise BadFileError(f"{path}: MHA/NRRD is not read by kdsam; convert it to NIfTI (e.g. SimpleITK.WriteImage)")
-    if not (path.is_dir() or is_nifti(path) or is_dicom(path)):
+    if not (path.is_dir() or is_volume_file(path) or is_dicom(path)):
         raise BadFileError(
-            f"{path}: not a volume kdsam reads (NIfTI .nii/.nii.gz, a DICOM file or a DICOM series folder)"
+            f"{path}: not a volume kdsam reads ({VOLUME_FORMATS}, a DICOM file or a DICOM series folder)"
         )
     with reading(path, "volume"):
         if path.is_dir():
             return read_dicom_series(path)
-        return read_nifti(path) if is_nifti(path) else read_dicom_series([path], path)
+        if is_nifti(path):
+            return read_nifti(path)
+        return itk_io.read_itk(path) if is_volume_file(path) else read_dicom_series([path], path)
+
+
+def volume_shape(path: Path) -> tuple[int, ...]:
+    """The array shape a NIfTI, MetaImage or NRRD file's header claims, (x, y, z, ...), without
+    reading its voxels: for refusing a 4D or over-large file before it is read."""
+    import nibabel as nib
+
+    from kdsam.data import itk_io
+
+    return tuple(nib.load(str(path)).shape) if is_nifti(path) else itk_io.header_size(path)
 
 
 def read_nifti(path: Path) -> Volume:
@@ -108,7 +131,7 @@ def read_nifti(path: Path) -> Volume:
     try:
         img = nib.load(str(path))
         shape = img.shape
-        _check_size(path, shape)
+        check_size(path, shape)
         data = np.asarray(img.get_fdata(dtype=np.float32))
     except (OSError, ValueError, EOFError, zlib.error, nib.filebasedimages.ImageFileError) as err:
         raise BadFileError(f"{path}: unreadable NIfTI ({one_line(err)})") from err
@@ -124,7 +147,7 @@ def read_nifti(path: Path) -> Volume:
     return Volume(path, data, np.asarray(img.affine, dtype=np.float64), header=img.header)
 
 
-def _check_size(path: Path, shape: tuple[int, ...]) -> None:
+def check_size(path: Path, shape: tuple[int, ...]) -> None:
     """Every dimension counts (a header claiming 2x2x10^9 is as bad as 10^5x10^5): refuse empty and
     over-large volumes before reading their data."""
     voxels = int(np.prod([int(n) for n in shape], dtype=object))
@@ -279,6 +302,32 @@ def _slice_step(name: Path, positions: list[float], first: Dataset) -> float:
     return step
 
 
+def mask_suffix(path: Path) -> str:
+    """The format a volume's mask is written in: a MetaImage or NRRD input's own (as one file: .mhd
+    gives .mha, .nhdr gives .nrrd), NIfTI for the rest (DICOM in, NIfTI out)."""
+    from kdsam.data import itk_io
+
+    return itk_io.MASK_SUFFIXES.get(path.suffix.lower(), ".nii.gz")
+
+
+def write_mask(path: str | Path, labels: np.ndarray, reference: Volume) -> None:
+    """Labels (I, J, K) on the reference's grid in the format `path` names: .mha or .nrrd through
+    SimpleITK, NIfTI otherwise."""
+    from kdsam.data import itk_io
+
+    if Path(path).suffix.lower() in itk_io.WRITTEN_SUFFIXES:
+        itk_io.write_itk(path, labels, reference)
+    else:
+        write_nifti(path, labels, reference)
+
+
+def mask_array(labels: np.ndarray, reference: Volume) -> np.ndarray:
+    """Labels as uint8, checked to lie on the reference's grid (another shape is a caller's bug)."""
+    if labels.shape != reference.array.shape:
+        raise ValueError(f"labels of shape {labels.shape} do not match the volume's {reference.array.shape}")
+    return labels.astype(np.uint8)
+
+
 def write_nifti(path: str | Path, labels: np.ndarray, reference: Volume) -> None:
     """Labels (I, J, K) as a uint8 NIfTI on the reference's grid (its affine, and its header where it
     had one); atomic, gzipped when the name ends in .gz."""
@@ -286,10 +335,8 @@ def write_nifti(path: str | Path, labels: np.ndarray, reference: Volume) -> None
 
     from kdsam.utils.atomic import atomic_path
 
-    if labels.shape != reference.array.shape:
-        raise ValueError(f"labels of shape {labels.shape} do not match the volume's {reference.array.shape}")
     header = reference.header.copy() if reference.header is not None else None
-    img = nib.Nifti1Image(labels.astype(np.uint8), reference.affine, header)
+    img = nib.Nifti1Image(mask_array(labels, reference), reference.affine, header)
     img.set_data_dtype(np.uint8)
     img.header.set_slope_inter(1.0, 0.0)
     img.set_qform(reference.affine, code=1)

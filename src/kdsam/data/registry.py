@@ -64,7 +64,9 @@ ADAPTERS: dict[str, Adapter] = {
     ),
     "npz": Adapter(cases=npz_cases, description="MedSAM / CVPR24 / CVPR25 training npz files (imgs, gts, spacing)"),
     "images": Adapter(
-        cases=image_cases, labelled=False, description="any tree of 2D images, DICOM series and NIfTI, no masks"
+        cases=image_cases,
+        labelled=False,
+        description="any tree of 2D images, DICOM series and NIfTI/MHA/NRRD volumes, no masks",
     ),
 }
 VOLUME_KINDS = tuple(k for k, a in ADAPTERS.items() if a.cases is not None)

@@ -1,7 +1,7 @@
 """`kdsam evaluate --predictions DIR --gts DIR`: score a folder of 3D or challenge predictions.
 
 Truth files decide what is scored: challenge npz cases (`gts`) with the CVPR24 scores
-(kdsam.eval.challenge), or NIfTI label volumes with per-label Dice, NSD and HD95 in mm
+(kdsam.eval.challenge), or label volumes (NIfTI, MHA, NRRD) with per-label Dice, NSD and HD95 in mm
 (kdsam.eval.volumes). Writes metrics.json (means, per case, skipped with reasons, seconds per case
 when the predictions folder has kdsam predict's efficiency CSV) and per_case.csv.
 """
@@ -15,7 +15,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from kdsam.data.medical import is_nifti
+from kdsam.data.medical import is_volume_file
 from kdsam.errors import BadFileError, KdsamError
 from kdsam.eval import challenge, metrics, volumes
 from kdsam.eval.evaluate import METRICS_FILE, check_writable
@@ -34,13 +34,13 @@ def evaluate_cases(
             raise KdsamError(f"{flag} {folder}: not a folder")
     check_writable(out, overwrite)
     npz = sorted(truth_dir.glob("*.npz"))
-    nifti = sorted(p for p in truth_dir.iterdir() if is_nifti(p))
-    if not npz and not nifti:
-        raise KdsamError(f"--gts {truth_dir}: no challenge .npz cases or NIfTI label volumes found")
+    label_files = sorted(p for p in truth_dir.iterdir() if is_volume_file(p))
+    if not npz and not label_files:
+        raise KdsamError(f"--gts {truth_dir}: no challenge .npz cases or label volumes (NIfTI, MHA, NRRD) found")
     kind = "cvpr24" if npz else "volumes"
     times = read_times(pred_dir)
     rows, skipped = [], []
-    for truth in tqdm(npz or nifti, desc="evaluate", unit="case"):
+    for truth in tqdm(npz or label_files, desc="evaluate", unit="case"):
         pred = pred_dir / truth.name
         if not pred.is_file():
             skipped.append({"name": truth.name, "reason": f"no prediction {pred}", "kind": "no_prediction"})

@@ -1,8 +1,9 @@
 """Scoring 3D label maps: per label Dice, NSD and HD95 in millimetres from the volume's real spacing.
 
-`kdsam evaluate --predictions DIR --gts DIR` pairs NIfTI files by name (a prediction `case.nii.gz`
-for the truth `case.nii.gz`); labels are compared one by one (label n of the prediction against
-label n of the truth, for every n in the truth). NSD weighs surface elements by area (as DeepMind's
+`kdsam evaluate --predictions DIR --gts DIR` pairs volume files (NIfTI, MHA, NRRD) by name (a
+prediction `case.nii.gz` for the truth `case.nii.gz`, `case.mha` for `case.mha`); labels are
+compared one by one (label n of the prediction against label n of the truth, for every n in the
+truth). NSD weighs surface elements by area (as DeepMind's
 surface-distance code, which MedSAM and the CVPR24 challenge use), at a tolerance in mm.
 """
 
@@ -13,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from kdsam.data.medical import is_nifti, read_volume
+from kdsam.data.medical import is_volume_file, read_volume
 from kdsam.errors import BadFileError
 from kdsam.eval import metrics
 
@@ -39,7 +40,7 @@ def label_scores(
 
 
 def score_pair(pred_path: Path, truth_path: Path, tolerance_mm: float = NSD_TOLERANCE_MM) -> dict[str, Any]:
-    """Scores of one predicted NIfTI against its truth, which must share its grid."""
+    """Scores of one predicted label volume against its truth, which must share its grid."""
     truth, pred = read_volume(truth_path), read_volume(pred_path)
     if pred.array.shape != truth.array.shape:
         raise BadFileError(f"{pred_path}: shape {pred.array.shape} but its truth is {truth.array.shape}")
@@ -52,6 +53,6 @@ def score_pair(pred_path: Path, truth_path: Path, tolerance_mm: float = NSD_TOLE
 
 def volume_pairs(pred_dir: Path, truth_dir: Path) -> tuple[list[tuple[Path, Path]], list[str]]:
     """(prediction, truth) pairs by file name, and the truth names with no prediction."""
-    truths = sorted(p for p in truth_dir.iterdir() if is_nifti(p))
+    truths = sorted(p for p in truth_dir.iterdir() if is_volume_file(p))
     pairs = [(pred_dir / t.name, t) for t in truths if (pred_dir / t.name).is_file()]
     return pairs, [t.name for t in truths if not (pred_dir / t.name).is_file()]

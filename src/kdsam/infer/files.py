@@ -25,7 +25,6 @@ from kdsam.infer.volume import segment_stack
 from kdsam.models.sam import KDSam
 from kdsam.utils.atomic import write_json
 
-VOLUME_SUFFIX = ".nii.gz"
 Model = Any  # a KDSam, or an ONNX export's OnnxPredictor (all but everything mode); both carry a `card`
 
 
@@ -43,7 +42,7 @@ class Prompts:
 
 
 def kind_of(path: Path) -> str | None:
-    """'npz' (a challenge case), 'volume' (NIfTI or a DICOM series folder), 'image', or None."""
+    """'npz' (a challenge case), 'volume' (NIfTI, MHA, NRRD or a DICOM series folder), 'image', or None."""
     name = path.name.lower()
     if path.is_file() and name.endswith(".npz"):
         return "npz"
@@ -57,7 +56,7 @@ def kind_of(path: Path) -> str | None:
 def stem(path: Path) -> str:
     """File name without its image/volume suffix (case.nii.gz -> case)."""
     name = path.name
-    for suffix in (".nii.gz", ".nii", ".npz", *IMAGE_SUFFIXES):
+    for suffix in (*medical.VOLUME_SUFFIXES, ".npz", *IMAGE_SUFFIXES):
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return name
@@ -65,10 +64,11 @@ def stem(path: Path) -> str:
 
 def output_name(path: Path, kind: str) -> str:
     """Where a folder run writes the answer to `path`: the same name for npz cases (the challenge's
-    rule), <stem>.nii.gz for volumes (DICOM in, NIfTI out), <stem>.png for images."""
+    rule), <stem>.png for images, and for volumes <stem> in the input's format: .mha or .nrrd for
+    MetaImage or NRRD, .nii.gz for the rest (DICOM in, NIfTI out)."""
     if kind == "npz":
         return path.name
-    return stem(path) + (VOLUME_SUFFIX if kind == "volume" else ".png")
+    return stem(path) + (medical.mask_suffix(path) if kind == "volume" else ".png")
 
 
 def sidecar(output: Path) -> Path:
@@ -185,7 +185,7 @@ def run_file(
                 )
             )
         else:
-            medical.write_nifti(output, labels, volume)
+            medical.write_mask(output, labels, volume)
         record.update(
             boxes3d=prompts.boxes3d,
             shape=list(labels.shape),

@@ -47,10 +47,8 @@ def _claimed_pixels(path: Path) -> float | None:
             ds = pydicom.dcmread(str(path), stop_before_pixels=True)
             dims = (ds.Rows, ds.Columns, ds.get("NumberOfFrames") or 1, ds.get("SamplesPerPixel") or 1)
             return float(math.prod(float(n) for n in dims))
-        if medical.is_nifti(path):
-            import nibabel as nib
-
-            return float(math.prod(float(n) for n in nib.load(str(path)).header.get_data_shape()))
+        if medical.is_volume_file(path):
+            return float(math.prod(float(n) for n in medical.volume_shape(path)))
         with Image.open(path) as img:
             return img.size[0] * img.size[1]
     except Image.DecompressionBombError:  # PIL's own ceiling, far above ours
@@ -74,8 +72,8 @@ def decode_image(
     window: str = "auto",
 ) -> np.ndarray:
     """Uploaded bytes -> HxWx3 uint8 RGB, through the same reader as every kdsam command, with the
-    intensity `window` (auto, a CT preset, percentile, minmax or "L,W"). A volume (NIfTI, a
-    multi-frame DICOM) gives its middle slice along the third axis, as a viewer opens it. The bytes
+    intensity `window` (auto, a CT preset, percentile, minmax or "L,W"). A volume (NIfTI, MHA, NRRD,
+    a multi-frame DICOM) gives its middle slice along the third axis, as a viewer opens it. The bytes
     go to a temporary file named like the upload, since some formats are recognised by their suffix."""
     from kdsam.data import intensity, medical
 
@@ -97,7 +95,7 @@ def decode_image(
                 413, f"{name}: its header claims {pixels:.0f} pixels, over the {max_pixels} pixel limit (--max-pixels)"
             )
         try:
-            if medical.is_dicom(path) or medical.is_nifti(path):
+            if medical.is_dicom(path) or medical.is_volume_file(path):
                 volume = medical.read_volume(path)
                 middle = volume.slices()[volume.array.shape[2] // 2]
                 grey, _ = intensity.to_uint8(middle, mapping, volume.modality, volume.window)
@@ -108,7 +106,7 @@ def decode_image(
         except Exception as err:  # any reader's failure on a damaged upload is the client's, not a 500
             known = isinstance(err, KdsamError)
             message = str(err).splitlines()[0] if known else f"{name}: unreadable ({type(err).__name__}: {err})"
-            hint = "send a PNG, JPEG, TIFF, DICOM, NIfTI or other image kdsam reads"
+            hint = "send a PNG, JPEG, TIFF, DICOM, NIfTI, MHA, NRRD or other image kdsam reads"
             raise BadRequest(400, f"{message.replace(str(path), name)} ({hint})") from err
 
 

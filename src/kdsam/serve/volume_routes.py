@@ -87,7 +87,7 @@ def volume_router(
 
     @router.post("", response_model=VolumeOut)
     def open_(
-        files: Annotated[list[UploadFile], File(description="one NIfTI or 3D npz, or the DICOM files of a series")],
+        files: Annotated[list[UploadFile], File(description="one NIfTI/MHA/NRRD (.mhd + .raw), 3D npz, DICOM series")],
         window: Annotated[str | None, Form(description="auto, a CT preset, percentile, minmax or L,W")] = None,
         name: Annotated[str | None, Form(description="what downloads are named after (a folder's name)")] = None,
     ) -> dict[str, Any]:

@@ -1,7 +1,7 @@
-"""Volume sessions: a NIfTI, a DICOM series or a 3D npz opened once, its slices embedded on demand
-and ahead in the background, prompted with 3D boxes (the LiteMedSAM protocol) refined by clicks on
-any slice (the interactive 3D rule of kdsam.infer.interactive3d), and its label map written back as
-NIfTI on the input's grid.
+"""Volume sessions: a volume file (NIfTI, MHA, NRRD), a DICOM series or a 3D npz opened once, its
+slices embedded on demand and ahead in the background, prompted with 3D boxes (the LiteMedSAM
+protocol) refined by clicks on any slice (the interactive 3D rule of kdsam.infer.interactive3d), and
+its label map written back as NIfTI on the input's grid.
 
 Every model call goes through the engine's lock, so the background embedding of one volume and the
 prompts of every session interleave slice by slice and never see each other's tensors.
@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from kdsam.data import intensity, medical
+from kdsam.data import intensity, itk_io, medical
 from kdsam.errors import BadFileError, KdsamError, one_line
 from kdsam.infer.cvpr25 import Box3D, ClassPrompts
 from kdsam.infer.interactive3d import segment_class
@@ -141,7 +141,7 @@ def predictor_slices(engine: Engine) -> SliceModel:
 def display_name(filenames: Sequence[str], given: str | None) -> str:
     """A name for downloads: the one the page gives (a folder's), else the first file's stem."""
     raw = given or (Path(filenames[0]).name if filenames else "volume")
-    for suffix in (".nii.gz", ".nii", ".npz", ".dcm", ".dicom", ".ima"):
+    for suffix in (*medical.VOLUME_SUFFIXES, ".npz", *medical.DICOM_SUFFIXES):
         if raw.lower().endswith(suffix):
             raw = raw[: -len(suffix)]
             break
@@ -180,8 +180,9 @@ def check_size(name: str, shape: tuple[int, ...], max_pixels: int) -> None:
 def read_upload(
     folder: Path, paths: Sequence[Path], window: str, max_pixels: int = MAX_PIXELS
 ) -> tuple[medical.Volume, np.ndarray, dict[str, Any]]:
-    """Saved uploads -> (volume, (D, H, W) uint8 slices, intensity record): one NIfTI, one 3D npz,
-    or the DICOM files of one series."""
+    """Saved uploads -> (volume, (D, H, W) uint8 slices, intensity record): one volume file (NIfTI,
+    MHA, NRRD; an .mhd or .nhdr header with its data file beside it), one 3D npz, or the DICOM files
+    of one series."""
     try:
         mapping = intensity.parse_window(window)
     except KdsamError as err:
@@ -190,13 +191,18 @@ def read_upload(
         volume, stack = _npz_volume(paths[0])
         check_size(folder.name, stack.shape, max_pixels)
         return volume, stack, {"method": "none", "source": "npz slices are 0..255 already"}
-    if len(paths) == 1 and medical.is_nifti(paths[0]):
-        volume = medical.read_nifti(paths[0])
+    headers = [p for p in paths if medical.is_volume_file(p)]
+    if len(headers) == 1 and set(paths) <= {headers[0], *itk_io.data_files(headers[0])}:
+        volume = medical.read_volume(headers[0])
     elif all(medical.is_dicom(p) for p in paths):
         volume = medical.read_dicom_series(list(paths), folder)
     else:
         odd = next(p.name for p in paths if not medical.is_dicom(p))
-        raise BadRequest(400, f"{odd}: open one NIfTI (.nii, .nii.gz), one 3D npz, or the DICOM files of one series")
+        raise BadRequest(
+            400,
+            f"{odd}: open one NIfTI, MHA or NRRD volume (an .mhd or .nhdr with its data file), one 3D npz, "
+            "or the DICOM files of one series",
+        )
     width, height, depth = volume.array.shape[:3]  # (x, y, z): the slices come out as (D, H, W)
     check_size(folder.name, (depth, height, width), max_pixels)
     bad = ~np.isfinite(volume.array)

@@ -46,12 +46,13 @@ def make_folder(folder: str | Path) -> Path:
 
 
 @contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path in the target's folder; on success it replaces `path` in one rename."""
+def atomic_path(path: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
+    """Yield a temporary path in the target's folder; on success it replaces `path` in one rename.
+    `suffix` ends the temporary name, for writers that pick the format by it (SimpleITK)."""
     path = Path(path)
     make_folder(path.parent)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     except OSError as err:
         raise write_error(path, err) from err
     os.close(fd)

@@ -18,7 +18,8 @@ import numpy as np
 
 from kdsam.data import intensity
 from kdsam.data.imageio import read_image_with_intensity
-from kdsam.data.medical import Volume, is_nifti, read_volume
+from kdsam.data.itk_io import data_files
+from kdsam.data.medical import Volume, is_nifti, read_volume, volume_shape
 from kdsam.errors import BadFileError, KdsamError, one_line
 
 AFFINE_TOLERANCE_MM = 1e-3  # label and image grids must agree to this (as `evaluate --gts` requires)
@@ -26,8 +27,8 @@ AFFINE_TOLERANCE_MM = 1e-3  # label and image grids must agree to this (as `eval
 
 @dataclass(frozen=True)
 class Case:
-    """Where one case lies. image: a NIfTI, an npz, a DICOM series folder or a 2D image file.
-    label: its label volume (NIfTI), None when the label lives in the npz or there is none.
+    """Where one case lies. image: a volume file (NIfTI, MHA, NRRD), an npz, a DICOM series folder or a
+    2D image file. label: its label volume file, None when the label lives in the npz or there is none.
     labelled: False for `images:` trees (stage 1 only)."""
 
     name: str
@@ -38,9 +39,11 @@ class Case:
     files: tuple[Path, ...] = ()  # every file whose bytes identify the case (a DICOM series: all slices)
 
     def sources(self) -> tuple[Path, ...]:
+        """The files whose bytes make the case: an .mhd or .nhdr header's data file among them."""
         if self.files:
             return self.files
-        return (self.image,) if self.label is None else (self.image, self.label)
+        paths = (self.image,) if self.label is None else (self.image, self.label)
+        return tuple(p for path in paths for p in (path, *data_files(path)) if p == path or p.is_file())
 
 
 @dataclass
@@ -108,11 +111,9 @@ def read_nifti_channel(path: Path, channel: int) -> Volume:
 def _label_volume(case: Case, image: Volume) -> np.ndarray:
     """The label map (I, J, K) on the image's grid, as integers; refused (the case skipped) when
     its shape or affine differ from the image's, or when it is 4D."""
-    import nibabel as nib
-
     assert case.label is not None
     try:
-        shape = nib.load(str(case.label)).shape
+        shape = volume_shape(case.label)
     except Exception as err:  # any reader failure: the case is named and skipped
         raise BadFileError(f"{case.label}: unreadable label volume ({one_line(err)})") from err
     if len(shape) > 3 and any(s > 1 for s in shape[3:]):
@@ -127,7 +128,7 @@ def _label_volume(case: Case, image: Volume) -> np.ndarray:
 
 
 def read_volume_case(case: Case, window: Any, channel: int = 0) -> CaseArrays:
-    """A NIfTI or DICOM case (nnU-Net, MSD, images:) read whole, once, for the slice store."""
+    """A volume file or DICOM case (nnU-Net, MSD, images:) read whole, once, for the slice store."""
     volume = read_nifti_channel(case.image, channel) if is_nifti(case.image) else read_volume(case.image)
     notes: list[str] = []
     volume.array = finite(volume.array, str(case.image), notes)

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from kdsam.data.medical import is_dicom, is_nifti
+from kdsam.data.medical import VOLUME_FORMATS, VOLUME_SUFFIXES, is_dicom, is_volume_file
 from kdsam.data.volumes.cases import Case
 from kdsam.errors import KdsamError
 
@@ -71,12 +71,13 @@ def _modality(name: str | None) -> str | None:
 
 
 def nnunet_cases(root: Path, channel: int = 0) -> CaseList:
-    """nnU-Net v2 raw: imagesTr/<case>_<4-digit channel><ending>, labelsTr/<case><ending>;
-    dataset.json `labels` maps names to values (region lists are not single labels: left out)."""
+    """nnU-Net v2 raw: imagesTr/<case>_<4-digit channel><ending>, labelsTr/<case><ending>, the ending
+    being dataset.json's `file_ending` (.nii.gz by default; nnU-Net's SimpleITK datasets use .mha or
+    .nrrd); dataset.json `labels` maps names to values (region lists are not single labels: left out)."""
     meta = read_dataset_json(root, "nnU-Net raw", '"channel_names", "labels" and "file_ending"')
     ending = str(meta.get("file_ending", ".nii.gz"))
-    if ending not in (".nii.gz", ".nii"):
-        raise KdsamError(f"{root / 'dataset.json'}: file_ending {ending!r}; kdsam reads NIfTI (.nii.gz, .nii)")
+    if ending not in VOLUME_SUFFIXES:
+        raise KdsamError(f"{root / 'dataset.json'}: file_ending {ending!r}; kdsam reads volumes ({VOLUME_FORMATS})")
     modality = _modality(
         _channel_name(meta.get("channel_names") or meta.get("modality"), channel, root / "dataset.json")
     )
@@ -127,22 +128,22 @@ def npz_cases(root: Path, channel: int = 0) -> CaseList:
 
 
 def image_cases(root: Path, channel: int = 0) -> CaseList:
-    """`images:`: any tree of 2D images, DICOM series (a folder of DICOM files is one case) and NIfTI
-    volumes, without masks; each file or series is a case."""
+    """`images:`: any tree of 2D images, DICOM series (a folder of DICOM files is one case) and volume
+    files (NIfTI, MHA, NRRD), without masks; each file or series is a case."""
     cases = []
     for path in sorted(root.rglob("*")):
         if path.is_dir():
             dicoms = tuple(sorted(p for p in path.iterdir() if is_dicom(p)))
             if dicoms:
                 cases.append(Case(_relative_name(root, path) or path.name, path, None, None, False, dicoms))
-        elif is_nifti(path) or path.suffix.lower() in IMAGE_SUFFIXES:
+        elif is_volume_file(path) or path.suffix.lower() in IMAGE_SUFFIXES:
             cases.append(Case(_relative_name(root, path), path, None, None, False))
     return CaseList(cases)
 
 
 def _relative_name(root: Path, path: Path) -> str:
     rel = path.relative_to(root).as_posix()
-    for suffix in (".nii.gz", ".nii", ".npz", *IMAGE_SUFFIXES):
+    for suffix in (*VOLUME_SUFFIXES, ".npz", *IMAGE_SUFFIXES):
         if rel.lower().endswith(suffix):
             return rel[: -len(suffix)]
     return rel

@@ -8,7 +8,7 @@ import { setupPacs } from "./pacs.js";
 import { Viewport, displayCopy } from "./view.js";
 
 const $ = (id) => document.getElementById(id);
-const VOLUME_SUFFIXES = [".nii", ".nii.gz", ".npz", ".dcm", ".dicom", ".ima"];
+const VOLUME_SUFFIXES = [".nii", ".nii.gz", ".mha", ".mhd", ".nrrd", ".nhdr", ".npz", ".dcm", ".dicom", ".ima"];
 const state = {
   doc: null, // {kind: "image"|"volume", id, name, width, height, depth, label, load(window), window}
   z: 0,
