@@ -9,11 +9,11 @@ import timm
 import torch
 import torch.nn.functional as F
 from segment_anything.modeling import Sam
+from segment_anything.modeling.common import LayerNorm2d
 from torch import nn
 
 from kdsam.errors import KdsamError
 from kdsam.models.checkpoint import load_strict, read_state_dict
-from kdsam.models.layer_norm import LayerNorm2d
 from kdsam.models.sam import KDSam, ResizeMode, sam_heads, with_prompt_frame
 
 log = logging.getLogger(__name__)
