@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from kdsam.data.medical import Volume, check_size, mask_array
+from kdsam.data.volume import Volume, check_size, mask_array
 from kdsam.errors import BadFileError, KdsamError, one_line
 
 if TYPE_CHECKING:
