@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gzip
 import zlib
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -34,6 +35,15 @@ POSITION_TOLERANCE = 0.05  # relative deviation of a slice gap before a series c
 
 def is_nifti(path: Path) -> bool:
     return path.name.lower().endswith(NIFTI_SUFFIXES)
+
+
+def drop_suffix(name: str, suffixes: Iterable[str]) -> str:
+    """`name` without the first of `suffixes` it ends with, case-insensitively (list .nii.gz before
+    any shorter suffix it ends in); unchanged when it ends with none."""
+    for suffix in suffixes:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
 
 
 def is_volume_file(path: Path) -> bool:

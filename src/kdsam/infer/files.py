@@ -55,11 +55,7 @@ def kind_of(path: Path) -> str | None:
 
 def stem(path: Path) -> str:
     """File name without its image/volume suffix (case.nii.gz -> case)."""
-    name = path.name
-    for suffix in (*medical.VOLUME_SUFFIXES, ".npz", *IMAGE_SUFFIXES):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return name
+    return medical.drop_suffix(path.name, (*medical.VOLUME_SUFFIXES, ".npz", *IMAGE_SUFFIXES))
 
 
 def output_name(path: Path, kind: str) -> str:

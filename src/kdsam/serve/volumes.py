@@ -141,10 +141,7 @@ def predictor_slices(engine: Engine) -> SliceModel:
 def display_name(filenames: Sequence[str], given: str | None) -> str:
     """A name for downloads: the one the page gives (a folder's), else the first file's stem."""
     raw = given or (Path(filenames[0]).name if filenames else "volume")
-    for suffix in (*medical.VOLUME_SUFFIXES, ".npz", *medical.DICOM_SUFFIXES):
-        if raw.lower().endswith(suffix):
-            raw = raw[: -len(suffix)]
-            break
+    raw = medical.drop_suffix(raw, (*medical.VOLUME_SUFFIXES, ".npz", *medical.DICOM_SUFFIXES))
     return re.sub(r"[^A-Za-z0-9._-]+", "_", raw).strip("._") or "volume"
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from kdsam.data.medical import VOLUME_FORMATS, VOLUME_SUFFIXES, is_dicom, is_volume_file
+from kdsam.data.medical import VOLUME_FORMATS, VOLUME_SUFFIXES, drop_suffix, is_dicom, is_volume_file
 from kdsam.data.volumes.cases import Case
 from kdsam.errors import KdsamError
 
@@ -142,11 +142,7 @@ def image_cases(root: Path, channel: int = 0) -> CaseList:
 
 
 def _relative_name(root: Path, path: Path) -> str:
-    rel = path.relative_to(root).as_posix()
-    for suffix in (*VOLUME_SUFFIXES, ".npz", *IMAGE_SUFFIXES):
-        if rel.lower().endswith(suffix):
-            return rel[: -len(suffix)]
-    return rel
+    return drop_suffix(path.relative_to(root).as_posix(), (*VOLUME_SUFFIXES, ".npz", *IMAGE_SUFFIXES))
 
 
 def check_labels(labels: np.ndarray | None, names: dict[int, str], where: str) -> list[str]:
